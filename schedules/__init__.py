@@ -1,0 +1,5 @@
+"""Hand-written schedules for tvm_patterns' computes, one module per kernel and target.
+
+Importing the package registers them all (``schedules.registry``).
+"""
+from . import dense_conv2d_nchw_x86, generic_x86, pattern_conv2d_nchw_x86  # noqa: F401

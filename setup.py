@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="tvm-patterns",
+    version="0.1.0",
+    description="Pattern- and block-sparse convolutions for Apache TVM (PatDNN-style compression-compilation co-design)",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tvm_patterns", "tvm_patterns.*", "schedules", "schedules.*"]),
+    install_requires=[
+        "apache-tvm==0.27.0.post1",
+        # 0.1.15.x segfaults in tvm.ir.save_json, which MetaSchedule's database needs.
+        "apache-tvm-ffi==0.1.14.post1",
+        # The CPU build of exactly this version lies on the machine's disk.
+        "torch==2.13.0",
+        "numpy",
+        "xgboost",
+        "scikit-learn",
+        "matplotlib",
+        "psutil",
+        "cloudpickle",
+        "tornado",
+        "pytest",
+    ],
+    entry_points={"console_scripts": ["tvm-patterns=tvm_patterns.cli:main"]},
+)

@@ -1,0 +1,18 @@
+"""tvm-patterns: pattern- and block-sparse convolutions compiled by Apache TVM.
+
+    mod = tvm_patterns.from_pytorch(model, example_inputs)
+    ex = tvm_patterns.build(mod, tvm_patterns.targets.host())
+"""
+import os
+
+# TVM's runtime picks one thread on small machines and pins the process to CPU 0.
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+
+from . import targets  # noqa: E402
+from .build import build, pipeline  # noqa: E402
+from .importer import from_pytorch  # noqa: E402
+from .passes import LayerDecision, PatternConvRewrite, SparseRewrite  # noqa: E402
+from .sparsity import PatternLibrary  # noqa: E402
+
+__all__ = ["build", "pipeline", "from_pytorch", "targets", "PatternConvRewrite", "SparseRewrite",
+           "LayerDecision", "PatternLibrary"]

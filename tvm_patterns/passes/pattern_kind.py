@@ -1,0 +1,68 @@
+"""The "pattern" sparse kind: 3x3 conv2d whose kernels each fit one pattern of a library."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from tvm import relax
+
+from tvm_patterns.computes.pattern_conv2d import MAIN_BLOCK, PatternConvGeometry, pattern_conv2d
+from tvm_patterns.sparsity import NotPatternSparse, PatternLibrary, kernel_tables, pack
+
+from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
+
+DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
+
+
+def check_conv_attrs(attrs, weight_shape) -> tuple:
+    """(strides, padding) of a conv2d we can run, or LeaveDense naming the unsupported attribute."""
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        raise LeaveDense(f"layout {attrs.data_layout}/{attrs.kernel_layout}/{attrs.out_layout} is not NCHW/OIHW")
+    if int(attrs.groups) != 1:
+        raise LeaveDense(f"groups={int(attrs.groups)} (only groups=1 is rewritten)")
+    dilation = [int(d) for d in attrs.dilation]
+    if dilation != [1, 1]:
+        raise LeaveDense(f"dilation={dilation} (only 1 is rewritten)")
+    strides = tuple(int(s) for s in attrs.strides)
+    if any(s not in (1, 2) for s in strides):
+        raise LeaveDense(f"strides={list(strides)} (only 1 and 2 are rewritten)")
+    if str(attrs.out_dtype) not in ("", "float32"):
+        raise LeaveDense(f"out_dtype={attrs.out_dtype} (only float32)")
+    return strides, tuple(int(p) for p in attrs.padding)
+
+
+@register_sparse_kind("pattern", ["relax.nn.conv2d"])
+def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+    w = constant_weight(call)
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 3x3")
+    if w.dtype != np.float32:
+        raise LeaveDense(f"weight dtype {w.dtype} (only float32)")
+    strides, padding = check_conv_attrs(call.attrs, w.shape)
+    N, C, H, W = static_shape(call.args[0])
+    if call.args[0].ty.dtype != "float32":
+        raise LeaveDense(f"input dtype {call.args[0].ty.dtype} (only float32)")
+    library: PatternLibrary = ctx.options.get("library") or PatternLibrary.patdnn()
+    try:
+        packed = pack(w, library)
+    except NotPatternSparse as e:
+        raise LeaveDense(f"not pattern-sparse: {e}") from None
+    max_density = ctx.options.get("max_density", DEFAULT_MAX_DENSITY)
+    density = packed.mac_density()
+    if density > max_density:
+        raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
+    geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
+    tables = kernel_tables(packed, geom.plane, geom.row)
+    ho, wo = geom.out_hw
+    macs_dense = N * w.shape[0] * C * 9 * ho * wo
+
+    def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        return bb.call_te(
+            functools.partial(pattern_conv2d, geom=geom), call.args[0], relax.const(tables.length),
+            relax.const(tables.offset), relax.const(tables.value), primfunc_name_hint=MAIN_BLOCK,
+            primfunc_attrs={"op_pattern": 4})   # kOutEWiseFusable: bias/relu fuse after it
+
+    return Plan(emit=emit,
+                summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C} kernels, "
+                        f"{1 / max(density, 1e-9):.1f}x fewer MACs",
+                macs_dense=macs_dense, macs_sparse=int(round(macs_dense * density)))
