@@ -2,4 +2,4 @@
 
 Importing the package registers them all (``schedules.registry``).
 """
-from . import dense_conv2d_nchw_x86, generic_x86, pattern_conv2d_nchw_x86  # noqa: F401
+from . import dense_conv2d_nchw_x86, dense_matmul_x86, generic_x86, pattern_conv2d_nchw_x86  # noqa: F401

@@ -72,7 +72,7 @@ def fmt_table(rows: list[dict], cols: list[str]) -> str:
     def cell(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
     cells = [[cell(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(x[i]) for x in cells)) for i, c in enumerate(cols)]
+    widths = [max([len(c)] + [len(x[i]) for x in cells]) for i, c in enumerate(cols)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)

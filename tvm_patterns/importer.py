@@ -1,11 +1,13 @@
 """``from_pytorch``: torch.export -> Relax with the (compressed) weights bound as constants."""
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import tvm
 from tvm.relax.frontend.torch import from_exported_program
 
-from .passes.rewrite import LAYER_NAMES_ATTR, weight_key
+from .passes.rewrite import LAYER_NAMES_ATTR, mask_key, weight_key
 
 
 def from_pytorch(model: torch.nn.Module, example_inputs) -> tvm.IRModule:
@@ -21,12 +23,13 @@ def from_pytorch(model: torch.nn.Module, example_inputs) -> tvm.IRModule:
     model = model.eval()
     with torch.no_grad():
         ep = torch.export.export(model, tuple(example_inputs))
-        names = {}
+        weights = {}
         for name, module in model.named_modules():
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 w = module.weight.detach().cpu().numpy()   # the effective (masked) weight
-                names[weight_key(w)] = name
-                if isinstance(module, torch.nn.Linear):    # imported transposed, folded before the rewrite
-                    names[weight_key(w.T)] = name
+                weights[name] = w.T if isinstance(module, torch.nn.Linear) else w  # linear: imported transposed
+    names = {weight_key(w): name for name, w in weights.items()}
+    masks = Counter(mask_key(w) for w in weights.values())
+    names.update({mask_key(w): name for name, w in weights.items() if masks[mask_key(w)] == 1})
     mod = from_exported_program(ep, unwrap_unit_return_tuple=True)
     return mod.with_attr(LAYER_NAMES_ATTR, names)

@@ -26,7 +26,7 @@ def check_conv_attrs(attrs, weight_shape) -> tuple:
     strides = tuple(int(s) for s in attrs.strides)
     if any(s not in (1, 2) for s in strides):
         raise LeaveDense(f"strides={list(strides)} (only 1 and 2 are rewritten)")
-    if str(attrs.out_dtype) not in ("", "float32"):
+    if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "float32"):
         raise LeaveDense(f"out_dtype={attrs.out_dtype} (only float32)")
     return strides, tuple(int(p) for p in attrs.padding)
 

@@ -20,7 +20,13 @@ LAYER_NAMES_ATTR = "tvm_patterns.layer_names"
 def weight_key(array: np.ndarray) -> str:
     """Identifies a weight by value: how the importer's module names find their Relax constants."""
     a = np.ascontiguousarray(array)
-    return f"{a.shape}:{hashlib.sha1(a.tobytes()).hexdigest()}"
+    return f"v{a.shape}:{hashlib.sha1(a.tobytes()).hexdigest()}"
+
+
+def mask_key(array: np.ndarray) -> str:
+    """Identifies a weight by its zero pattern, which survives BatchNorm folding (per-filter scales)."""
+    a = np.ascontiguousarray(array != 0)
+    return f"m{a.shape}:{hashlib.sha1(a.tobytes()).hexdigest()}"
 
 
 @dataclass
@@ -63,9 +69,10 @@ class _Rewriter(PyExprMutator):
 
     def _layer_name(self, call) -> str:
         if len(call.args) > 1 and isinstance(call.args[1], tvm.ir.Constant):
-            key = weight_key(call.args[1].value.numpy())
-            if key in self.names:
-                return self.names[key]
+            w = call.args[1].value.numpy()
+            for key in (weight_key(w), mask_key(w)):
+                if key in self.names:
+                    return self.names[key]
         return self.var_name or "?"
 
     def visit_call_(self, call):

@@ -1,0 +1,51 @@
+"""From a PyTorch model pruned with torch.nn.utils.prune to a TVM build that matches it."""
+import numpy as np
+import torch
+import torch.nn.utils.prune as prune
+
+from tvm_patterns import demo
+from tvm_patterns.models import BasicBlock
+from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
+
+from .layer_check import assert_matches_torch
+
+LIB = PatternLibrary.patdnn()
+
+
+def pattern_mask(conv, connectivity):
+    w = conv.weight.detach().numpy()
+    return torch.from_numpy((project_pattern_connectivity(w, LIB, connectivity) != 0).astype("float32"))
+
+
+def test_model_pruned_with_torch_prune_masks_builds_and_matches_torch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+        BasicBlock(16, 16), BasicBlock(16, 32, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10)).eval()
+    pruned = {n: m for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) and m.in_channels > 3}
+    for m in pruned.values():
+        prune.custom_from_mask(m, "weight", pattern_mask(m, 2.0))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.running_mean.uniform_(-0.2, 0.2)
+    assert hasattr(model[2].conv1, "weight_orig")        # a real prune mask, not a zeroed weight
+
+    report = []
+    assert_matches_torch(model, torch.randn(2, 3, 12, 12), report=report)
+    assert sorted(r.layer for r in report if r.rewritten) == sorted(pruned)
+    assert [r.layer for r in report if not r.rewritten] == ["0", "3.shortcut.0"]
+
+
+def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(capsys, tmp_path):
+    csv = tmp_path / "demo.csv"
+    assert demo.main(["--nets", "resnet18", "--image-size", "32", "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert "tvm_pattern: relative max error vs PyTorch" in out and "FAIL" not in out
+    assert "Latency per network" in out and "Slowest kernels of the pattern build" in out
+    header, row = csv.read_text().splitlines()[:2]
+    cols = dict(zip(header.split(","), row.split(",")))
+    assert cols["network"] == "resnet18" and cols["correct"] == "True"
+    assert float(cols["tvm_pattern_ms"]) > 0 and np.isclose(float(cols["conv3x3_mac_ratio"]), 8.1, atol=0.1)

@@ -1,0 +1,67 @@
+"""The pattern conv kernel (compute + host schedule) against torch.nn.functional.conv2d."""
+import numpy as np
+import pytest
+import torch
+
+from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
+
+from .layer_check import assert_matches_torch
+
+LIB = PatternLibrary.patdnn()
+
+
+def pattern_conv(cin, cout, stride=1, padding=1, bias=True, connectivity=3.6, seed=0, edit=None):
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, bias=bias)
+    w = project_pattern_connectivity(conv.weight.detach().numpy(), LIB, connectivity)
+    if edit is not None:
+        edit(w)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w))
+    return conv
+
+
+def zero_filter(w):
+    w[1] = 0
+
+
+def one_kernel_filter(w):
+    w[0] = 0
+    w[0, 2].flat[[1, 3, 4, 5]] = [0.5, -1.0, 2.0, 0.25]
+
+
+CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
+    "basic": (1, 16, 32, 14, 14, {}),
+    "odd channels, batch 2, odd width": (2, 5, 7, 9, 11, {}),
+    "stride 2": (1, 8, 8, 12, 12, {"stride": 2}),
+    "padding 0": (1, 8, 8, 10, 10, {"padding": 0}),
+    "stride 2, padding 0, odd size": (1, 8, 16, 9, 17, {"stride": 2, "padding": 0}),
+    "rectangular stride and padding": (1, 6, 4, 8, 13, {"stride": (1, 2), "padding": (1, 0)}),
+    "width a multiple of the vector": (1, 12, 8, 16, 32, {}),
+    "no bias, dense connectivity": (1, 4, 6, 7, 7, {"bias": False, "connectivity": 1.0}),
+    "an all-zero filter": (1, 8, 8, 9, 9, {"edit": zero_filter}),
+    "a filter with one kernel": (1, 8, 8, 9, 9, {"edit": one_kernel_filter}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pattern_conv_matches_torch(case):
+    n, cin, cout, h, w, kw = CASES[case]
+    model = torch.nn.Sequential(pattern_conv(cin, cout, **kw), torch.nn.ReLU())
+    report = []
+    assert_matches_torch(model, torch.randn(n, cin, h, w), report=report)
+    assert [r.kind for r in report] == ["pattern"], report
+
+
+def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
+    lib = PatternLibrary.from_taps([(0, 1, 3, 4), (4, 5, 7, 8), (1, 4, 7, 8)])
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    w = project_pattern_connectivity(conv.weight.detach().numpy(), lib, 2.0)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(w))
+    report = []
+    assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report, library=PatternLibrary.extract(w, 3, 4))
+    assert report[0].rewritten
+    report = []
+    assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report)  # PatDNN library: does not fit
+    assert not report[0].rewritten and "fit no library pattern" in report[0].reason

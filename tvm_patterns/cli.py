@@ -1,0 +1,22 @@
+"""The ``tvm-patterns`` command: ``demo`` (and the subcommands other modules add)."""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "demo": "tvm_patterns.demo",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: tvm-patterns {{{','.join(COMMANDS)}}} [options]   (-h after a command for its options)")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
