@@ -141,9 +141,10 @@ def kernel_tables(packed: PackedPatternConv, plane: int, row: int) -> KernelTabl
     length = np.zeros(K, dtype="int32")
     for i, k in enumerate(packed.perm):
         a, b = packed.kernel_ptr[i], packed.kernel_ptr[i + 1]
+        order = a + np.argsort(packed.channel[a:b], kind="stable")   # walk the input in memory order
         length[k] = b - a
-        offset[k, : b - a] = packed.channel[a:b, None] * plane + tap_off[packed.pattern[a:b]]
-        value[k, : b - a] = packed.values[a:b]
+        offset[k, : b - a] = packed.channel[order, None] * plane + tap_off[packed.pattern[order]]
+        value[k, : b - a] = packed.values[order]
     if offset.max(initial=0) >= 2 ** 31:
         raise ValueError("input too large for int32 offsets")
     return KernelTables(length, offset.astype("int32"), value)
