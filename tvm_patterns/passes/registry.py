@@ -7,7 +7,7 @@ kind registered for the call's operator, in registration order, and takes the fi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import tvm
 from tvm import relax

@@ -42,14 +42,11 @@ class PackedPatternConv:
         return self.nnz_kernels * self.library.taps / float(np.prod(self.shape))
 
     def to_dense(self) -> np.ndarray:
-        K, C = self.shape[:2]
-        dense = np.zeros((K, C, 9), dtype=self.values.dtype)
-        flat_taps = self.library.masks.reshape(self.library.size, 9)
+        dense = np.zeros(self.shape, dtype=self.values.dtype)
+        taps = self.library.tap_offsets()[self.pattern]             # [nnz, taps, 2]
         filt = np.repeat(self.perm, np.diff(self.kernel_ptr))
-        for t in range(self.library.taps):
-            tap_index = np.argmax(np.cumsum(flat_taps, axis=1) == t + 1, axis=1)  # [P]
-            dense[filt, self.channel, tap_index[self.pattern]] = self.values[:, t]
-        return dense.reshape(self.shape)
+        dense[filt[:, None], self.channel[:, None], taps[..., 0], taps[..., 1]] = self.values
+        return dense
 
 
 class NotPatternSparse(ValueError):
