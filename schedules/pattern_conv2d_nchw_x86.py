@@ -103,6 +103,7 @@ def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> 
     sch.vectorize(wv)
     sch.decompose_reduction(block, j)
     last = sch.get_loops(wb)[-1]
-    if int(sch.get(last).extent) % VECTOR == 0:
+    # A cropped write-back is predicated (w < Wo): it stays scalar.
+    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % VECTOR == 0:
         _, lane = sch.split(last, [None, VECTOR])
         sch.vectorize(lane)

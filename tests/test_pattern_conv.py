@@ -39,6 +39,7 @@ CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
     "rectangular stride and padding": (1, 6, 4, 8, 13, {"stride": (1, 2), "padding": (1, 0)}),
     "width a multiple of the vector": (1, 12, 8, 16, 32, {}),
     "no bias, dense connectivity": (1, 4, 6, 7, 7, {"bias": False, "connectivity": 1.0}),
+    "1x1 output": (1, 16, 8, 2, 2, {"stride": 2}),
     "an all-zero filter": (1, 8, 8, 9, 9, {"edit": zero_filter}),
     "a filter with one kernel": (1, 8, 8, 9, 9, {"edit": one_kernel_filter}),
 }
