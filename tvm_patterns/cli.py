@@ -5,6 +5,7 @@ import sys
 
 COMMANDS = {
     "demo": "tvm_patterns.demo",
+    "sweep": "tvm_patterns.sweep",
 }
 
 

@@ -1,4 +1,4 @@
-"""Reference networks in plain PyTorch (no torchvision): VGG-16, ResNet-18, ResNet-50.
+"""Reference networks in plain PyTorch (no torchvision): VGG-16, ResNet-18/50, MobileNet-V2.
 
 Random weights are enough for latency; BatchNorm is folded into the convs by the build.
 """
@@ -93,7 +93,37 @@ def resnet50(num_classes: int = 1000, image_size: int = 224) -> nn.Module:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes)
 
 
-NETWORKS = {"vgg16": vgg16, "resnet18": resnet18, "resnet50": resnet50}
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, stride, expand):
+        super().__init__()
+        hidden = cin * expand
+        layers = [] if expand == 1 else [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+# (expansion, channels, repeats, first stride)
+MOBILENET_V2_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                    (6, 160, 3, 2), (6, 320, 1, 1)]
+
+
+def mobilenet_v2(num_classes: int = 1000, image_size: int = 224) -> nn.Module:
+    layers, cin = [nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()], 32
+    for t, c, n, s in MOBILENET_V2_CFG:
+        for i in range(n):
+            layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+            cin = c
+    layers += [nn.Conv2d(cin, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6(),
+               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, num_classes)]
+    return nn.Sequential(*layers)
+
+
+NETWORKS = {"vgg16": vgg16, "resnet18": resnet18, "resnet50": resnet50, "mobilenet_v2": mobilenet_v2}
 
 
 def get_network(name: str, image_size: int = 224, seed: int = 0) -> nn.Module:

@@ -1,0 +1,34 @@
+"""The latency sweep, end to end on a tiny network: CSV rows, failed configurations, resume, plots."""
+import csv
+
+from tvm_patterns import sweep
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sweep_writes_rows_keeps_going_after_a_failed_configuration_and_resumes(tmp_path, capsys):
+    base = ["--nets", "resnet18", "--patterns", "8", "--image-size", "32", "--rounds", "2", "--out", str(tmp_path)]
+    assert sweep.main(base + ["--connectivity", "0.5,2"]) == 0
+    rows = read(tmp_path / "sweep.csv")
+    assert list(rows[0]) == sweep.COLUMNS
+    totals = {r["config"]: r for r in rows if r["layer"] == "TOTAL"}
+    assert "connectivity rate must be a finite number >= 1" in totals["pattern-p8-c0.5"]["error"]
+    ok = totals["pattern-p8-c2"]
+    assert ok["error"] == "" and float(ok["ours_ms"]) > 0 and float(ok["mac_ratio"]) > 4
+    layers = [r for r in rows if r["config"] == "pattern-p8-c2" and r["layer"] != "TOTAL"]
+    assert {r["layer"] for r in layers} >= {"layers.0.conv1", "layers.7.conv2"}
+    assert all(float(r["speedup_vs_tvm_dense"]) > 0 for r in layers)
+
+    capsys.readouterr()
+    assert sweep.main(base + ["--connectivity", "0.5,2,3.6"]) == 0
+    assert "1 configurations to run (2 already in" in capsys.readouterr().out
+    again = read(tmp_path / "sweep.csv")
+    assert again[:len(rows)] == rows
+    assert [r["config"] for r in again if r["layer"] == "TOTAL"] == ["pattern-p8-c0.5", "pattern-p8-c2", "pattern-p8-c3.6"]
+
+    for name in ("latency_vs_mac.png", "speedup_per_layer.png", "ours_vs_ideal.png"):
+        png = (tmp_path / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 5000
