@@ -19,6 +19,7 @@ setup(
         "psutil",
         "cloudpickle",
         "tornado",
+        "pyopencl",   # runs the generated Mali/Adreno OpenCL kernels on PoCL in the tests
         "pytest",
     ],
     entry_points={"console_scripts": ["tvm-patterns=tvm_patterns.cli:main"]},

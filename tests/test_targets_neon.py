@@ -1,0 +1,95 @@
+"""aarch64 NEON: the pattern conv cross-compiled for targets.arm_cpu(), checked as a binary, and run on the
+emulated aarch64 RPC device (qemu-user) against PyTorch when ``tvm_patterns.emulated_arm`` is there."""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.support import cc
+
+import tvm_patterns as tp
+
+from .test_pattern_conv import pattern_conv
+
+CROSS_CXX = "aarch64-linux-gnu-g++"
+OBJDUMP = "aarch64-linux-gnu-objdump"
+EM_AARCH64 = 183
+FMLA_4S = re.compile(r"\bfmla\s+v\d+\.4s, v\d+\.4s, v\d+\.(?:4s|s\[\d\])")
+
+CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
+    "basic": (1, 16, 32, 14, 14, {}),
+    "odd shapes, stride 2": (2, 5, 7, 9, 11, {"stride": 2}),
+}
+
+
+def model_and_input(case):
+    n, cin, cout, h, w, kw = CASES[case]
+    torch.manual_seed(1)
+    return torch.nn.Sequential(pattern_conv(cin, cout, **kw), torch.nn.ReLU()).eval(), torch.randn(n, cin, h, w)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def arm_library(request, tmp_path_factory):
+    """(path of the exported aarch64 .so, model, input) of one case."""
+    if shutil.which(CROSS_CXX) is None:
+        pytest.fail(f"{CROSS_CXX} is missing: apt-get install g++-aarch64-linux-gnu (.ci/apt-packages.txt)")
+    model, x = model_and_input(request.param)
+    report = []
+    ex = tp.build(tp.from_pytorch(model, x), tp.targets.arm_cpu(), report=report)
+    assert [r.kind for r in report] == ["pattern"]
+    path = tmp_path_factory.mktemp("neon") / "pattern_conv_aarch64.so"
+    ex.export_library(str(path), fcompile=cc.cross_compiler(CROSS_CXX))
+    return path, model, x
+
+
+def test_library_is_an_aarch64_elf(arm_library):
+    header = arm_library[0].read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[4] == 2, "not a 64-bit ELF"
+    assert int.from_bytes(header[18:20], "little") == EM_AARCH64
+
+
+def test_hot_loop_uses_neon_fma(arm_library):
+    dis = subprocess.run([OBJDUMP, "-d", "--no-show-raw-insn", str(arm_library[0])],
+                         capture_output=True, text=True, check=True).stdout
+    # The parallel body of the fused conv holds the register tile (symbol "..._compute_").
+    bodies = re.split(r"\n(?=[0-9a-f]+ <)", dis)
+    conv = [b for b in bodies if re.match(r"[0-9a-f]+ <\w*pattern_conv2d\w*compute_\w*>:", b)]
+    assert conv, "no parallel body of the pattern conv in the library"
+    fmla = FMLA_4S.findall("\n".join(conv))
+    assert len(fmla) >= 8, f"{len(fmla)} NEON 'fmla vN.4s' in the conv's hot loop"
+
+
+def test_register_tile_fits_the_a76_budget():
+    from schedules.pattern_conv2d_nchw_neon import MAX_ACCUMULATORS, default_knobs
+
+    for ho, wp in [(14, 16), (56, 56), (7, 8), (5, 8), (28, 32), (13, 16)]:
+        k = default_knobs(ho, wp)
+        assert ho % k.rows == 0 and (wp // 4) % k.vectors == 0
+        assert k.rows * k.vectors <= MAX_ACCUMULATORS
+    assert default_knobs(56, 56).rows * default_knobs(56, 56).vectors > 14   # more than AVX2's budget
+
+
+@pytest.fixture(scope="module")
+def arm_remote():
+    """An RPC session on the emulated aarch64 device (the module of issue 5, item 3)."""
+    emulated = pytest.importorskip("tvm_patterns.emulated_arm",
+                                   reason="tvm_patterns.emulated_arm (the qemu-user RPC device) is not there yet")
+    with emulated.device() as remote:
+        yield remote
+
+
+def test_runs_on_the_emulated_arm_device(arm_library, arm_remote):
+    path, model, x = arm_library
+    arm_remote.upload(str(path))
+    lib = arm_remote.load_module(path.name)
+    dev = arm_remote.cpu(0)
+    vm = relax.VirtualMachine(lib, dev)
+    out = vm["main"](tvm.runtime.tensor(x.numpy(), dev)).numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    err = np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30)
+    assert err < 1e-4, f"relative max error {err:.2e}"

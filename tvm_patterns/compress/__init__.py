@@ -1,0 +1,20 @@
+"""Compression in PyTorch: pattern, connectivity and block-punched pruning by ADMM or in one shot.
+
+    pruner = ADMMPruner(model, [{"module": "features.3", "kind": "pattern", "patterns": 8, "connectivity": 3.6}])
+    loss = criterion(model(x), y) + pruner.penalty()     # in the user's loop; pruner.step() per epoch
+    pruner.prune(); ...masked fine-tuning...; pruner.squash()
+
+torch only: the projections wrap the numpy ones of ``tvm_patterns.sparsity``.
+"""
+from .admm import ADMMPruner
+from .kinds import KINDS, Constraint, parse_config, register_kind
+from .oneshot import MaskPruner, oneshot_prune
+from .projections import (
+    project_block_punched,
+    project_connectivity,
+    project_pattern_connectivity,
+    project_patterns,
+)
+
+__all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "parse_config", "register_kind", "KINDS", "Constraint",
+           "project_patterns", "project_connectivity", "project_pattern_connectivity", "project_block_punched"]

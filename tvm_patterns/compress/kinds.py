@@ -1,0 +1,170 @@
+"""Configuration of the pruners: one registry of pruning kinds, one entry per module.
+
+A configuration is a list of plain dicts keyed by module name, as in ``torch.ao.pruning``::
+
+    [{"module": "features.3", "kind": "pattern", "patterns": 8, "connectivity": 3.6},
+     {"module": "features.6", "kind": "connectivity", "connectivity": 2.0},
+     {"module": "classifier", "kind": "block", "block_rows": 8, "sparsity": 0.75}]
+
+Adding a kind touches one place: a function decorated with ``@register_kind`` that checks the
+module and the entry's options and returns the projection of the module's weight.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tvm_patterns.sparsity import PatternLibrary
+
+from .projections import project_block_punched, project_connectivity, project_pattern_connectivity
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    defaults: dict           # every option the kind accepts, with its default (None: required)
+    make: Callable           # (name, module, options, library | None) -> Projection
+    uses_library: bool
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(name: str, uses_library: bool = False, **defaults):
+    def register(make):
+        KINDS[name] = Kind(name, defaults, make, uses_library)
+        return make
+    return register
+
+
+@dataclass(frozen=True, eq=False)
+class Constraint:
+    """One configuration entry bound to its module: ``project`` maps the weight onto the structure."""
+    name: str
+    module: nn.Module
+    kind: str
+    options: dict
+    project: Projection
+    library: PatternLibrary | None = field(default=None)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.weight
+
+
+def _check_3x3_conv(name: str, module: nn.Module, kind: str):
+    if not (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.groups == 1):
+        raise ValueError(f"{kind} pruning of '{name}': needs a 3x3 nn.Conv2d with groups=1, got {module}")
+
+
+def _check_connectivity(name: str, rate):
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(rate) or rate < 1:
+        raise ValueError(f"'{name}': connectivity rate must be a finite number >= 1 (keep 1 kernel in rate), "
+                         f"got {rate!r}")
+
+
+def _check_positive_int(name: str, key: str, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"'{name}': {key} must be a positive integer, got {value!r}")
+
+
+@register_kind("pattern", uses_library=True, patterns=8, taps=4, connectivity=1.0)
+def _pattern(name, module, options, library):
+    _check_3x3_conv(name, module, "pattern")
+    _check_connectivity(name, options["connectivity"])
+    return lambda w: project_pattern_connectivity(w, library, options["connectivity"])
+
+
+@register_kind("connectivity", connectivity=None)
+def _connectivity(name, module, options, library):
+    _check_3x3_conv(name, module, "connectivity")
+    _check_connectivity(name, options["connectivity"])
+    return lambda w: project_connectivity(w, options["connectivity"])
+
+
+@register_kind("block", block_rows=None, sparsity=None)
+def _block(name, module, options, library):
+    is_1x1 = isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
+    if not (is_1x1 or isinstance(module, nn.Linear)):
+        raise ValueError(f"block pruning of '{name}': needs an nn.Linear or a 1x1 nn.Conv2d with groups=1, got {module}")
+    _check_positive_int(name, "block_rows", options["block_rows"])
+    s = options["sparsity"]
+    if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 <= s < 1:   # NaN fails too
+        raise ValueError(f"'{name}': block sparsity must be a number in [0, 1), got {s!r}")
+    return lambda w: project_block_punched(w, int(options["block_rows"]), float(s))
+
+
+def _entry_options(entry, modules: dict[str, nn.Module]) -> tuple[str, nn.Module, Kind, dict]:
+    if not isinstance(entry, dict) or "module" not in entry:
+        raise ValueError(f"each configuration entry must be a dict with a 'module' key, got {entry!r}")
+    name = entry["module"]
+    if name not in modules:
+        near = difflib.get_close_matches(str(name), [n for n in modules if n], n=3)
+        hint = f" (did you mean {', '.join(repr(n) for n in near)}?)" if near else ""
+        raise ValueError(f"no module named '{name}' in the model{hint}")
+    kind = KINDS.get(entry.get("kind"))
+    if kind is None:
+        raise ValueError(f"'{name}': unknown pruning kind {entry.get('kind')!r}, expected one of {sorted(KINDS)}")
+    unknown = set(entry) - {"module", "kind"} - set(kind.defaults)
+    if unknown:
+        raise ValueError(f"'{name}': unknown option(s) {sorted(unknown)} for kind '{kind.name}', "
+                         f"expected {sorted(kind.defaults)}")
+    options = {**kind.defaults, **{k: v for k, v in entry.items() if k not in ("module", "kind")}}
+    missing = [k for k, v in options.items() if v is None]
+    if missing:
+        raise ValueError(f"'{name}': kind '{kind.name}' needs option(s) {missing}")
+    return name, modules[name], kind, options
+
+
+def parse_config(model: nn.Module, config, library: PatternLibrary | None = None) -> list[Constraint]:
+    """Check every entry against the model; returns one Constraint per entry, in order.
+
+    library: the pattern library of every "pattern" entry (their "patterns" / "taps", when given,
+    must match it); None extracts, per (patterns, taps), the most frequent top-taps masks of the
+    current weights of the "pattern" modules (PatDNN's way: prune a pretrained model with patterns
+    it already has).
+    """
+    if isinstance(config, dict):
+        config = [config]
+    modules = dict(model.named_modules())
+    parsed, seen = [], set()
+    for entry in config:
+        name, module, kind, options = _entry_options(entry, modules)
+        if name in seen:
+            raise ValueError(f"'{name}' appears more than once in the configuration")
+        seen.add(name)
+        if kind.uses_library:   # before extraction reads every pattern module's weight
+            _check_3x3_conv(name, module, kind.name)
+            _check_positive_int(name, "patterns", options["patterns"])
+            _check_positive_int(name, "taps", options["taps"])
+        if kind.uses_library and library is not None:
+            asked = (entry.get("patterns", library.size), entry.get("taps", library.taps))
+            if asked != (library.size, library.taps):
+                raise ValueError(f"'{name}': asks for {asked[0]} patterns x {asked[1]} taps but the given library is {library}")
+            options.update(patterns=library.size, taps=library.taps)
+        parsed.append((name, module, kind, options))
+
+    pattern_weights = [m.weight.detach().cpu().float().numpy() for _, m, k, _ in parsed if k.uses_library]
+    libraries: dict[tuple, PatternLibrary] = {}
+
+    def library_for(name, options) -> PatternLibrary:
+        if library is not None:
+            return library
+        key = (options["patterns"], options["taps"])
+        if key not in libraries:
+            libraries[key] = PatternLibrary.extract(pattern_weights, *key)
+        return libraries[key]
+
+    constraints = []
+    for name, module, kind, options in parsed:
+        lib = library_for(name, options) if kind.uses_library else None
+        constraints.append(Constraint(name, module, kind.name, options, kind.make(name, module, options, lib), lib))
+    return constraints

@@ -1,0 +1,71 @@
+"""Hard masks through ``torch.nn.utils.prune``, and the one-shot path (projection + masks).
+
+    pruner = oneshot_prune(model, [{"module": "features.3", "kind": "pattern", "connectivity": 3.6}])
+    ...fine-tune: the masks keep the pruned weights at zero...
+    pruner.squash()
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.utils.prune as torch_prune
+from torch import nn
+
+from tvm_patterns.sparsity import PatternLibrary
+
+from .kinds import Constraint, parse_config
+
+
+class MaskPruner:
+    """Projects configured weights and holds them there with standard prune masks.
+
+    After ``prune()`` every configured module has ``weight_orig`` (a parameter, the one the
+    optimizer already knows) and ``weight_mask`` (a buffer), and ``weight = weight_orig * weight_mask``
+    is recomputed before each forward, so masked retraining keeps the zeros. ``squash()`` bakes the
+    masks in (``torch.nn.utils.prune.remove``): plain ``weight`` parameters again.
+    """
+
+    def __init__(self, model: nn.Module, config, library: PatternLibrary | None = None):
+        self.model = model
+        self.constraints: list[Constraint] = parse_config(model, config, library)
+        self.masks: dict[str, torch.Tensor] = {}
+
+    @property
+    def pattern_library(self) -> PatternLibrary:
+        """The one pattern library of the "pattern" entries (what the TVM build needs as ``library``)."""
+        libs = {c.library for c in self.constraints if c.library is not None}
+        if len(libs) != 1:
+            raise ValueError(f"the configuration uses {len(libs)} pattern libraries, not one")
+        return libs.pop()
+
+    @property
+    def pruned(self) -> bool:
+        return bool(self.masks)
+
+    @torch.no_grad()
+    def prune(self) -> dict[str, torch.Tensor]:
+        """Mask = support of the projection of the current weight; returns {module name: mask}."""
+        if self.pruned:
+            raise RuntimeError("prune() was already called")
+        for c in self.constraints:
+            mask = (c.project(c.weight) != 0).to(c.weight.dtype)
+            torch_prune.custom_from_mask(c.module, "weight", mask)
+            self.masks[c.name] = c.module.weight_mask
+        return dict(self.masks)
+
+    def squash(self) -> None:
+        """Bake the masks into the weights; the modules lose their prune hooks."""
+        if not self.pruned:
+            raise RuntimeError("squash() before prune(): there are no masks to bake in")
+        for c in self.constraints:
+            if torch_prune.is_pruned(c.module) and hasattr(c.module, "weight_orig"):
+                torch_prune.remove(c.module, "weight")
+
+
+def oneshot_prune(model: nn.Module, config, library: PatternLibrary | None = None) -> MaskPruner:
+    """Project each configured weight and mask it, in place; fine-tune afterwards to recover accuracy.
+
+    Returns the MaskPruner holding the masks (``squash()`` it after fine-tuning).
+    """
+    pruner = MaskPruner(model, config, library)
+    pruner.prune()
+    return pruner

@@ -1,0 +1,48 @@
+"""Torch faces of the numpy projections in ``tvm_patterns.sparsity``.
+
+Each wrapper hands the weight to the one numpy implementation and returns a new tensor on the
+weight's device and dtype; nothing here tracks gradients (ADMM's Z-update is not differentiated).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tvm_patterns.sparsity import PatternLibrary
+from tvm_patterns.sparsity import projection as _np
+from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
+
+
+def _through_numpy(w: torch.Tensor, fn) -> torch.Tensor:
+    a = w.detach().cpu()
+    if a.dtype not in (torch.float32, torch.float64):
+        a = a.float()   # half / bfloat16 have no numpy twin; float32 holds them exactly
+    out = fn(a.numpy())
+    return torch.from_numpy(np.ascontiguousarray(out)).to(device=w.device, dtype=w.dtype)
+
+
+def project_patterns(w: torch.Tensor, library: PatternLibrary) -> torch.Tensor:
+    """w: [K, C, 3, 3]; each kernel keeps the taps of the library pattern holding most of its energy."""
+    return _through_numpy(w, lambda a: _np.project_patterns(a, library))
+
+
+def project_connectivity(w: torch.Tensor, connectivity: float) -> torch.Tensor:
+    """w: [K, C, 3, 3]; keeps the round(K*C / connectivity) kernels with the largest L2 norm."""
+    return _through_numpy(w, lambda a: _np.project_connectivity(a, connectivity))
+
+
+def project_pattern_connectivity(w: torch.Tensor, library: PatternLibrary,
+                                 connectivity: float = 1.0) -> torch.Tensor:
+    """w: [K, C, 3, 3]; pattern projection, then connectivity on the projected kernels (PatDNN)."""
+    return _through_numpy(w, lambda a: _np.project_pattern_connectivity(a, library, connectivity))
+
+
+def project_block_punched(w: torch.Tensor, block_rows: int, sparsity: float) -> torch.Tensor:
+    """w: Linear [out, in] or 1x1 conv [out, in, 1, 1], viewed as [rows=out, cols=in].
+
+    Rows are cut into blocks of ``block_rows`` (the last may be shorter); every row of a block keeps
+    the same round((1 - sparsity) * in) columns, those with the largest L2 norm inside the block.
+    """
+    if w.ndim not in (2, 4) or (w.ndim == 4 and w.shape[2:] != (1, 1)):
+        raise ValueError(f"block projection: expected an [out, in] or [out, in, 1, 1] weight, got {tuple(w.shape)}")
+    return _through_numpy(w, lambda a: _np_block_punched(a.reshape(a.shape[0], a.shape[1]), block_rows, sparsity).reshape(a.shape))
