@@ -2,4 +2,12 @@
 
 Importing the package registers them all (``schedules.registry``).
 """
-from . import dense_conv2d_nchw_x86, dense_matmul_x86, generic_x86, pattern_conv2d_nchw_x86  # noqa: F401
+from . import (  # noqa: F401
+    block_sparse_x86,
+    dense_conv2d_nchw_x86,
+    dense_matmul_x86,
+    generic_x86,
+    pattern_conv2d_nchw_neon,
+    pattern_conv2d_nchw_opencl,
+    pattern_conv2d_nchw_x86,
+)

@@ -23,12 +23,27 @@ VECTOR = 8
 MAX_ACCUMULATORS = 14   # of AVX2's 16 ymm registers; one holds the broadcast weight
 
 
+# Loop orders of the register tiles (one design space each; an order is not a sampled value because
+# the tuner replays traces, not this Python):
+#   kernels_outer  (n, ho, k) | j | wo | t hi wm wv   -- input rows streamed once per kernel
+#   kernels_inner  (n, ho, k) | wo | j | t hi wm wv   -- one width tile's accumulators over all kernels
+#   filters_inner  (n, ho, wo) | k | j | t hi wm wv   -- the input tile stays in L1 across filters
+ORDERS = ("kernels_outer", "kernels_inner", "filters_inner")
+UNROLL_STEPS = (0, 16, 64)   # pragma_auto_unroll_max_step of the loop inside the parallel one
+MAX_VECTORS = 4
+
+
 @dataclass(frozen=True)
 class Knobs:
-    rows: int      # output rows per register tile (HI)
-    vectors: int   # 8-lane vectors per tile row (WM)
+    rows: int      # output rows per register tile (HI); divides the output height
+    vectors: int   # 8-lane vectors per tile row (WM); divides the padded output width / 8
     filters_inner: bool = False   # loop filters inside the width tiles (input tile reuse in L1)
     kernels_outer: bool = False   # loop kernels outside the width tiles (input rows streamed; tile in L1)
+    unroll: int = 0               # one of UNROLL_STEPS
+
+    @property
+    def order(self) -> str:
+        return "kernels_outer" if self.kernels_outer else "filters_inner" if self.filters_inner else "kernels_inner"
 
 
 def _divisors(n: int) -> list[int]:
@@ -77,33 +92,76 @@ def split_pattern_stages(sch: s_tir.Schedule, block):
     return inline_epilogue(sch, cw)
 
 
-@register_schedule(MAIN_BLOCK, "cpu")
-def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
+def perfect_tile(sch: s_tir.Schedule, loop, factor: int | None, max_inner: int) -> list:
+    """Split ``loop`` in two by a perfect tile: sampled (factor None) or the fixed decision."""
+    extent = int(sch.get(loop).extent)
+    if factor is not None and extent % factor:
+        raise ValueError(f"tile factor {factor} does not divide the loop extent {extent}")
+    decision = None if factor is None else [extent // factor, factor]
+    return sch.split(loop, sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max(max_inner, factor or 1),
+                                                   decision=decision))
+
+
+def unroll_knob(sch: s_tir.Schedule, loop, steps: int | None) -> None:
+    decision = None if steps is None else UNROLL_STEPS.index(steps)
+    u = sch.sample_categorical(list(UNROLL_STEPS), [1 / len(UNROLL_STEPS)] * len(UNROLL_STEPS), decision=decision)
+    sch.annotate(loop, "pragma_auto_unroll_max_step", u)
+
+
+def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None) -> None:
+    """The schedule of one loop order; ``knobs`` None leaves tiles and unroll to the tuner (sampled),
+    otherwise they are the fixed decisions of the same sampling instructions."""
     n, k, h, w, j, t = sch.get_loops(block)
-    knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent))
     wb = split_pattern_stages(sch, block)
-    ho, hi = sch.split(h, [None, knobs.rows])
-    wo, wm, wv = sch.split(w, [None, knobs.vectors, VECTOR])
-    if knobs.kernels_outer:
+    ho, hi = perfect_tile(sch, h, knobs and knobs.rows, MAX_ACCUMULATORS)
+    w_, wv = sch.split(w, [None, VECTOR])
+    wo, wm = perfect_tile(sch, w_, knobs and knobs.vectors, MAX_VECTORS)
+    if order == "kernels_outer":
         sch.reorder(n, ho, k, j, wo, t, hi, wm, wv)
         outer = sch.fuse(n, ho, k)
-        sch.parallel(outer)
-        sch.reverse_compute_at(wb, outer)
-    elif knobs.filters_inner:
+        sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
+        inner = j
+    elif order == "filters_inner":
         sch.reorder(n, ho, wo, k, j, t, hi, wm, wv)
-        sch.parallel(sch.fuse(n, ho, wo))
-        sch.reverse_compute_at(wb, k)
-    else:
+        outer = sch.fuse(n, ho, wo)
+        sch.reverse_compute_at(wb, k, preserve_unit_loops=True)
+        inner = k
+    elif order == "kernels_inner":
         sch.reorder(n, ho, k, wo, j, t, hi, wm, wv)
-        sch.parallel(sch.fuse(n, ho, k))
-        sch.reverse_compute_at(wb, wo)
+        outer = sch.fuse(n, ho, k)
+        sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
+        inner = wo
+    else:
+        raise ValueError(f"unknown loop order {order!r}; one of {ORDERS}")
+    sch.parallel(outer)
     sch.unroll(t)
     sch.unroll(hi)
     sch.unroll(wm)
     sch.vectorize(wv)
+    unroll_knob(sch, inner, knobs and knobs.unroll)
     sch.decompose_reduction(block, j)
+    # Unit loops are kept above so that this loop count does not depend on the sampled tiles
+    # (a trace must replay with any decisions).
     last = sch.get_loops(wb)[-1]
     # A cropped write-back is predicated (w < Wo): it stays scalar.
     if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % VECTOR == 0:
         _, lane = sch.split(last, [None, VECTOR])
         sch.vectorize(lane)
+
+
+def design_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+    """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per loop order,
+    register tile and unroll sampled. ``schedule`` (the default knobs) is one point of it."""
+    spaces = []
+    for order in ORDERS:
+        s = sch.copy()
+        apply(s, s.get_sblock(MAIN_BLOCK), order)
+        spaces.append(s)
+    return spaces
+
+
+@register_schedule(MAIN_BLOCK, "cpu")
+def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
+    n, k, h, w, j, t = sch.get_loops(block)
+    knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent))
+    apply(sch, block, knobs.order, knobs)

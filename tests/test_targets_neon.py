@@ -71,25 +71,3 @@ def test_register_tile_fits_the_a76_budget():
         assert ho % k.rows == 0 and (wp // 4) % k.vectors == 0
         assert k.rows * k.vectors <= MAX_ACCUMULATORS
     assert default_knobs(56, 56).rows * default_knobs(56, 56).vectors > 14   # more than AVX2's budget
-
-
-@pytest.fixture(scope="module")
-def arm_remote():
-    """An RPC session on the emulated aarch64 device (the module of issue 5, item 3)."""
-    emulated = pytest.importorskip("tvm_patterns.emulated_arm",
-                                   reason="tvm_patterns.emulated_arm (the qemu-user RPC device) is not there yet")
-    with emulated.device() as remote:
-        yield remote
-
-
-def test_runs_on_the_emulated_arm_device(arm_library, arm_remote):
-    path, model, x = arm_library
-    arm_remote.upload(str(path))
-    lib = arm_remote.load_module(path.name)
-    dev = arm_remote.cpu(0)
-    vm = relax.VirtualMachine(lib, dev)
-    out = vm["main"](tvm.runtime.tensor(x.numpy(), dev)).numpy()
-    with torch.no_grad():
-        ref = model(x).numpy()
-    err = np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30)
-    assert err < 1e-4, f"relative max error {err:.2e}"

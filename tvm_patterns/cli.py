@@ -6,6 +6,7 @@ import sys
 COMMANDS = {
     "demo": "tvm_patterns.demo",
     "sweep": "tvm_patterns.sweep",
+    "tune": "tvm_patterns.tuning.cli",
 }
 
 

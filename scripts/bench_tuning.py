@@ -1,0 +1,111 @@
+"""Tuning on the slowest VGG-16 layers: our kernels at the default point vs tuned (from a log),
+and TVM's dense conv tuned by MetaSchedule's own design space with the same trial budget.
+
+    python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--trials 8] [--csv out/bench_tuning.csv]
+
+Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
+(tvm_patterns.benchmark). The dense tuning runs here (it needs no log) and takes a while.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import tvm
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+import tvm_patterns as tp
+from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
+from tvm_patterns.models import get_network
+from tvm_patterns.prune import pattern_prune
+from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
+from tvm_patterns.tuning import measure
+
+
+def kernel(sch_mod, target, task, dev):
+    """A callable running one compiled kernel on its real inputs."""
+    ex = tvm.compile(sch_mod, target=target)
+    args = []
+    for i, info in enumerate(ArgInfo.from_prim_func(task.mod["main"])):
+        a = task.constants.get(i)
+        if a is None:
+            a = np.random.default_rng(0).uniform(-1, 1, [int(x) for x in info.shape]).astype(str(info.dtype))
+        args.append(tvm.runtime.tensor(a.astype(str(info.dtype)), dev))
+    f = ex["main"]
+    return lambda: f(*args)
+
+
+def geometry(task) -> tuple:
+    """(input shape, output channels) of a conv kernel: pattern (length table [K]) or dense (weight [K, C, 3, 3])."""
+    data = ArgInfo.from_prim_func(task.mod["main"])[0]
+    return tuple(int(d) for d in data.shape), int(task.constants[1].shape[0])
+
+
+def dense_ms(task, target, trials, work_dir):
+    """TVM's own MetaSchedule space (generated from the target's rules) for a dense conv kernel."""
+    db = ms.tune_tir(mod=task.mod, target=target, work_dir=work_dir, max_trials_global=trials,
+                     num_trials_per_iter=min(trials, 16),
+                     builder=ms.builder.LocalBuilder(f_build=measure.build_artifact, timeout_sec=120),
+                     runner=ms.runner.LocalRunner(f_alloc_argument=measure.TrueArguments(os.path.join(work_dir, "in.npz"))),
+                     cost_model=ms.cost_model.XGBModel(num_warmup_samples=max(4, trials // 4), adaptive_training=False))
+    sch = ms.tir_integration.compile_tir(db, task.mod, target)
+    return None if sch is None else sch.mod
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--log", default="tuning_logs")
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--layers", type=int, default=4, help="the slowest N pattern layers (default point)")
+    ap.add_argument("--trials", type=int, default=8, help="MetaSchedule budget for each dense layer")
+    ap.add_argument("--no-dense", action="store_true", help="skip the dense MetaSchedule tuning")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--csv", default="out/bench_tuning.csv")
+    args = ap.parse_args(argv)
+    target, dev = tp.targets.host(), tvm.cpu()
+    model = get_network("vgg16", args.image_size)
+    x = torch.randn(1, 3, args.image_size, args.image_size)
+    dense_tasks, _ = extract_tasks(tp.from_pytorch(model, x), target, sparse=False)
+    pattern_prune(model)
+    tasks, _ = extract_tasks(tp.from_pytorch(model, x), target)
+    db = load_database(args.log, target)
+    print(f"log: {log_dir_for(args.log, target)}")
+    ours = [t for t in tasks if t.block == "pattern_conv2d"]
+    defaults = {t.name: kernel(t.default_schedule(target).mod, target, t, dev) for t in ours}
+    first = {n: median(v) for n, v in measure_interleaved(defaults, rounds=3).items()}
+    slowest = sorted(ours, key=lambda t: -first[t.name])[: args.layers]
+    rows = []
+    for i, t in enumerate(slowest):
+        fns = {"pattern_default": defaults[t.name]}
+        tuned = db.query_schedule(t.mod, target, workload_name="main")
+        if tuned is not None:
+            fns["pattern_tuned"] = kernel(tuned.mod, target, t, dev)
+        dense = next((d for d in dense_tasks if geometry(d) == geometry(t)), None)   # same layer, dense
+        if dense is not None:
+            fns["dense_default"] = kernel(dense.default_schedule(target).mod, target, dense, dev)
+            if not args.no_dense:
+                with tempfile.TemporaryDirectory() as wd:
+                    from tvm_patterns.tuning.tasks import save_constants
+
+                    save_constants([dense], os.path.join(wd, "in.npz"))
+                    mod = dense_ms(dense, target, args.trials, wd)
+                    if mod is not None:
+                        fns["dense_ms_tuned"] = kernel(mod, target, dense, dev)
+        t_ = {k: median(v) * 1e3 for k, v in measure_interleaved(fns, rounds=args.rounds).items()}
+        row = {"layer": t.name, **{f"{k}_ms": v for k, v in t_.items()}}
+        if "pattern_tuned_ms" in row:
+            row["tuned_speedup"] = row["pattern_default_ms"] / row["pattern_tuned_ms"]
+        rows.append(row)
+        print(fmt_table([row], list(row)), flush=True)
+    print(fmt_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "layer", k))))
+    write_csv(args.csv, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

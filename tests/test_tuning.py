@@ -1,0 +1,136 @@
+"""Tuning logs (databases) and the ``tvm-patterns tune`` command: local runner, bad lines, other
+targets, Ctrl-C. The RPC tests are in test_tuning_rpc.py."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+import tvm
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+from tvm_patterns import build
+from tvm_patterns.targets import host, target_name
+from tvm_patterns.tuning import TuningLogError, TuningLogWarning, extract_tasks, load_database
+from tvm_patterns.tuning.apply import ApplyTuningLog
+from tvm_patterns.tuning.database import RECORDS, WORKLOADS, repair_log
+from tvm_patterns.tuning.tasks import fused_module
+
+from .tuning_helpers import record_lines, tiny_model, tuned_error
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model()
+
+
+@pytest.fixture()
+def log(tiny, tmp_path):
+    """A log of the tiny model's two kernels at their default points (no measuring: 1 ms each)."""
+    _, _, mod = tiny
+    target = host()
+    tasks, _ = extract_tasks(mod, target)
+    db_dir = tmp_path / target_name(target)
+    db_dir.mkdir()
+    db = ms.database.JSONDatabase(work_dir=str(db_dir))
+    for t in tasks:
+        for secs in (2e-3, 1e-3):
+            db.commit_tuning_record(ms.database.TuningRecord(
+                t.default_schedule(target).trace, db.commit_workload(t.mod), [secs], target,
+                ArgInfo.from_prim_func(t.mod["main"])))
+    return db_dir
+
+
+def test_the_design_spaces_hold_the_default_point_and_the_build_applies_the_records(tiny, log):
+    model, x, mod = tiny
+    target = host()
+    tasks, untunable = extract_tasks(mod, target)
+    assert sorted(t.block for t in tasks) == ["conv2d_nchw", "pattern_conv2d"] and not untunable
+    for t in tasks:
+        spaces = t.design_space(tvm.s_tir.Schedule(t.mod))
+        spaces = spaces if isinstance(spaces, list) else [spaces]
+        assert len(spaces) == (3 if t.block == "pattern_conv2d" else 1)      # one per loop order
+        default = t.default_schedule(target).trace
+        assert any(i.kind.name == "SamplePerfectTile" for i in default.insts)  # fixed decisions of the space
+    with target:
+        applied = ApplyTuningLog(str(log), target)(fused_module(mod, target))
+    scheduled = [gv.name_hint for gv, f in applied.functions_items()
+                 if isinstance(f, tvm.tirx.PrimFunc) and f.attrs.get("tirx.is_scheduled")]
+    assert sorted(scheduled) == sorted(t.name for t in tasks)
+    assert tuned_error(model, x, mod, log.parent) < 1e-4                 # tuning_logs/ root works too
+
+
+def test_corrupt_and_truncated_lines_are_reported_and_skipped_keeping_the_good_records(log):
+    lines = record_lines(log)
+    assert len(lines) == 4
+    corrupt = lines[:1] + ["{not json at all"] + lines[1:] + [lines[-1][: len(lines[-1]) // 2]]   # + a cut-off line
+    (log / RECORDS).write_text("\n".join(corrupt) + "\n")
+    with pytest.warns(TuningLogWarning, match=r"line 2: not JSON.*line 6: not JSON"):
+        db = load_database(str(log), host())
+    assert len(db.get_all_tuning_records()) == 4
+    problems = repair_log(str(log), host())                # before tuning appends to it
+    assert len(problems) == 2 and len(record_lines(log)) == 4
+    assert len((log / (RECORDS + ".rejected")).read_text().splitlines()) == 2
+    assert len(ms.database.JSONDatabase(work_dir=str(log)).get_all_tuning_records()) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_database(str(log), host())
+
+
+def test_a_workload_line_lost_takes_only_its_own_records(log):
+    wl = (log / WORKLOADS).read_text().splitlines()
+    (log / WORKLOADS).write_text(wl[0][:40] + "\n" + wl[1] + "\n")
+    with pytest.warns(TuningLogWarning, match="workload"):
+        db = load_database(str(log), host())
+    assert len(db.get_all_tuning_records()) == 2
+
+
+def test_a_log_tuned_for_another_target_is_refused(tiny, log):
+    _, _, mod = tiny
+    other = tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
+    with pytest.raises(TuningLogError, match=rf"tuned for {target_name(host())}, not for this target \(host-cascadelake\)"):
+        build(mod, other, tuning_log=str(log))
+    with pytest.raises(TuningLogError, match="no tuning log for host-cascadelake"):
+        build(mod, other, tuning_log=str(log.parent / "elsewhere"))
+
+
+def test_ctrl_c_during_tuning_keeps_the_records_measured(tmp_path):
+    cmd = [sys.executable, "-m", "tvm_patterns.cli", "tune", "--model", "vgg16", "--image-size", "32",
+           "--trials", "16", "--log-dir", str(tmp_path)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out, kernels = [], []
+
+    def read():
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith("tuning "):
+                kernels.append(int(line.split()[1]))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    db_dir = tmp_path / target_name(host())
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline and not (kernels and len(record_lines(db_dir)) >= kernels[0]):
+            time.sleep(0.2)
+        assert kernels, "".join(out)
+        os.kill(p.pid, signal.SIGINT)                         # Ctrl-C to the tuning process
+        assert p.wait(timeout=150) == 130, "".join(out)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    reader.join(timeout=5)
+    assert any("interrupted" in line for line in out), "".join(out)
+    n = len(record_lines(db_dir))
+    assert n >= kernels[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # no line was left half-written
+        assert len(load_database(str(db_dir), host()).get_all_tuning_records()) == n
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Shared pieces of the tuning tests: a tiny pruned model, a fast tuning call, a real RPC tracker."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+import tvm_patterns as tp
+from tvm_patterns.prune import pattern_prune
+from tvm_patterns.tuning import tune
+from tvm_patterns.tuning.database import RECORDS
+
+FAST = ms.runner.EvaluatorConfig(number=1, repeat=2, min_repeat_ms=1)
+
+
+def tiny_model():
+    """A dense first conv (3 input channels are never pruned) and a pattern conv: two tasks."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    pattern_prune(model)
+    x = torch.randn(1, 3, 12, 12)
+    return model, x, tp.from_pytorch(model, x)
+
+
+def quick_tune(mod, log_dir, trials=4, **kw):
+    return tune(mod, trials=trials, log_dir=str(log_dir), evaluator=FAST, population=16, **kw)
+
+
+def record_lines(db_dir) -> list[str]:
+    path = os.path.join(db_dir, RECORDS)
+    return open(path).read().splitlines() if os.path.exists(path) else []
+
+
+def tuned_error(model, x, mod, log) -> float:
+    ex = tp.build(mod, tuning_log=str(log))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    with torch.no_grad():
+        ref = model(x).numpy()
+    return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def process_group(args: list[str]):
+    """A child in a session of its own; the whole group (its PopenWorker children too) is killed at the end."""
+    p = subprocess.Popen([sys.executable, *args], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield p
+    finally:
+        kill_group(p)
+
+
+def kill_group(p: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def wait_for_server(tracker_port: int, key: str, timeout: float = 60.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(Exception):
+            summary = tvm.rpc.connect_tracker("127.0.0.1", tracker_port).summary()
+            if any(key in str(s.get("key", "")) for s in summary.get("server_info", [])):
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"no RPC server with key {key!r} registered at the tracker")
+
+
+@contextlib.contextmanager
+def tracker():
+    port = free_port()
+    with process_group(["-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                        "--port-end", str(port + 1), "--silent"]) as p:
+        yield port, p
+
+
+@contextlib.contextmanager
+def rpc_server(tracker_port: int, key: str):
+    port = free_port()
+    with process_group(["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                        "--port-end", str(port + 1), "--tracker", f"127.0.0.1:{tracker_port}",
+                        "--key", key, "--silent"]) as p:
+        wait_for_server(tracker_port, key)
+        yield p
