@@ -6,6 +6,8 @@ setup(
     description="Pattern- and block-sparse convolutions for Apache TVM (PatDNN-style compression-compilation co-design)",
     python_requires=">=3.11",
     packages=find_packages(include=["tvm_patterns", "tvm_patterns.*", "schedules", "schedules.*"]),
+    # The C++ the emulated aarch64 device is cross-built from (tvm_patterns.emulated_arm.build).
+    package_data={"tvm_patterns.emulated_arm": ["cpp/Makefile", "cpp/*.cc", "cpp/**/*.h"]},
     install_requires=[
         "apache-tvm==0.27.0.post1",
         # 0.1.15.x segfaults in tvm.ir.save_json, which MetaSchedule's database needs.

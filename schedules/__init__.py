@@ -3,6 +3,8 @@
 Importing the package registers them all (``schedules.registry``).
 """
 from . import (  # noqa: F401
+    block_sparse_neon,
+    block_sparse_opencl,
     block_sparse_x86,
     dense_conv2d_nchw_x86,
     dense_matmul_x86,

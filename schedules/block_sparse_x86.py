@@ -26,46 +26,69 @@ from dataclasses import dataclass
 
 from tvm import s_tir
 
-from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, OUT_SUFFIX, PACK_SUFFIX
+from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLOCKS, OUT_SUFFIX, PACK_SUFFIX
 
+from .pattern_conv2d_nchw_x86 import perfect_tile, unroll_knob
 from .registry import register_schedule
 
 VECTOR = 8
 TARGET_ACCUMULATORS = 12   # of AVX2's 16 ymm registers: the rest hold the broadcast and the loads
 MAX_TILE_ROWS = 8
+# The ISA parameters of ``apply`` / ``design_space`` / ``default_knobs`` (block_sparse_neon passes its own).
+AVX2 = {"vector": VECTOR, "max_accumulators": TARGET_ACCUMULATORS, "max_tile_rows": MAX_TILE_ROWS,
+        "max_h_rows": TARGET_ACCUMULATORS, "max_vectors": TARGET_ACCUMULATORS}
+
+# Loop orders (one design space each: the tuner replays traces, so an order is not a sampled value):
+#   tiles_inner  (n, ho, block) | w_outer | r_outer | j | tile   -- a block's weights stay in L1
+#   tiles_outer  (n, ho, w_outer, block) | r_outer | j | tile   -- the input tile stays in L1 across blocks
+ORDERS = ("tiles_inner", "tiles_outer")
 
 
 @dataclass(frozen=True)
 class Knobs:
     rows: int        # RT: output channels per register tile (divides R)
     h_rows: int      # HI: output rows per register tile (conv; divides Ho); 1 for linear
-    vectors: int     # WM: 8-lane vectors along w / tokens per register tile row
+    vectors: int     # WM: vectors along w / tokens per register tile row
     tiles_outer: bool = False  # w / token tiles outside the blocks (input tile reused across blocks);
                                # measured neutral on ResNet-50 1x1, 7% slower on BERT's 3072->768
+    unroll: int = 0  # pragma_auto_unroll_max_step of the loop under the parallel one (UNROLL_STEPS)
+
+    @property
+    def order(self) -> str:
+        return "tiles_outer" if self.tiles_outer else "tiles_inner"
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def default_knobs(block_rows: int, out_h: int, width_vectors: int) -> Knobs:
-    """The most accumulators up to TARGET_ACCUMULATORS; among equals the squarest tile (fewest
+def default_knobs(block_rows: int, out_h: int, width_vectors: int, *, max_accumulators: int = TARGET_ACCUMULATORS,
+                  max_tile_rows: int = MAX_TILE_ROWS, max_h_rows: int = TARGET_ACCUMULATORS,
+                  max_vectors: int = TARGET_ACCUMULATORS, **_) -> Knobs:
+    """The most accumulators up to ``max_accumulators``; among equals the squarest tile (fewest
     loads + broadcasts per FMA), then the most rows of the block. Measured on Zen1 (ResNet-50 1x1 layers):
     8x1 beats 2x7 on 7x7 outputs - each pass over the block's channels re-reads the input tile, so
     more rows per tile means fewer passes."""
     best = None
-    for rt in _divisors(block_rows):
-        if rt > MAX_TILE_ROWS:
-            continue
-        for hi in _divisors(out_h):
-            for wm in _divisors(width_vectors):
+    for rt in (d for d in _divisors(block_rows) if d <= max_tile_rows):
+        for hi in (d for d in _divisors(out_h) if d <= max_h_rows):
+            for wm in (d for d in _divisors(width_vectors) if d <= max_vectors):
                 acc = rt * hi * wm
-                if acc > TARGET_ACCUMULATORS:
+                if acc > max_accumulators:
                     continue
                 key = (acc, -(rt + hi * wm), rt, wm)
                 if best is None or key > best[0]:
                     best = (key, Knobs(rt, hi, wm))
     return best[1]
+
+
+def knobs_for(sch: s_tir.Schedule, block, **isa) -> Knobs:
+    """``default_knobs`` of the block's shape."""
+    isa = {**AVX2, **isa}
+    loops = sch.get_loops(block)
+    out_h = int(sch.get(loops[2]).extent) if len(loops) == 5 else 1
+    return default_knobs(int(sch.get(block).annotations["block_rows"]), out_h,
+                         int(sch.get(loops[-2]).extent) // isa["vector"], **isa)
 
 
 def _schedule_pack(sch: s_tir.Schedule, pack) -> None:
@@ -106,62 +129,86 @@ def _write_back(sch: s_tir.Schedule, block):
     return _inline_epilogue(sch, cw), plain
 
 
-def apply(sch: s_tir.Schedule, block, knobs: Knobs | None = None) -> None:
+def block_loops(sch: s_tir.Schedule, block, lanes: int):
+    """(is a conv, (n, k, h, w, j)) of a block-punched main block (h None for a linear layer); the
+    padded width must hold whole vectors of ``lanes``."""
+    loops = sch.get_loops(block)
+    conv = len(loops) == 5
+    n, k, h, w, j = loops if conv else (loops[0], loops[1], None, loops[2], loops[3])
+    if int(sch.get(w).extent) % lanes:
+        raise NotImplementedError(f"padded width {sch.get(w).extent} is not a multiple of {lanes} lanes")
+    return conv, (n, k, h, w, j)
+
+
+def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, **isa) -> None:
+    """The schedule of one loop order; ``knobs`` None samples the tiles and the unroll step,
+    otherwise they are the fixed decisions of the same sampling instructions. ``isa``: ``AVX2``'s
+    keys (vector lanes, tile limits) for another vector ISA."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown loop order {order!r}; one of {ORDERS}")
+    isa = {**AVX2, **isa}
+    vector = isa["vector"]
+    tiles_outer = order == "tiles_outer"
     R = int(sch.get(block).annotations["block_rows"])
     for p in sch.get_producers(block):
         if sch.get(p).name_hint.endswith(PACK_SUFFIX):
             _schedule_pack(sch, p)
-    loops = sch.get_loops(block)
-    conv = len(loops) == 5
-    if conv:
-        n, k, h, w, j = loops
-    else:
-        n, k, w, j = loops
-        h = None
-    out_h = int(sch.get(h).extent) if conv else 1
-    wvecs = int(sch.get(w).extent) // VECTOR
-    knobs = knobs or default_knobs(R, out_h, wvecs)
+    conv, (n, k, h, w, j) = block_loops(sch, block, vector)
 
     wb, plain = _write_back(sch, block)
-    kb, kro, kri = sch.split(k, [None, R // knobs.rows, knobs.rows])
-    wo, wm, wv = sch.split(w, [None, knobs.vectors, VECTOR])
+    kb, kr = sch.split(k, [None, R])
+    kro, kri = perfect_tile(sch, kr, knobs and knobs.rows, isa["max_tile_rows"])
+    w_, wv = sch.split(w, [None, vector])
+    wo, wm = perfect_tile(sch, w_, knobs and knobs.vectors, isa["max_vectors"])
     if conv:
-        ho, hi = sch.split(h, [None, knobs.h_rows])
-        if knobs.tiles_outer:
+        ho, hi = perfect_tile(sch, h, knobs and knobs.h_rows, isa["max_h_rows"])
+        if tiles_outer:
             sch.reorder(n, ho, wo, kb, kro, j, kri, hi, wm, wv)
             outer = sch.fuse(n, ho, wo, kb)
         else:
             sch.reorder(n, ho, kb, wo, kro, j, kri, hi, wm, wv)
             outer = sch.fuse(n, ho, kb)
         sch.unroll(hi)
-    elif knobs.tiles_outer:
+    elif tiles_outer:
         sch.reorder(n, wo, kb, kro, j, kri, wm, wv)
         outer = sch.fuse(n, wo, kb)
     else:
         sch.reorder(n, kb, wo, kro, j, kri, wm, wv)
         outer = sch.fuse(n, kb)
     sch.parallel(outer)
-    sch.reverse_compute_at(wb, kro)
+    # Unit loops are kept so that the write-back's loop count does not depend on the sampled tiles
+    # (a trace must replay with any decisions).
+    sch.reverse_compute_at(wb, kro, preserve_unit_loops=True)
     sch.unroll(kri)
     sch.unroll(wm)
     sch.vectorize(wv)
+    unroll_knob(sch, kro if tiles_outer else wo, knobs and knobs.unroll)
     sch.decompose_reduction(block, j)
     wb_loops = sch.get_loops(wb)
-    last = wb_loops[-1]
-    if plain and int(sch.get(last).extent) % VECTOR == 0:
-        _, lane = sch.split(last, [None, VECTOR])
+    if plain:   # [RT, HI, WM * lanes] straight to the output: vector stores
+        _, lane = sch.split(wb_loops[-1], [None, vector])
         sch.vectorize(lane)
-    else:   # cropped (predicated) or transposed write-back: scalar, unrolled
-        depth = 2 if knobs.tiles_outer else 3   # loops above the write-back: outer, [wo,] kro
-        for loop in wb_loops[depth:]:
+    else:       # cropped (predicated) or transposed write-back: scalar, unrolled
+        for loop in wb_loops[2 if tiles_outer else 3:]:   # loops above it: outer, [w_outer,] r_outer
             sch.unroll(loop)
 
 
+def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule]:
+    """MetaSchedule design space of a PrimFunc holding a block-punched conv or linear layer: one
+    schedule per loop order, tiles and unroll sampled. ``schedule`` is one point of it."""
+    name = next(sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
+                if sch.get(b).name_hint in MAIN_BLOCKS)
+    spaces = []
+    for order in ORDERS:
+        s = sch.copy()
+        apply(s, s.get_sblock(name), order, **isa)
+        spaces.append(s)
+    return spaces
+
+
 @register_schedule(CONV_BLOCK, "cpu")
-def schedule_conv2d_1x1(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, knobs)
-
-
 @register_schedule(DENSE_BLOCK, "cpu")
-def schedule_dense(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, knobs)
+def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
+    """The hand schedule: ``knobs`` (default: ``default_knobs`` of the shape) as decisions of the space."""
+    knobs = knobs or knobs_for(sch, block)
+    apply(sch, block, knobs.order, knobs)

@@ -57,7 +57,7 @@ def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
     sch.decompose_reduction(block, rc)
 
 
-def design_space(sch: s_tir.Schedule) -> s_tir.Schedule:
+def design_space(sch: s_tir.Schedule, target=None) -> s_tir.Schedule:
     """MetaSchedule design space of a PrimFunc holding a legalized conv2d: channel tile, vectors per
     row and unroll sampled; ``schedule`` (the default knobs) is one point of it."""
     apply(sch, sch.get_sblock(MAIN_BLOCK))

@@ -10,33 +10,30 @@ Loop nest of the main block after scheduling:
       write-back: crop + fused epilogue (bias, residual add, relu) from the register tile
 
 An A76-class core has 32 q-registers, so the tile is taller and wider than AVX2's (16 ymm): up to
-24 accumulators, leaving registers for the broadcast weight and the input vectors of a tap.
+24 accumulators, leaving registers for the broadcast weight and the input vectors of a tap. The
+loop nest and its design space are the x86 schedule's (``pattern_conv2d_nchw_x86.apply``) with
+NEON's vector width and register budget; the default order keeps kernels inside the width tiles.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tvm import s_tir
 
-from tvm_patterns.computes.pattern_conv2d import CROP_BLOCK, MAIN_BLOCK
+from tvm_patterns.computes.pattern_conv2d import MAIN_BLOCK
 
-from .pattern_conv2d_nchw_x86 import split_pattern_stages
+from . import pattern_conv2d_nchw_x86 as x86
+from .pattern_conv2d_nchw_x86 import Knobs
 from .registry import register_schedule
 
 VECTOR = 4
 MAX_ACCUMULATORS = 24   # of 32 q-registers; the rest hold the weight and the tap's input vectors
-MAX_VECTORS = 4
-
-
-@dataclass(frozen=True)
-class Knobs:
-    rows: int      # output rows per register tile (HI); divides the output height
-    vectors: int   # 4-lane vectors per tile row (WM); divides the padded output width / 4
+MAX_VECTORS = x86.MAX_VECTORS
+NEON = {"vector": VECTOR, "max_accumulators": MAX_ACCUMULATORS}
 
 
 def default_knobs(out_h: int, out_w_padded: int) -> Knobs:
     """The largest register tile within the budget; taller before wider (fewer distinct input rows
-    per tap are loaded for the same number of FMAs when the tile is one vector column more)."""
+    per tap are loaded for the same number of FMAs when the tile is one vector column more);
+    kernels inside the width tiles (the tile's accumulators stay live over all of a filter's kernels)."""
     cols = out_w_padded // VECTOR
     best = (0, 0, 1, 1)
     for vectors in (v for v in range(1, MAX_VECTORS + 1) if cols % v == 0):
@@ -45,23 +42,14 @@ def default_knobs(out_h: int, out_w_padded: int) -> Knobs:
     return Knobs(rows=best[2], vectors=best[3])
 
 
+def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
+    """The x86 space (loop orders x sampled register tile x unroll) with NEON's lanes and registers;
+    ``schedule`` (the default knobs) is one point of it."""
+    return x86.design_space(sch, target, **NEON)
+
+
 @register_schedule(MAIN_BLOCK, "arm_cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     n, k, h, w, j, t = sch.get_loops(block)
     knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent))
-    wb = split_pattern_stages(sch, block)
-    ho, hi = sch.split(h, [None, knobs.rows])
-    wo, wm, wv = sch.split(w, [None, knobs.vectors, VECTOR])
-    sch.reorder(n, ho, k, wo, j, t, hi, wm, wv)
-    sch.parallel(sch.fuse(n, ho, k))
-    sch.reverse_compute_at(wb, wo)
-    sch.unroll(t)
-    sch.unroll(hi)
-    sch.unroll(wm)
-    sch.vectorize(wv)
-    sch.decompose_reduction(block, j)
-    last = sch.get_loops(wb)[-1]
-    # A cropped write-back is predicated (w < Wo): it stays scalar.
-    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % VECTOR == 0:
-        _, lane = sch.split(last, [None, VECTOR])
-        sch.vectorize(lane)
+    x86.apply(sch, block, knobs.order, knobs, **NEON)

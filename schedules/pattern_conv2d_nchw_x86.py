@@ -108,13 +108,15 @@ def unroll_knob(sch: s_tir.Schedule, loop, steps: int | None) -> None:
     sch.annotate(loop, "pragma_auto_unroll_max_step", u)
 
 
-def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None) -> None:
+def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *, vector: int = VECTOR,
+          max_accumulators: int = MAX_ACCUMULATORS) -> None:
     """The schedule of one loop order; ``knobs`` None leaves tiles and unroll to the tuner (sampled),
-    otherwise they are the fixed decisions of the same sampling instructions."""
+    otherwise they are the fixed decisions of the same sampling instructions. ``vector`` (lanes) and
+    ``max_accumulators`` are the ISA's (the NEON schedule reuses this nest with 4 and 24)."""
     n, k, h, w, j, t = sch.get_loops(block)
     wb = split_pattern_stages(sch, block)
-    ho, hi = perfect_tile(sch, h, knobs and knobs.rows, MAX_ACCUMULATORS)
-    w_, wv = sch.split(w, [None, VECTOR])
+    ho, hi = perfect_tile(sch, h, knobs and knobs.rows, max_accumulators)
+    w_, wv = sch.split(w, [None, vector])
     wo, wm = perfect_tile(sch, w_, knobs and knobs.vectors, MAX_VECTORS)
     if order == "kernels_outer":
         sch.reorder(n, ho, k, j, wo, t, hi, wm, wv)
@@ -144,18 +146,18 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None) ->
     # (a trace must replay with any decisions).
     last = sch.get_loops(wb)[-1]
     # A cropped write-back is predicated (w < Wo): it stays scalar.
-    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % VECTOR == 0:
-        _, lane = sch.split(last, [None, VECTOR])
+    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % vector == 0:
+        _, lane = sch.split(last, [None, vector])
         sch.vectorize(lane)
 
 
-def design_space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
+def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule]:
     """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per loop order,
     register tile and unroll sampled. ``schedule`` (the default knobs) is one point of it."""
     spaces = []
     for order in ORDERS:
         s = sch.copy()
-        apply(s, s.get_sblock(MAIN_BLOCK), order)
+        apply(s, s.get_sblock(MAIN_BLOCK), order, **isa)
         spaces.append(s)
     return spaces
 

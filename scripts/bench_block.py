@@ -145,9 +145,7 @@ class Layer:
                 return block_sparse_conv2d_1x1(x, c, v, self.geom)
             return block_sparse_dense(x, c, v, self.rows)
 
-        main, schedule = ((CONV_BLOCK, sched.schedule_conv2d_1x1) if self.kind == "conv"
-                          else (DENSE_BLOCK, sched.schedule_dense))
-        fn, oshape = _compile(out_fn, phs, main, schedule)
+        fn, oshape = _compile(out_fn, phs, CONV_BLOCK if self.kind == "conv" else DENSE_BLOCK, sched.schedule)
         arrays = [self.x, values] if col_idx is None else [self.x, col_idx, values]
         return _caller(fn, oshape, arrays)
 

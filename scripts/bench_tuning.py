@@ -4,7 +4,8 @@ and TVM's dense conv tuned by MetaSchedule's own design space with the same tria
     python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--trials 8] [--csv out/bench_tuning.csv]
 
 Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
-(tvm_patterns.benchmark). The dense tuning runs here (it needs no log) and takes a while.
+(tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``); where that
+is the default schedule itself, its ratio measures this machine's noise, not tuning. The dense tuning runs here (it needs no log) and takes a while.
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
     for i, t in enumerate(slowest):
         fns = {"pattern_default": defaults[t.name]}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
-        if tuned is not None:
+        same = tuned is not None and str(tuned.trace) == str(t.default_schedule(target).trace)
+        if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
             fns["pattern_tuned"] = kernel(tuned.mod, target, t, dev)
         dense = next((d for d in dense_tasks if geometry(d) == geometry(t)), None)   # same layer, dense
         if dense is not None:
@@ -100,9 +102,18 @@ def main(argv=None) -> int:
         row = {"layer": t.name, **{f"{k}_ms": v for k, v in t_.items()}}
         if "pattern_tuned_ms" in row:
             row["tuned_speedup"] = row["pattern_default_ms"] / row["pattern_tuned_ms"]
+            row["tuned_is_default"] = same
         rows.append(row)
         print(fmt_table([row], list(row)), flush=True)
     print(fmt_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "layer", k))))
+    tuned = [r for r in rows if "tuned_speedup" in r]
+    other = [r["tuned_speedup"] for r in tuned if not r["tuned_is_default"]]
+    same = [r["tuned_speedup"] for r in tuned if r["tuned_is_default"]]
+    if tuned:
+        print(f"the tuned schedule is another point than the default on {len(other)}/{len(tuned)} layers"
+              + (f": faster on {sum(x > 1 for x in other)}, x{min(other):.3f}..x{max(other):.3f}" if other else ""))
+    if same:
+        print(f"the default schedule against itself (this machine's noise): x{min(same):.3f}..x{max(same):.3f}")
     write_csv(args.csv, rows)
     return 0
 

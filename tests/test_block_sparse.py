@@ -126,7 +126,7 @@ def test_conv1x1_matches_torch(N, C, H, W, K, R, stride, sparsity):
     phs = [te.placeholder((N, C, H, W), name="x"), te.placeholder(packed.col_idx.shape, "int32", name="col_idx"),
            te.placeholder(packed.values.shape, name="values")]
     ex, shape = _compile(lambda x, c, v: block_sparse_conv2d_1x1(x, c, v, geom), phs, CONV_BLOCK,
-                         sched.schedule_conv2d_1x1)
+                         sched.schedule)
     x = np.random.default_rng(2).standard_normal((N, C, H, W)).astype("float32")
     ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w.reshape(K, C, 1, 1)), stride=stride).numpy()
     _assert_close(_run(ex, shape, x, packed.col_idx, packed.values), ref)
@@ -148,7 +148,7 @@ def test_dense_matches_torch(shape, out_features, R, sparsity):
     phs = [te.placeholder(shape, name="x"), te.placeholder(packed.col_idx.shape, "int32", name="col_idx"),
            te.placeholder(packed.values.shape, name="values")]
     ex, oshape = _compile(lambda x, c, v: block_sparse_dense(x, c, v, out_features), phs, DENSE_BLOCK,
-                          sched.schedule_dense)
+                          sched.schedule)
     x = np.random.default_rng(3).standard_normal(shape).astype("float32")
     ref = F.linear(torch.from_numpy(x), torch.from_numpy(w)).numpy()
     _assert_close(_run(ex, oshape, x, packed.col_idx, packed.values), ref)
@@ -162,7 +162,7 @@ def test_dense_same_layout_baseline():
     padded[:20] = w
     values = np.ascontiguousarray(padded.reshape(3, 8, 12).transpose(0, 2, 1))   # [block, column, row]
     phs = [te.placeholder((9, 12), name="x"), te.placeholder(values.shape, name="values")]
-    ex, shape = _compile(lambda x, v: block_sparse_dense(x, None, v, 20), phs, DENSE_BLOCK, sched.schedule_dense)
+    ex, shape = _compile(lambda x, v: block_sparse_dense(x, None, v, 20), phs, DENSE_BLOCK, sched.schedule)
     x = rng.standard_normal((9, 12)).astype("float32")
     _assert_close(_run(ex, shape, x, values), x @ w.T)
 
@@ -172,12 +172,12 @@ def test_dense_same_layout_baseline():
 class ConvBlock(torch.nn.Module):
     """1x1 conv (stride 2) + BN + ReLU, a 1x1 conv with a residual, pooling and a linear head."""
 
-    def __init__(self):
+    def __init__(self, cin=16, width=24, classes=10):
         super().__init__()
-        self.c1 = torch.nn.Conv2d(16, 24, 1, stride=2, bias=False)
-        self.bn = torch.nn.BatchNorm2d(24)
-        self.c2 = torch.nn.Conv2d(24, 24, 1)
-        self.fc = torch.nn.Linear(24, 10)
+        self.c1 = torch.nn.Conv2d(cin, width, 1, stride=2, bias=False)
+        self.bn = torch.nn.BatchNorm2d(width)
+        self.c2 = torch.nn.Conv2d(width, width, 1)
+        self.fc = torch.nn.Linear(width, classes)
 
     def forward(self, x):
         y = torch.relu(self.bn(self.c1(x)))
@@ -186,16 +186,19 @@ class ConvBlock(torch.nn.Module):
 
 
 class TokenMLP(torch.nn.Module):
-    def __init__(self):
+    """[B, T, dim] tokens: dim -> hidden -> dim, GELU between, residual."""
+
+    def __init__(self, dim=32, hidden=64):
         super().__init__()
-        self.up = torch.nn.Linear(32, 64)
-        self.down = torch.nn.Linear(64, 32)
+        self.up = torch.nn.Linear(dim, hidden)
+        self.down = torch.nn.Linear(hidden, dim)
 
     def forward(self, x):
         return self.down(F.gelu(self.up(x))) + x
 
 
-def _prune(model, R, sparsity):
+def prune_blocks(model, R, sparsity):
+    """Block-punch every conv / linear weight of ``model`` in place (random BN statistics too)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
@@ -211,7 +214,7 @@ def _prune(model, R, sparsity):
 def test_end_to_end(model, x):
     torch.manual_seed(0)
     report = []
-    assert_matches_torch(_prune(model(), 8, 0.75), torch.randn(*x), report=report, kinds=["block"])
+    assert_matches_torch(prune_blocks(model(), 8, 0.75), torch.randn(*x), report=report, kinds=["block"])
     assert report and all(d.kind == "block" for d in report), [(d.layer, d.reason) for d in report]
     assert all(d.macs_sparse * 4 == d.macs_dense for d in report)
 

@@ -32,3 +32,24 @@ def test_sweep_writes_rows_keeps_going_after_a_failed_configuration_and_resumes(
     for name in ("latency_vs_mac.png", "speedup_per_layer.png", "ours_vs_ideal.png"):
         png = (tmp_path / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_sweep_on_the_emulated_aarch64_device_through_the_tracker(tmp_path):
+    from tvm_patterns.emulated_arm import EmulatedDevice, RPCTracker
+
+    with RPCTracker() as tracker, EmulatedDevice(tracker=tracker, key="sweep-a76"):
+        assert sweep.main(["--nets", "resnet18", "--patterns", "8", "--connectivity", "3.6", "--image-size", "32",
+                           "--rounds", "2", "--target", "arm_cpu", "--rpc-tracker", f"127.0.0.1:{tracker.port}",
+                           "--rpc-key", "sweep-a76", "--out", str(tmp_path)]) == 0
+    [total] = read(tmp_path / "sweep.csv")            # the device gives end-to-end rows only
+    assert total["layer"] == "TOTAL" and total["error"] == "", total["error"]
+    assert float(total["ours_ms"]) > 0 and float(total["tvm_dense_ms"]) > 0 and float(total["mac_ratio"]) > 4
+    assert total["pytorch_ms"] == ""                  # PyTorch does not run on the device
+    assert (tmp_path / "latency_vs_mac.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_device_target_needs_the_tracker(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="--rpc-tracker and --rpc-key"):
+        sweep.main(["--nets", "resnet18", "--target", "arm_cpu", "--out", str(tmp_path)])

@@ -1,5 +1,5 @@
 """aarch64 NEON: the pattern conv cross-compiled for targets.arm_cpu(), checked as a binary, and run on the
-emulated aarch64 RPC device (qemu-user) against PyTorch when ``tvm_patterns.emulated_arm`` is there."""
+emulated aarch64 RPC device (qemu-user) against PyTorch."""
 import re
 import shutil
 import subprocess
@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 import tvm
-from tvm import relax
-from tvm.support import cc
 
 import tvm_patterns as tp
+from tvm_patterns.emulated_arm import EmulatedDevice, missing_packages
 
 from .test_pattern_conv import pattern_conv
 
@@ -41,9 +40,20 @@ def arm_library(request, tmp_path_factory):
     report = []
     ex = tp.build(tp.from_pytorch(model, x), tp.targets.arm_cpu(), report=report)
     assert [r.kind for r in report] == ["pattern"]
-    path = tmp_path_factory.mktemp("neon") / "pattern_conv_aarch64.so"
-    ex.export_library(str(path), fcompile=cc.cross_compiler(CROSS_CXX))
+    path = tp.export_library(ex, tmp_path_factory.mktemp("neon") / "pattern_conv_aarch64.so",
+                             tp.targets.arm_cpu())
     return path, model, x
+
+
+@pytest.fixture(scope="module")
+def arm_device():
+    """One emulated aarch64 RPC server for the module (the runtime is built once and cached)."""
+    missing = missing_packages()
+    if missing:
+        pytest.fail(f"the emulated aarch64 device needs apt-get install {' '.join(missing)} "
+                    "(.ci/apt-packages.txt)")
+    with EmulatedDevice() as dev:
+        yield dev
 
 
 def test_library_is_an_aarch64_elf(arm_library):
@@ -61,6 +71,15 @@ def test_hot_loop_uses_neon_fma(arm_library):
     assert conv, "no parallel body of the pattern conv in the library"
     fmla = FMLA_4S.findall("\n".join(conv))
     assert len(fmla) >= 8, f"{len(fmla)} NEON 'fmla vN.4s' in the conv's hot loop"
+
+
+def test_matches_torch_on_the_emulated_aarch64_device(arm_library, arm_device):
+    path, model, x = arm_library
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = arm_device.run_model(path, x.numpy())
+    err = np.abs(out - ref).max() / np.abs(ref).max()
+    assert err < 1e-4, f"relative max error {err:.2e} on the aarch64 device"
 
 
 def test_register_tile_fits_the_a76_budget():

@@ -100,3 +100,42 @@ def test_work_group_size_is_a_knob():
         conv = host_function(scheduled, lowered["main"]).kernels[-1]
         assert conv.local == (local, 1, 1)
         assert conv.groups[0] * local == 8 * (16 // knobs.rows) * (16 // 4)
+
+
+@pytest.mark.parametrize("target_name", TARGETS)
+def test_sampled_points_of_the_design_space_match_torch(target_name, tmp_path):
+    """Vector width, rows per work item and work-group size are sampled; every point is correct
+    and the preset is a point of the same space."""
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from tvm_patterns.targets import target_name as log_name
+    from tvm_patterns.tuning import extract_tasks
+    from tvm_patterns.tuning.apply import ApplyTuningLog
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(pattern_conv(5, 7, stride=2), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 5, 9, 11)
+    mod, target = tp.from_pytorch(model, x), TARGETS[target_name]()
+    [task] = [t for t in extract_tasks(mod, target)[0] if t.block == "pattern_conv2d"]
+    preset = [i.kind.name for i in task.default_schedule(target).trace.insts]
+    assert preset.count("SampleCategorical") == 2 and "SamplePerfectTile" in preset
+    with torch.no_grad():
+        ref = model(x).numpy()
+    limit = int(target.attrs["max_num_threads"])
+    seen = set()
+    for seed in (1, 2, 3):
+        db_dir = tmp_path / str(seed) / log_name(target)
+        db_dir.mkdir(parents=True)
+        db = ms.database.JSONDatabase(work_dir=str(db_dir))
+        point = task.design_space(Schedule(task.mod, seed=seed))
+        db.commit_tuning_record(ms.database.TuningRecord(
+            point.trace, db.commit_workload(task.mod), [1e-9], target, ArgInfo.from_prim_func(task.mod["main"])))
+        runner = OpenCLLauncher.build(mod, target, extra_tir_passes=[ApplyTuningLog(str(db_dir), target)])
+        out = runner(x.numpy())
+        assert np.abs(out - ref).max() / np.abs(ref).max() < RTOL
+        conv = runner.kernels[-1]
+        assert np.prod(conv.local) <= limit
+        seen.add(conv.local)
+    assert len(seen) > 1      # the work-group size really varies across points

@@ -1,10 +1,14 @@
 """Tuning through a real RPC tracker and server on 127.0.0.1 (``python -m tvm.exec.rpc_*``)."""
 import json
+import os
 import threading
 import time
 
+import numpy as np
 import pytest
+import torch
 
+import tvm_patterns as tp
 from tvm_patterns.tuning import load_database, rpc_runner
 
 from .tuning_helpers import (kill_group, quick_tune, record_lines, rpc_server, tiny_model, tracker,
@@ -29,9 +33,11 @@ def test_tuning_through_the_rpc_tracker_writes_records_and_the_tuned_build_match
     assert not result.stopped and not result.interrupted
     assert len(result.rows) == 2 and all(r["best_ms"] and r["default_ms"] for r in result.rows)
     assert all(r["best_ms"] <= r["default_ms"] for r in result.rows)     # the default point is a record
+    assert all(r["verified"] for r in result.rows)                      # re-measured side by side
+    assert len(record_lines(os.path.join(result.log_dir, "best"))) == 2   # one verified pick per kernel
     lines = record_lines(result.log_dir)
     assert len(lines) >= 2 + 4                                         # defaults + 2 trials per task
-    assert len(load_database(result.log_dir, _host()).get_all_tuning_records()) == len(lines)
+    assert len(load_database(result.log_dir, _host()).get_all_tuning_records()) == 2   # the verified picks
     assert tuned_error(model, x, mod, tmp_path) < 1e-4
 
 
@@ -69,3 +75,27 @@ def _host():
     from tvm_patterns.targets import host
 
     return host()
+
+
+def test_tuning_for_arm_on_the_emulated_aarch64_device_through_the_tracker(tiny, tmp_path):
+    """The real-board flow, with qemu-user standing in for the board: tune through the tracker
+    (builds cross-linked for aarch64), build with the records, export, run on the device."""
+    from tvm_patterns import export_library
+    from tvm_patterns.emulated_arm import EmulatedDevice, RPCTracker
+    from tvm_patterns.targets import arm_cpu, target_name
+
+    model, x, mod = tiny
+    target = arm_cpu()
+    with RPCTracker() as arm_tracker, EmulatedDevice(tracker=arm_tracker, key="emulated-a76") as dev:
+        runner = rpc_runner(f"127.0.0.1:{arm_tracker.port}", "emulated-a76", session_timeout_sec=120)
+        result = quick_tune(mod, tmp_path, trials=2, target=target, runner=runner)
+        assert not result.stopped and not result.interrupted, result.stopped
+        assert all(r["default_ms"] and r["best_ms"] <= r["default_ms"] for r in result.rows)
+        assert result.log_dir.endswith(target_name(target))
+        assert len(record_lines(result.log_dir)) >= 2 + 4 and all(r["verified"] for r in result.rows)
+
+        lib = export_library(tp.build(mod, target, tuning_log=str(tmp_path)), tmp_path / "tiny.so", target)
+        out = dev.run_model(lib, x.numpy())
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4

@@ -33,8 +33,9 @@ def tiny_model():
     return model, x, tp.from_pytorch(model, x)
 
 
-def quick_tune(mod, log_dir, trials=4, **kw):
-    return tune(mod, trials=trials, log_dir=str(log_dir), evaluator=FAST, population=16, **kw)
+def quick_tune(mod, log_dir, trials=4, verify_rounds=2, **kw):
+    return tune(mod, trials=trials, log_dir=str(log_dir), evaluator=FAST, population=16,
+                verify_rounds=verify_rounds, **kw)
 
 
 def record_lines(db_dir) -> list[str]:

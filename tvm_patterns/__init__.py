@@ -2,6 +2,7 @@
 
     mod = tvm_patterns.from_pytorch(model, example_inputs)
     ex = tvm_patterns.build(mod, tvm_patterns.targets.host())
+    tvm_patterns.tune(mod, target, trials=64, runner=tvm_patterns.tuning.rpc_runner(...))
 """
 import os
 
@@ -10,9 +11,11 @@ os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 from . import targets  # noqa: E402
 from .build import build, pipeline  # noqa: E402
+from .export import export_library  # noqa: E402
 from .importer import from_pytorch  # noqa: E402
 from .passes import LayerDecision, PatternConvRewrite, SparseRewrite  # noqa: E402
 from .sparsity import PatternLibrary  # noqa: E402
+from .tuning import tune  # noqa: E402
 
-__all__ = ["build", "pipeline", "from_pytorch", "targets", "PatternConvRewrite", "SparseRewrite",
-           "LayerDecision", "PatternLibrary"]
+__all__ = ["build", "pipeline", "export_library", "from_pytorch", "targets", "tune",
+           "PatternConvRewrite", "SparseRewrite", "LayerDecision", "PatternLibrary"]

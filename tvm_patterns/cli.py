@@ -1,4 +1,4 @@
-"""The ``tvm-patterns`` command: ``demo`` (and the subcommands other modules add)."""
+"""The ``tvm-patterns`` command: ``demo``, ``sweep``, ``tune``, ``build``."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +7,7 @@ COMMANDS = {
     "demo": "tvm_patterns.demo",
     "sweep": "tvm_patterns.sweep",
     "tune": "tvm_patterns.tuning.cli",
+    "build": "tvm_patterns.deploy",
 }
 
 

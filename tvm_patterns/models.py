@@ -140,3 +140,16 @@ def get_network(name: str, image_size: int = 224, seed: int = 0) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
     return model.eval()
+
+
+def pruned_network(name: str, image_size: int = 224, connectivity: float = 3.6):
+    """(model, input, Relax module) of a reference network pruned as ``tvm-patterns demo`` prunes it
+    (same seed, PatDNN's 8 patterns, ``connectivity``): what ``tune`` and ``build`` work on, so the
+    tuning records of one are found by the other."""
+    from .importer import from_pytorch
+    from .prune import pattern_prune
+
+    model = get_network(name, image_size)
+    pattern_prune(model, connectivity=connectivity)
+    x = torch.randn(1, 3, image_size, image_size)
+    return model, x, from_pytorch(model, x)

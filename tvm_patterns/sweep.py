@@ -1,12 +1,18 @@
 """Latency sweeps: sparsity configurations x networks, one tidy CSV and PNG plots; resumable.
 
     tvm-patterns sweep --nets vgg16,resnet50 --patterns 4,8,12 --connectivity 1,2,3.6,5 \\
-        [--block-sparsity 0.5,0.75,0.9] [--image-size 224] --out DIR
+        [--block-sparsity 0.5,0.75,0.9] [--image-size 224] [--tuning-log tuning_logs] --out DIR
 
 Rows: one per network x configuration x kernel call (``layer``; the conv layers carry their torch
 names) and one ``TOTAL`` row per network x configuration with end-to-end medians. A configuration
 that fails is a row with its error, and the sweep goes on. Re-running skips configurations whose
 rows are already in ``DIR/sweep.csv``.
+
+Another target (``--target arm_cpu|mali|adreno --rpc-tracker HOST:PORT --rpc-key KEY``): each model
+is built for it, exported with its cross linker, uploaded to the device behind the tracker and timed
+there (``time_evaluator`` on the device); the output is checked against PyTorch. Remote rows are
+``TOTAL`` rows (no per-call times: the VM's instrumentation is a host callback) against TVM dense
+on the same device; PyTorch does not run there.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from .benchmark import measure_interleaved, median, write_csv
 from .models import get_network
 from .passes.registry import sparse_kinds
 from .profiling import call_times
+from .remote import RemoteDevice
 from .prune import pattern_prune, prunable_3x3_convs
 from .sparsity import PatternLibrary
 
@@ -81,10 +88,12 @@ class Sweep:
         self.rows = read_rows(self.csv)
         self.done = {(r["network"], r["config"]) for r in self.rows if r["layer"] == "TOTAL"}
         self.target = targets.by_name(args.target)
-        self.local = args.target == "host" and not args.rpc_tracker
-        if not self.local:
-            raise NotImplementedError("sweeps on remote targets through the RPC tracker are not implemented yet; "
-                                      "use --target host")
+        if bool(args.rpc_tracker) != bool(args.rpc_key):
+            raise ValueError("--rpc-tracker and --rpc-key go together")
+        if args.target != "host" and not args.rpc_tracker:
+            raise ValueError(f"--target {args.target} runs on a device: give --rpc-tracker and --rpc-key")
+        self.remote = (RemoteDevice(args.rpc_tracker, args.rpc_key, self.target, args.rounds)
+                       if args.rpc_tracker else None)
 
     def run(self, nets, configs) -> None:
         todo = [(n, c) for n in nets for c in configs if (n, c.name) not in self.done]
@@ -109,7 +118,12 @@ class Sweep:
         """The dense model, its input, PyTorch and TVM dense times (end to end and per call)."""
         model = get_network(net, self.args.image_size)
         x = torch.randn(1, 3, self.args.image_size, self.args.image_size)
-        vm = relax.VirtualMachine(build(from_pytorch(model, x), self.target, sparse=False), tvm.cpu())
+        ex = build(from_pytorch(model, x), self.target, sparse=False, tuning_log=self.args.tuning_log)
+        if self.remote is not None:
+            with torch.no_grad():
+                ref = model(x).numpy()
+            return {"x": x, "tvm_dense": self.remote.time(ex, x, ref), "pytorch": None, "calls": None}
+        vm = relax.VirtualMachine(ex, tvm.cpu())
         xt = tvm.runtime.tensor(x.numpy())
         with torch.no_grad():
             t = measure_interleaved({"pytorch": lambda: model(x), "tvm_dense": lambda: vm["main"](xt)},
@@ -121,15 +135,21 @@ class Sweep:
         model = get_network(net, self.args.image_size)
         options = compress(model, cfg)
         report = []
-        vm = relax.VirtualMachine(build(from_pytorch(model, base["x"]), self.target, report=report, **options),
-                                  tvm.cpu())
-        ours = median(measure_interleaved({"ours": lambda: vm["main"](base["xt"])}, rounds=self.args.rounds)["ours"])
-        calls = call_times(vm, base["xt"], runs=self.args.rounds)
+        ex = build(from_pytorch(model, base["x"]), self.target, report=report, tuning_log=self.args.tuning_log,
+                   **options)
+        if self.remote is not None:
+            with torch.no_grad():
+                ref = model(base["x"]).numpy()
+            ours, calls = self.remote.time(ex, base["x"], ref), []
+        else:
+            vm = relax.VirtualMachine(ex, tvm.cpu())
+            ours = median(measure_interleaved({"ours": lambda: vm["main"](base["xt"])}, rounds=self.args.rounds)["ours"])
+            calls = call_times(vm, base["xt"], runs=self.args.rounds)
         common = {"network": net, "config": cfg.name, "kind": cfg.kind, "patterns": cfg.patterns or "",
                   "connectivity": cfg.connectivity if cfg.kind == "pattern" else "",
                   "block_sparsity": cfg.block_sparsity or ""}
         rows = []
-        if len(calls) == len(base["calls"]):      # same graph, same fusion: calls line up one to one
+        if calls and len(calls) == len(base["calls"]):   # same graph, same fusion: calls line up one to one
             layers = iter(report)
             for pos, ((sym, t), (dsym, dt)) in enumerate(zip(calls, base["calls"])):
                 decision = next(layers) if "conv2d" in sym else None
@@ -142,8 +162,9 @@ class Sweep:
         macs_sparse = sum(r.macs_sparse for r in rewritten)
         rows.append({**common, "layer": "TOTAL", "mac_ratio": macs_dense / macs_sparse if macs_sparse else 1.0,
                      "ours_ms": ours * 1e3, "tvm_dense_ms": base["tvm_dense"] * 1e3,
-                     "pytorch_ms": base["pytorch"] * 1e3, "speedup_vs_tvm_dense": base["tvm_dense"] / ours,
-                     "speedup_vs_pytorch": base["pytorch"] / ours, "error": ""})
+                     "pytorch_ms": base["pytorch"] * 1e3 if base["pytorch"] else "",
+                     "speedup_vs_tvm_dense": base["tvm_dense"] / ours,
+                     "speedup_vs_pytorch": base["pytorch"] / ours if base["pytorch"] else "", "error": ""})
         return rows
 
 
@@ -185,7 +206,8 @@ def plot(csv_path: str, out_dir: str) -> list[str]:
         sel = [r for r in layers if (r["network"], r["config"]) == cfg]
         ax.plot(range(len(sel)), [float(r["speedup_vs_tvm_dense"]) for r in sel], "o-", ms=3, label=" ".join(cfg))
     ax.set(xlabel="pruned layer (execution order)", ylabel="speedup over TVM dense (x)", title="Speedup per layer")
-    ax.legend(fontsize=6, ncol=2)
+    if layers:   # a device sweep has end-to-end rows only
+        ax.legend(fontsize=6, ncol=2)
     paths.append(_save(fig, out_dir, "speedup_per_layer.png"))
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -223,6 +245,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="host", choices=sorted(targets.PRESETS))
     ap.add_argument("--rpc-tracker")
     ap.add_argument("--rpc-key")
+    ap.add_argument("--tuning-log", default=None,
+                    help="a tvm-patterns tune log directory; its records apply to ours and to TVM dense")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", required=True)

@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from .. import from_pytorch, targets
-from ..models import NETWORKS, get_network
-from ..prune import pattern_prune
+from .. import targets
+from ..models import NETWORKS, pruned_network
 from .tune import DEFAULT_LOG_DIR, rpc_runner, tune
 
 
@@ -36,9 +33,7 @@ def main(argv=None) -> int:
     target = targets.by_name(args.target)
     if args.target != "host" and not args.rpc_tracker:
         ap.error(f"--target {args.target} runs on a device: give --rpc-tracker and --rpc-key")
-    model = get_network(args.model, args.image_size)
-    pattern_prune(model, connectivity=args.connectivity)
-    mod = from_pytorch(model, torch.randn(1, 3, args.image_size, args.image_size))
+    _, _, mod = pruned_network(args.model, args.image_size, args.connectivity)
     runner = rpc_runner(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
     try:
         result = tune(mod, target, trials=args.trials, runner=runner, log_dir=args.log_dir,

@@ -10,6 +10,7 @@ import os
 import warnings
 
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 from ..targets import target_name
@@ -17,6 +18,7 @@ from ..targets import target_name
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 FAILED = 1e9   # seconds; MetaSchedule stores failed measurements as 1e10
+BEST = "best"  # sub-directory with one verified record per kernel (tuning.verify)
 
 
 class TuningLogError(ValueError):
@@ -95,26 +97,42 @@ def check_target(db_dir: str, records, target) -> None:
 
 def load_database(path: str, target) -> ms.database.MemoryDatabase:
     """The records of a tuning log as an in-memory database, after skipping bad lines (with a
-    ``TuningLogWarning`` naming each) and checking the target."""
+    ``TuningLogWarning`` naming each) and checking the target. A kernel with a verified record
+    (``<log>/best/``, written by ``tune``) gets only that one; the others all their records."""
     db_dir = log_dir_for(path, target)
     if not os.path.exists(os.path.join(db_dir, RECORDS)):
         raise TuningLogError(f"no tuning log for {target_name(target)} in {path} (expected {db_dir}/{RECORDS})")
-    workloads, records, problems = read_log(db_dir)
-    check_target(db_dir, records, target)
     db = ms.database.MemoryDatabase()
-    committed = {}
+    problems: list[str] = []
+    best_dir = os.path.join(db_dir, BEST)
+    verified = _load_into(db, best_dir, target, problems, skip=set()) if os.path.isdir(best_dir) else set()
+    _load_into(db, db_dir, target, problems, skip=verified)
+    if problems:
+        warnings.warn(f"tuning log {db_dir}: " + "; ".join(problems), TuningLogWarning, stacklevel=2)
+    return db
+
+
+def _load_into(db, db_dir: str, target, problems: list[str], skip: set[int]) -> set[int]:
+    """Commit the readable records of ``db_dir`` whose workload's structural hash is not in ``skip``;
+    returns the hashes of the workloads committed."""
+    workloads, records, found = read_log(db_dir)
+    problems += [f"{BEST}/{p}" if os.path.basename(db_dir) == BEST else p for p in found]
+    check_target(db_dir, records, target)
+    committed, hashes = {}, set()
     for n, index, rec in records:
+        key = tvm_ffi.structural_hash(workloads[index].mod)
+        if key in skip:
+            continue
         try:
             record = ms.database.TuningRecord.from_json(rec, workloads[index])
             if index not in committed:
                 committed[index] = db.commit_workload(workloads[index].mod)
             db.commit_tuning_record(ms.database.TuningRecord(
                 record.trace, committed[index], record.run_secs, record.target, record.args_info))
+            hashes.add(key)
         except Exception as e:  # noqa: BLE001
             problems.append(f"{RECORDS} line {n}: {_why(e)}; skipped")
-    if problems:
-        warnings.warn(f"tuning log {db_dir}: " + "; ".join(problems), TuningLogWarning, stacklevel=2)
-    return db
+    return hashes
 
 
 def repair_log(db_dir: str, target) -> list[str]:

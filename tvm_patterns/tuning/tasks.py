@@ -8,6 +8,7 @@ end-to-end numbers are fair to the dense layers.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,7 +60,14 @@ def tunable_block(func: tvm.tirx.PrimFunc, target) -> tuple[str, Callable, Calla
         if fn is None:
             continue
         space = getattr(sys.modules[fn.__module__], "design_space", None)
-        return (name, space, fn) if space is not None else None
+        if space is None:
+            return None
+        space = functools.partial(space, target=target)
+        try:
+            space(s_tir.Schedule(func))
+        except NotImplementedError:   # this shape has no space (e.g. a batched matmul)
+            return None
+        return name, space, fn
     return None
 
 

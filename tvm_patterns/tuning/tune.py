@@ -6,9 +6,10 @@
     ex = build(mod, target, tuning_log=result.log_dir)
 
 Every task's hand schedule (the default point of its space) is measured first and stored like any
-other record, so the search starts from it and a tuned build is never slower than the default as
-the tuner measured it. Records are appended to the log as they are measured: an interrupted or
-failed run keeps everything measured so far.
+other record, so the search starts from it. Records are appended to the log as they are measured:
+an interrupted or failed run keeps everything measured so far. At the end the default and the best
+records are re-measured side by side (``verify``): a kernel keeps its default point unless a
+candidate really beats it, and ``build`` applies those verified picks.
 """
 from __future__ import annotations
 
@@ -30,12 +31,14 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.support.popen_pool import PopenPoolExecutor
 
+from .. import export
 from ..targets import host, target_name
-from . import measure
+from . import measure, verify
 from .database import FAILED, mean_seconds, repair_log
 from .tasks import Task, extract_tasks, save_constants
 
-cloudpickle.register_pickle_by_value(measure)   # workers need not import tvm_patterns (nor torch)
+for _module in (measure, export):   # workers need not import tvm_patterns (nor torch)
+    cloudpickle.register_pickle_by_value(_module)
 
 DEFAULT_LOG_DIR = "tuning_logs"
 STOP_AFTER_FAILED_BATCHES = 2   # consecutive batches with no successful measurement end the run
@@ -191,10 +194,16 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self.done = [0] * len(tasks)
         self.errors = [0] * len(tasks)
         self.failed_batches = 0
+        self.exhausted: set[int] = set()
         self.stopped = ""
         self.t0 = time.perf_counter()
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        if not runner_results:   # every point of this task's space is measured: done, not failed
+            if task_id not in self.exhausted:
+                self.exhausted.add(task_id)
+                self.out(f"  {self.tasks[task_id].name}: design space exhausted after {self.done[task_id]} trials")
+            return
         ok = 0
         first_error = ""
         for b, r in zip(builder_results, runner_results):
@@ -241,13 +250,16 @@ def _speedup(default, best) -> str:
 def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT_LOG_DIR, *,
          kinds=None, options=None, sparse: bool = True, trials_per_iter: int | None = None,
          population: int = 64, evaluator: ms.runner.EvaluatorConfig | None = None,
-         timeout_sec: float = 60.0, seed: int = 1, out=print) -> TuneResult:
+         timeout_sec: float = 60.0, seed: int = 1, verify_rounds: int = verify.ROUNDS,
+         out=print) -> TuneResult:
     """Tune the kernels of a Relax module (from ``from_pytorch``) for ``target``.
 
     trials: per task (each distinct kernel; the budget of the whole run is trials x tasks).
     runner: None / "local" (this machine), ``rpc_runner(tracker, key)`` (a device), or a Runner.
     log_dir: the records go to ``log_dir/<target name>/`` (a MetaSchedule JSON database), appended
     to what is there. kinds / options / sparse: as for ``build`` (the same kernels must come out).
+    verify_rounds: after the search, the default and the best records of each kernel are measured
+    again in this many alternating rounds and the winner goes to ``<log>/best/`` (``verify``).
     """
     target = target or host()
     tasks, untunable = extract_tasks(mod, target, kinds=kinds, options=options, sparse=sparse)
@@ -267,14 +279,17 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
     with tempfile.TemporaryDirectory(prefix="tvm_patterns_tune_") as tmp:
         inputs = os.path.join(tmp, "inputs.npz")
         save_constants(tasks, inputs)
-        builder = ms.builder.LocalBuilder(max_workers=cores, timeout_sec=timeout_sec, f_build=measure.build_artifact)
+        # Builds run here (cross-compiled and linked for the device when it is another machine).
+        builder = ms.builder.LocalBuilder(max_workers=os.cpu_count() or 1, timeout_sec=timeout_sec,
+                                          f_build=measure.build_artifact,
+                                          f_export=export.LibraryExport(export.linker_for(target)))
         run = _runner(runner, inputs, evaluator, timeout_sec)
         database = ms.database.JSONDatabase(work_dir=db_dir)
         total = trials * len(tasks)
         cost_model = ms.cost_model.XGBModel(
             extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=False, num_tuning_cores=cores,
             num_warmup_samples=max(per_iter, min(100, total // 4)))   # the default 100 would never train
-        progress, defaults = None, None
+        progress, defaults, verified = None, None, {}
         ctrl_c = _CtrlC(out)   # entered inside the try, left in its finally
         try:
             ctrl_c.__enter__()
@@ -295,6 +310,9 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
                     measure_callbacks=ms.measure_callback.MeasureCallback.create("default") + [progress],
                     database=database, cost_model=cost_model)
                 result.stopped = progress.stopped
+                if not result.stopped and verify_rounds > 0:
+                    verified = {r["task"]: r for r in verify.verify(
+                        tasks, target, builder, run, database, db_dir, _device_type(target), out, rounds=verify_rounds)}
         except KeyboardInterrupt:
             result.interrupted = True
             out(f"interrupted: the records measured so far are kept in {db_dir}")
@@ -316,11 +334,14 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
         if defaults is not None:
             best = progress.best if progress else defaults
             for i, t in enumerate(tasks):
-                result.rows.append({"task": t.name, "weight": t.weight,
-                                    "trials": progress.done[i] if progress else 0,
-                                    "errors": progress.errors[i] if progress else 0,
-                                    "default_ms": None if defaults[i] is None else defaults[i] * 1e3,
-                                    "best_ms": None if best[i] is None else best[i] * 1e3})
+                row = {"task": t.name, "weight": t.weight, "trials": progress.done[i] if progress else 0,
+                       "errors": progress.errors[i] if progress else 0,
+                       "default_ms": None if defaults[i] is None else defaults[i] * 1e3,
+                       "best_ms": None if best[i] is None else best[i] * 1e3, "verified": False}
+                if t.name in verified:   # the side-by-side re-measurement replaces the search's numbers
+                    v = verified[t.name]
+                    row.update(default_ms=v["default_ms"], best_ms=v["verified_ms"], verified=True)
+                result.rows.append(row)
     _summary(result, out)
     return result
 

@@ -1,0 +1,107 @@
+"""After the search: re-measure each task's default point and its best few records side by side, and
+keep the winner in ``<log>/best/`` (what ``build`` applies).
+
+The search keeps the fastest of many noisy measurements, so its best record is biased low (the
+winner's curse): on a 2-core machine a candidate 5% slower than the default often "wins" by a lucky
+run. Here the default and the top candidates are measured again in alternation, ``ROUNDS`` times,
+and a candidate replaces the default only when its median beats the default's by ``MIN_GAIN``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
+
+TOP = 3             # candidates re-measured per task, besides the default
+ROUNDS = 5          # alternating measurement rounds
+MIN_GAIN = 0.03     # a candidate must beat the default's median by this fraction
+
+
+def _candidates(task, target, database) -> list[s_tir.Schedule]:
+    """The default point, then up to TOP distinct other records, best first."""
+    default = task.default_schedule(target)
+    seen = {str(default.trace)}
+    found = [default]
+    workload = database.commit_workload(task.mod)
+    for rec in database.get_top_k(workload, 4 * TOP):
+        key = str(rec.trace)
+        if key in seen or mean_seconds(rec.run_secs) is None:
+            continue
+        seen.add(key)
+        sch = s_tir.Schedule(task.mod)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        found.append(sch)
+        if len(found) > TOP:
+            break
+    return found
+
+
+def verify(tasks, target, builder, runner, database, db_dir: str, device_type: str, out,
+           rounds: int = ROUNDS) -> list[dict]:
+    """Re-measure and write ``db_dir/best``; returns per task {task, default_ms, verified_ms, pick}."""
+    plans = [(t, _candidates(t, target, database)) for t in tasks]
+    flat = [(i, j, sch) for i, (_, cands) in enumerate(plans) for j, sch in enumerate(cands)]
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, _, sch in flat])
+    inputs, where = [], []
+    for (i, j, _), b in zip(flat, built):
+        if b.error_msg is None:
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, device_type,
+                                                ArgInfo.from_prim_func(tasks[i].mod["main"])))
+            where.append((i, j))
+    times: dict[tuple[int, int], list[float]] = {k: [] for k in where}
+    out(f"verifying: {len(inputs)} schedules of {len(tasks)} kernels, {rounds} alternating rounds")
+    for _ in range(rounds):
+        for k, fut in zip(where, runner.run(inputs)):
+            r = fut.result()
+            secs = mean_seconds(r.run_secs) if r.error_msg is None else None
+            if secs is not None:
+                times[k].append(secs)
+    for b in built:
+        if b.artifact_path:
+            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+
+    rows, picks = [], []
+    for i, (task, cands) in enumerate(plans):
+        med = {j: statistics.median(times[(i, j)]) for j in range(len(cands)) if times.get((i, j))}
+        if 0 not in med:
+            out(f"  {task.name}: the default point could not be re-measured; no verified record")
+            continue
+        best = min(med, key=med.get)
+        if best != 0 and med[best] > med[0] * (1 - MIN_GAIN):
+            best = 0
+        picks.append((task, cands[best], med[best]))
+        rows.append({"task": task.name, "default_ms": med[0] * 1e3, "verified_ms": med[best] * 1e3,
+                     "pick": "default" if best == 0 else f"record {best}"})
+        out(f"  {task.name}: default {med[0] * 1e3:.3f} ms, "
+            + ("kept" if best == 0 else f"tuned {med[best] * 1e3:.3f} ms (x{med[0] / med[best]:.2f})"))
+    _write_best(db_dir, target, picks)
+    return rows
+
+
+def _write_best(db_dir: str, target, picks) -> None:
+    """Replace the verified records of these kernels in ``db_dir/best``, keeping the others."""
+    best_dir = os.path.join(db_dir, BEST)
+    with tempfile.TemporaryDirectory(dir=db_dir) as tmp:
+        db = ms.database.JSONDatabase(work_dir=tmp)
+        mine = [db.commit_workload(task.mod) for task, _, _ in picks]
+        if os.path.exists(os.path.join(best_dir, RECORDS)):
+            workloads, records, _ = read_log(best_dir)
+            for _, index, rec in records:
+                old = ms.database.TuningRecord.from_json(rec, workloads[index])
+                wl = db.commit_workload(workloads[index].mod)
+                if not any(wl.same_as(m) for m in mine):
+                    db.commit_tuning_record(ms.database.TuningRecord(
+                        old.trace, wl, old.run_secs, old.target, old.args_info))
+        for (task, sch, secs), wl in zip(picks, mine):
+            db.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, wl, [secs], target, ArgInfo.from_prim_func(task.mod["main"])))
+        os.makedirs(best_dir, exist_ok=True)
+        for name in (WORKLOADS, RECORDS):
+            os.replace(os.path.join(tmp, name), os.path.join(best_dir, name))
