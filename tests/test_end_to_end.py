@@ -50,3 +50,15 @@ def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(caps
     cols = dict(zip(header.split(","), row.split(",")))
     assert cols["network"] == "resnet18" and cols["correct"] == "True"
     assert float(cols["tvm_pattern_ms"]) > 0 and np.isclose(float(cols["conv3x3_mac_ratio"]), 8.1, atol=0.1)
+
+
+def test_demo_uses_a_tuning_log_only_when_there_is_one_for_this_cpu(tmp_path, capsys):
+    from tvm_patterns.targets import host, target_name
+    from tvm_patterns.tuning.database import RECORDS
+
+    assert demo.tuning_log_for(str(tmp_path), host()) is None
+    assert f"no tuning log for {target_name(host())}" in capsys.readouterr().out
+    (tmp_path / target_name(host())).mkdir()
+    (tmp_path / target_name(host()) / RECORDS).write_text("")
+    assert demo.tuning_log_for(str(tmp_path), host()) == str(tmp_path)
+    assert demo.tuning_log_for("none", host()) is None

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -30,7 +31,23 @@ def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-def run_network(name: str, image_size: int, connectivity: float, rounds: int, target) -> tuple[dict, list]:
+def tuning_log_for(path: str | None, target) -> str | None:
+    """``path`` when it holds a tuning log for ``target`` (e.g. the shipped tuning_logs/host-znver1), else None."""
+    if not path or path == "none":
+        return None
+    from .tuning import log_dir_for
+    from .tuning.database import RECORDS
+
+    if os.path.exists(os.path.join(log_dir_for(path, target), RECORDS)):
+        say(f"tuning log: {log_dir_for(path, target)} (kernels without a record keep their default schedule)")
+        return path
+    say(f"no tuning log for {targets.target_name(target)} in {path}: default schedules "
+        f"(tvm-patterns tune --model vgg16 makes one)")
+    return None
+
+
+def run_network(name: str, image_size: int, connectivity: float, rounds: int, target,
+                tuning_log: str | None = None) -> tuple[dict, list]:
     model = get_network(name, image_size)
     pruned = pattern_prune(model, connectivity=connectivity)
     x = torch.randn(1, 3, image_size, image_size)
@@ -41,7 +58,7 @@ def run_network(name: str, image_size: int, connectivity: float, rounds: int, ta
     vms, report = {}, []
     for label, sparse in (("tvm_dense", False), ("tvm_pattern", True)):
         t0 = time.perf_counter()
-        ex = build(mod, target, report=report if sparse else None, sparse=sparse)
+        ex = build(mod, target, report=report if sparse else None, sparse=sparse, tuning_log=tuning_log)
         vms[label] = relax.VirtualMachine(ex, tvm.cpu())
         say(f"[{name}] built {label} in {time.perf_counter() - t0:.1f} s")
     rewritten = [r for r in report if r.rewritten]
@@ -81,15 +98,18 @@ def main(argv=None) -> int:
     ap.add_argument("--connectivity", type=float, default=3.6)
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--csv", help="write the per-network table here")
+    ap.add_argument("--tuning-log", default="tuning_logs",
+                    help="tvm-patterns tune records for both TVM builds, when there are some for this CPU ('none': off)")
     args = ap.parse_args(argv)
     image = args.image_size or (64 if args.quick else 224)
     rounds = 3 if args.quick else 7
     target = targets.host()
     say(f"target: {target.export()['mcpu']}, {tvm.runtime.num_threads()} threads; input {image}x{image}, batch 1")
+    log = tuning_log_for(args.tuning_log, target)
     rows, layers = [], []
     t0 = time.perf_counter()
     for name in args.nets.split(","):
-        row, top = run_network(name.strip(), image, args.connectivity, rounds, target)
+        row, top = run_network(name.strip(), image, args.connectivity, rounds, target, log)
         rows.append(row)
         layers += top
     say("\nLatency per network (medians, ms):")
