@@ -27,7 +27,6 @@ from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK
 
 from . import block_sparse_x86 as x86
 from .block_sparse_x86 import Knobs
-from .pattern_conv2d_nchw_x86 import UNROLL_STEPS
 from .registry import register_schedule
 
 VECTOR = 4
@@ -64,6 +63,4 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     """The hand schedule: ``knobs`` (default: ``default_knobs`` of the shape) as decisions of the space."""
     knobs = knobs or knobs_for(sch, block)
-    if knobs.unroll not in UNROLL_STEPS:
-        raise ValueError(f"unroll {knobs.unroll} is not one of {UNROLL_STEPS}")
     apply(sch, block, knobs.order, knobs)

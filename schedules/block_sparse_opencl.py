@@ -32,7 +32,7 @@ from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLO
 
 from .block_sparse_x86 import _write_back, block_loops
 from .pattern_conv2d_nchw_opencl import bind_flat
-from .pattern_conv2d_nchw_x86 import UNROLL_STEPS, perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import categorical_knob, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 VECTOR = 4          # float4: Wp (the padded output width / token count) is a multiple of 8
@@ -101,15 +101,11 @@ def apply(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> Non
         sch.reorder(n, kb, kro, wo, j, kri, wv)
         plane = wo
     sizes = group_sizes(int(sch.get(plane).extent), limit)
-    if knobs is None:
-        decision = None
-    else:
-        wanted = min(knobs.work_group, sizes[-1])
-        if wanted not in sizes:
-            raise ValueError(f"work_group {knobs.work_group}: not a power of two in {sizes} "
-                             f"(max_num_threads {limit})")
-        decision = sizes.index(wanted)
-    group = sch.sample_categorical(sizes, [1 / len(sizes)] * len(sizes), decision=decision)
+    wanted = None if knobs is None else min(knobs.work_group, sizes[-1])
+    if wanted is not None and wanted not in sizes:
+        raise ValueError(f"work_group {knobs.work_group}: not a power of two in {sizes} "
+                         f"(max_num_threads {limit})")
+    group = categorical_knob(sch, sizes, wanted, "work_group")
     po, tx = sch.split(plane, [None, group])
     bx = sch.fuse(n, kb, kro, po)
     sch.bind(bx, "blockIdx.x")
@@ -153,19 +149,13 @@ def knobs_for(sch: s_tir.Schedule, block, target, base: Knobs) -> Knobs:
     return replace(base, rows=rows, work_group=min(base.work_group, limit), pack_group=min(base.pack_group, limit))
 
 
-def _checked(knobs: Knobs) -> Knobs:
-    if knobs.unroll not in UNROLL_STEPS:
-        raise ValueError(f"unroll {knobs.unroll} is not one of {UNROLL_STEPS}")
-    return knobs
-
-
 @register_schedule(CONV_BLOCK, "mali")
 @register_schedule(DENSE_BLOCK, "mali")
 def schedule_mali(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, target, _checked(knobs or knobs_for(sch, block, target, MALI)))
+    apply(sch, block, target, knobs or knobs_for(sch, block, target, MALI))
 
 
 @register_schedule(CONV_BLOCK, "adreno")
 @register_schedule(DENSE_BLOCK, "adreno")
 def schedule_adreno(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, target, _checked(knobs or knobs_for(sch, block, target, ADRENO)))
+    apply(sch, block, target, knobs or knobs_for(sch, block, target, ADRENO))

@@ -28,7 +28,7 @@ from tvm import s_tir
 
 from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLOCKS, OUT_SUFFIX, PACK_SUFFIX
 
-from .pattern_conv2d_nchw_x86 import perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import one_space_per_order, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 VECTOR = 8
@@ -198,12 +198,7 @@ def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule
     schedule per loop order, tiles and unroll sampled. ``schedule`` is one point of it."""
     name = next(sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
                 if sch.get(b).name_hint in MAIN_BLOCKS)
-    spaces = []
-    for order in ORDERS:
-        s = sch.copy()
-        apply(s, s.get_sblock(name), order, **isa)
-        spaces.append(s)
-    return spaces
+    return one_space_per_order(sch, name, ORDERS, apply, **isa)
 
 
 @register_schedule(CONV_BLOCK, "cpu")

@@ -21,7 +21,7 @@ from tvm import s_tir
 
 from tvm_patterns.computes.pattern_conv2d import CROP_BLOCK, MAIN_BLOCK, PAD_BLOCK
 
-from .pattern_conv2d_nchw_x86 import inline_epilogue, perfect_tile
+from .pattern_conv2d_nchw_x86 import categorical_knob, inline_epilogue, perfect_tile
 from .registry import register_schedule
 
 
@@ -82,11 +82,6 @@ def work_groups(target) -> list[int]:
     return sizes
 
 
-def _categorical(sch: s_tir.Schedule, candidates: list[int], value: int | None):
-    decision = None if value is None else candidates.index(value)
-    return sch.sample_categorical(candidates, [1 / len(candidates)] * len(candidates), decision=decision)
-
-
 def apply(sch: s_tir.Schedule, block, knobs: Knobs | None, target=None) -> None:
     """``knobs`` None leaves vector, rows and work-group size to the tuner (sampled); otherwise they
     are the fixed decisions of the same sampling instructions."""
@@ -97,14 +92,14 @@ def apply(sch: s_tir.Schedule, block, knobs: Knobs | None, target=None) -> None:
                         work_group=max(g for g in groups if g <= knobs.work_group))
     wb = gpu_stages(sch, block, knobs or replace(MALI, pad_group=min(MALI.pad_group, groups[-1])))
     ho, hi = perfect_tile(sch, h, knobs and knobs.rows, MAX_ROWS)
-    wo, wv = sch.split(w, [None, _categorical(sch, list(VECTORS), knobs and knobs.vector)])
+    wo, wv = sch.split(w, [None, categorical_knob(sch, VECTORS, knobs and knobs.vector, "vector")])
     sch.reorder(ho, wo, hi, wv)
     plane = sch.fuse(ho, wo)
     if knobs is not None:   # no larger group than the plane needs (the tuner may still try one)
         extent = int(sch.get(plane).extent)
         while knobs.work_group // 2 >= extent and knobs.work_group // 2 in groups:
             knobs = replace(knobs, work_group=knobs.work_group // 2)
-    po, tx = sch.split(plane, [None, _categorical(sch, groups, knobs and knobs.work_group)])
+    po, tx = sch.split(plane, [None, categorical_knob(sch, groups, knobs and knobs.work_group, "work_group")])
     bx = sch.fuse(n, k, po)
     sch.reorder(bx, tx, j, t, hi, wv)
     sch.bind(bx, "blockIdx.x")

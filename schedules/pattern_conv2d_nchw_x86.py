@@ -102,10 +102,18 @@ def perfect_tile(sch: s_tir.Schedule, loop, factor: int | None, max_inner: int) 
                                                    decision=decision))
 
 
+def categorical_knob(sch: s_tir.Schedule, candidates, value: int | None, what: str = "value"):
+    """``sample_categorical`` over ``candidates`` (uniform): sampled when ``value`` is None, else the
+    fixed decision of the same instruction."""
+    candidates = list(candidates)
+    if value is not None and value not in candidates:
+        raise ValueError(f"{what} {value} is not one of {tuple(candidates)}")
+    decision = None if value is None else candidates.index(value)
+    return sch.sample_categorical(candidates, [1 / len(candidates)] * len(candidates), decision=decision)
+
+
 def unroll_knob(sch: s_tir.Schedule, loop, steps: int | None) -> None:
-    decision = None if steps is None else UNROLL_STEPS.index(steps)
-    u = sch.sample_categorical(list(UNROLL_STEPS), [1 / len(UNROLL_STEPS)] * len(UNROLL_STEPS), decision=decision)
-    sch.annotate(loop, "pragma_auto_unroll_max_step", u)
+    sch.annotate(loop, "pragma_auto_unroll_max_step", categorical_knob(sch, UNROLL_STEPS, steps, "unroll"))
 
 
 def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *, vector: int = VECTOR,
@@ -154,10 +162,16 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
 def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule]:
     """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per loop order,
     register tile and unroll sampled. ``schedule`` (the default knobs) is one point of it."""
+    return one_space_per_order(sch, MAIN_BLOCK, ORDERS, apply, **isa)
+
+
+def one_space_per_order(sch: s_tir.Schedule, block_name: str, orders, apply_order, **kw) -> list[s_tir.Schedule]:
+    """A design space of one schedule per loop order: ``apply_order(copy, block, order, **kw)`` with
+    its knobs sampled (a trace replays one order, so the order is not itself a sampled value)."""
     spaces = []
-    for order in ORDERS:
+    for order in orders:
         s = sch.copy()
-        apply(s, s.get_sblock(MAIN_BLOCK), order, **isa)
+        apply_order(s, s.get_sblock(block_name), order, **kw)
         spaces.append(s)
     return spaces
 

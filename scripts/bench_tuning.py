@@ -5,7 +5,8 @@ and TVM's dense conv tuned by MetaSchedule's own design space with the same tria
 
 Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
 (tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``); where that
-is the default schedule itself, its ratio measures this machine's noise, not tuning. The dense tuning runs here (it needs no log) and takes a while.
+is the default schedule itself, its ratio measures this machine's noise, not tuning. The dense
+tuning runs here (it needs no log) and takes a while.
 """
 from __future__ import annotations
 
@@ -77,14 +78,15 @@ def main(argv=None) -> int:
     db = load_database(args.log, target)
     print(f"log: {log_dir_for(args.log, target)}")
     ours = [t for t in tasks if t.block == "pattern_conv2d"]
-    defaults = {t.name: kernel(t.default_schedule(target).mod, target, t, dev) for t in ours}
+    default_schedules = {t.name: t.default_schedule(target) for t in ours}
+    defaults = {t.name: kernel(default_schedules[t.name].mod, target, t, dev) for t in ours}
     first = {n: median(v) for n, v in measure_interleaved(defaults, rounds=3).items()}
     slowest = sorted(ours, key=lambda t: -first[t.name])[: args.layers]
     rows = []
     for i, t in enumerate(slowest):
         fns = {"pattern_default": defaults[t.name]}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
-        same = tuned is not None and str(tuned.trace) == str(t.default_schedule(target).trace)
+        is_default = tuned is not None and str(tuned.trace) == str(default_schedules[t.name].trace)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
             fns["pattern_tuned"] = kernel(tuned.mod, target, t, dev)
         dense = next((d for d in dense_tasks if geometry(d) == geometry(t)), None)   # same layer, dense
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
         row = {"layer": t.name, **{f"{k}_ms": v for k, v in t_.items()}}
         if "pattern_tuned_ms" in row:
             row["tuned_speedup"] = row["pattern_default_ms"] / row["pattern_tuned_ms"]
-            row["tuned_is_default"] = same
+            row["tuned_is_default"] = is_default
         rows.append(row)
         print(fmt_table([row], list(row)), flush=True)
     print(fmt_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "layer", k))))

@@ -18,7 +18,6 @@ import schedules.block_sparse_x86 as x86
 import tvm_patterns as tp
 from tvm_patterns.computes.block_sparse import (CONV_BLOCK, DENSE_BLOCK, Conv1x1Geometry, block_sparse_conv2d_1x1,
                                                 block_sparse_dense)
-from tvm_patterns.emulated_arm import EmulatedDevice, missing_packages
 from tvm_patterns.opencl_launcher import OpenCLLauncher
 from tvm_patterns.passes.schedule_pass import SCHEDULED_ATTR
 from tvm_patterns.sparsity.block import pack_block_punched, project_block_punched
@@ -126,16 +125,6 @@ def scheduled(func, block, fn, target, knobs=None) -> s_tir.Schedule:
 
 
 # ---------------------------------------------------------------- aarch64 NEON on the emulated device
-
-@pytest.fixture(scope="module")
-def arm_device():
-    """One emulated aarch64 RPC server for the module (qemu-user; the runtime is built once and cached)."""
-    missing = missing_packages()
-    if missing:
-        pytest.fail(f"the emulated aarch64 device needs apt-get install {' '.join(missing)}")
-    with EmulatedDevice() as dev:
-        yield dev
-
 
 def run_on_arm(device, mod, path, x) -> np.ndarray:
     ex = tp.build(mod, tp.targets.arm_cpu(), sparse=False)

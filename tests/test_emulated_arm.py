@@ -15,17 +15,16 @@ import tvm
 from tvm import te
 
 from tvm_patterns import export_library, targets
-from tvm_patterns.emulated_arm import (EmulatedDevice, RPCTracker, build_runtime, elf_machine,
-                                       missing_packages)
+from tvm_patterns.emulated_arm import EmulatedDevice, RPCTracker, build_runtime, elf_machine
 
-pytestmark = pytest.mark.skipif(bool(missing_packages()),
-                                reason=f"needs apt packages {missing_packages()}")
+from .conftest import require_emulated_arm
 
 FMLA_4S = re.compile(r"fmla\s+v\d+\.4s")
 
 
 @pytest.fixture(scope="module")
 def server():
+    require_emulated_arm()
     return build_runtime()
 
 

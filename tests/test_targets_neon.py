@@ -7,10 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-import tvm
 
 import tvm_patterns as tp
-from tvm_patterns.emulated_arm import EmulatedDevice, missing_packages
 
 from .test_pattern_conv import pattern_conv
 
@@ -43,17 +41,6 @@ def arm_library(request, tmp_path_factory):
     path = tp.export_library(ex, tmp_path_factory.mktemp("neon") / "pattern_conv_aarch64.so",
                              tp.targets.arm_cpu())
     return path, model, x
-
-
-@pytest.fixture(scope="module")
-def arm_device():
-    """One emulated aarch64 RPC server for the module (the runtime is built once and cached)."""
-    missing = missing_packages()
-    if missing:
-        pytest.fail(f"the emulated aarch64 device needs apt-get install {' '.join(missing)} "
-                    "(.ci/apt-packages.txt)")
-    with EmulatedDevice() as dev:
-        yield dev
 
 
 def test_library_is_an_aarch64_elf(arm_library):

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from . import build, targets
+from . import build, export_library, targets
 from .models import NETWORKS, pruned_network
 from .remote import RemoteDevice
 
@@ -43,8 +43,6 @@ def main(argv=None) -> int:
     print(f"built {args.model} for {targets.target_name(target)}: {rewritten}/{len(report)} layers sparse", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not args.rpc_tracker:
-        from .export import export_library
-
         export_library(ex, args.out, target)
         print(f"wrote {args.out}")
         return 0

@@ -54,8 +54,11 @@ def fcompile_for(linker: str | None):
 def export_library(executable, path: str | os.PathLike, target) -> Path:
     """Export what ``tvm_patterns.build`` (or ``tvm.compile``) made for ``target`` as a .so for
     the machine that target runs on."""
-    path = Path(path)
-    fcompile = fcompile_for(linker_for(target))
+    return _export(executable, Path(path), linker_for(target))
+
+
+def _export(executable, path: Path, linker: str | None) -> Path:
+    fcompile = fcompile_for(linker)
     if fcompile is None:
         executable.export_library(str(path))
     else:
@@ -71,10 +74,4 @@ class LibraryExport:
         self.linker = linker
 
     def __call__(self, mod) -> str:
-        path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
-        fcompile = fcompile_for(self.linker)
-        if fcompile is None:
-            mod.export_library(path)
-        else:
-            mod.export_library(path, fcompile=fcompile)
-        return path
+        return str(_export(mod, Path(tempfile.mkdtemp(), "tvm_tmp_mod.so"), self.linker))

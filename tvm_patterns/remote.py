@@ -28,6 +28,12 @@ def parse_tracker(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def load_vm(session, library: str | os.PathLike, dev) -> relax.VirtualMachine:
+    """Upload a Relax VM library to an RPC session and load it there, on ``dev``."""
+    session.upload(str(library))
+    return relax.VirtualMachine(session.load_module(os.path.basename(library)), dev)
+
+
 class RemoteDevice:
     """Models built for ``target``, run on the device behind a tracker (one session each)."""
 
@@ -44,9 +50,8 @@ class RemoteDevice:
         path = path or os.path.join(self._tmp.name, f"model{self._count}.so")
         export_library(executable, path, self.target)
         session = tvm.rpc.connect_tracker(*self.tracker).request(self.key, session_timeout=self.session_timeout)
-        session.upload(path)
         dev = session.cl(0) if self.target.kind.name == "opencl" else session.cpu(0)
-        vm = relax.VirtualMachine(session.load_module(os.path.basename(path)), dev)
+        vm = load_vm(session, path, dev)
         xt = tvm.runtime.tensor(x.numpy(), dev)
         out = vm["main"](xt).numpy()
         err = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))

@@ -242,13 +242,12 @@ class EmulatedDevice:
                   session=None) -> np.ndarray:
         """Upload a Relax VM library (``tvm_patterns.build`` + ``export_library``), run ``func``."""
         import tvm
-        from tvm import relax
+
+        from ..remote import load_vm
 
         remote = session or self.connect()
-        library = Path(library)
-        remote.upload(str(library))
         dev = remote.cpu(0)
-        vm = relax.VirtualMachine(remote.load_module(library.name), dev)
+        vm = load_vm(remote, library, dev)
         out = vm[func](*(tvm.runtime.tensor(np.ascontiguousarray(a), dev) for a in inputs))
         return out.numpy()
 

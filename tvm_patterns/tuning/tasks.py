@@ -110,14 +110,14 @@ def extract_tasks(mod: tvm.IRModule, target, **pipeline_kw) -> tuple[list[Task],
     untunable: list[str] = []
     for name, args in _call_sites(fused):
         func = fused[name]
+        task_mod = _normalize_mod(func)
+        same = [t for t in tasks if tvm_ffi.structural_equal(t.mod, task_mod)]
+        if same:   # another call of a kernel already found (its space is not built again)
+            same[0].weight += 1
+            continue
         found = tunable_block(func, target)
         if found is None:
             untunable.append(name)
-            continue
-        task_mod = _normalize_mod(func)
-        same = [t for t in tasks if tvm_ffi.structural_equal(t.mod, task_mod)]
-        if same:
-            same[0].weight += 1
             continue
         block, space, hand = found
         constants = {i: a.value.numpy() for i, a in enumerate(args) if isinstance(a, tvm.ir.Constant)}

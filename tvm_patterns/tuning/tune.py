@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -32,8 +31,9 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.support.popen_pool import PopenPoolExecutor
 
 from .. import export
+from ..remote import parse_tracker
 from ..targets import host, target_name
-from . import measure, verify
+from . import batch, measure, verify
 from .database import FAILED, mean_seconds, repair_log
 from .tasks import Task, extract_tasks, save_constants
 
@@ -46,10 +46,8 @@ STOP_AFTER_FAILED_BATCHES = 2   # consecutive batches with no successful measure
 
 def rpc_runner(tracker: str, key: str, session_timeout_sec: int = 30) -> ms.runner.RPCConfig:
     """The runner spec of a device behind an RPC tracker ("HOST:PORT"); ``tune`` adds the inputs."""
-    host_, _, port = tracker.rpartition(":")
-    if not host_ or not port.isdigit():
-        raise ValueError(f"RPC tracker must be HOST:PORT, got {tracker!r}")
-    return ms.runner.RPCConfig(tracker_host=host_, tracker_port=int(port), tracker_key=key,
+    host_, port = parse_tracker(tracker)
+    return ms.runner.RPCConfig(tracker_host=host_, tracker_port=port, tracker_key=key,
                                session_timeout_sec=session_timeout_sec)
 
 
@@ -117,12 +115,7 @@ def _device_type(target) -> str:
 def _measure_defaults(tasks, target, builder, runner, database, out) -> list[float | None]:
     """Measure each task's hand schedule and store it as a record; returns seconds (None: failed)."""
     scheds = [t.default_schedule(target) for t in tasks]
-    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in scheds])
-    inputs, index = [], []
-    for i, (t, b) in enumerate(zip(tasks, built)):
-        if b.error_msg is None:
-            inputs.append(ms.runner.RunnerInput(b.artifact_path, _device_type(target), ArgInfo.from_prim_func(t.mod["main"])))
-            index.append(i)
+    built, inputs, index = batch.build_inputs(builder, list(zip(scheds, tasks)), target, _device_type(target))
     run = {i: f.result() for i, f in zip(index, runner.run(inputs))}
     secs: list[float | None] = []
     for i, (t, s, b) in enumerate(zip(tasks, scheds, built)):
@@ -134,8 +127,7 @@ def _measure_defaults(tasks, target, builder, runner, database, out) -> list[flo
         secs.append(mean_seconds(run_secs))
         error = b.error_msg or (result.error_msg if result is not None else None)
         out(f"  default point {t.name}: {_ms(secs[-1])}" + (f" ({_first_line(error)})" if error else ""))
-        if b.artifact_path:
-            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    batch.remove_artifacts(built)
     return secs
 
 

@@ -9,7 +9,6 @@ and a candidate replaces the default only when its median beats the default's by
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import tempfile
 
@@ -17,6 +16,7 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
+from .batch import build_inputs, remove_artifacts
 from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
 
 TOP = 3             # candidates re-measured per task, besides the default
@@ -47,14 +47,10 @@ def verify(tasks, target, builder, runner, database, db_dir: str, device_type: s
            rounds: int = ROUNDS) -> list[dict]:
     """Re-measure and write ``db_dir/best``; returns per task {task, default_ms, verified_ms, pick}."""
     plans = [(t, _candidates(t, target, database)) for t in tasks]
-    flat = [(i, j, sch) for i, (_, cands) in enumerate(plans) for j, sch in enumerate(cands)]
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, _, sch in flat])
-    inputs, where = [], []
-    for (i, j, _), b in zip(flat, built):
-        if b.error_msg is None:
-            inputs.append(ms.runner.RunnerInput(b.artifact_path, device_type,
-                                                ArgInfo.from_prim_func(tasks[i].mod["main"])))
-            where.append((i, j))
+    flat = [(i, j) for i, (_, cands) in enumerate(plans) for j in range(len(cands))]
+    built, inputs, positions = build_inputs(
+        builder, [(plans[i][1][j], plans[i][0]) for i, j in flat], target, device_type)
+    where = [flat[pos] for pos in positions]
     times: dict[tuple[int, int], list[float]] = {k: [] for k in where}
     out(f"verifying: {len(inputs)} schedules of {len(tasks)} kernels, {rounds} alternating rounds")
     for _ in range(rounds):
@@ -63,9 +59,7 @@ def verify(tasks, target, builder, runner, database, db_dir: str, device_type: s
             secs = mean_seconds(r.run_secs) if r.error_msg is None else None
             if secs is not None:
                 times[k].append(secs)
-    for b in built:
-        if b.artifact_path:
-            shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    remove_artifacts(built)
 
     rows, picks = [], []
     for i, (task, cands) in enumerate(plans):
