@@ -8,6 +8,8 @@ Loop nest of the main block after scheduling:
           t < taps   (unrolled)       -- one offset + one broadcast weight per tap
             hi (unrolled) x wm (unrolled) x wv (8-lane vector)   -- register tile of HI*WM vectors
       write-back: crop + fused epilogue (bias, residual add, relu) from the register tile
+
+That is the default order; the design space has three more (ORDERS below).
 """
 from __future__ import annotations
 
@@ -28,22 +30,25 @@ MAX_ACCUMULATORS = 14   # of AVX2's 16 ymm registers; one holds the broadcast we
 #   kernels_outer  (n, ho, k) | j | wo | t hi wm wv   -- input rows streamed once per kernel
 #   kernels_inner  (n, ho, k) | wo | j | t hi wm wv   -- one width tile's accumulators over all kernels
 #   filters_inner  (n, ho, wo) | k | j | t hi wm wv   -- the input tile stays in L1 across filters
-ORDERS = ("kernels_outer", "kernels_inner", "filters_inner")
+#   channels_blocked (n, ho, kb) | jo | ki | ji | wo | t hi wm wv
+#                    -- a block of filters walks its kernel lists in chunks; kernels are sorted by input
+#                       channel, so chunk jo of every filter reads about the same slice of the input
+#                       rows, which stays in L2 while the block uses it (the input tile of a row block
+#                       of a wide layer is larger than L2)
+ORDERS = ("kernels_outer", "kernels_inner", "filters_inner", "channels_blocked")
 UNROLL_STEPS = (0, 16, 64)   # pragma_auto_unroll_max_step of the loop inside the parallel one
 MAX_VECTORS = 4
+MAX_FILTER_BLOCK = 128       # filters of one channel-blocked tile (its accumulators live in L2)
 
 
 @dataclass(frozen=True)
 class Knobs:
     rows: int      # output rows per register tile (HI); divides the output height
     vectors: int   # 8-lane vectors per tile row (WM); divides the padded output width / 8
-    filters_inner: bool = False   # loop filters inside the width tiles (input tile reuse in L1)
-    kernels_outer: bool = False   # loop kernels outside the width tiles (input rows streamed; tile in L1)
+    order: str = "kernels_inner"  # one of ORDERS
     unroll: int = 0               # one of UNROLL_STEPS
-
-    @property
-    def order(self) -> str:
-        return "kernels_outer" if self.kernels_outer else "filters_inner" if self.filters_inner else "kernels_inner"
+    filter_block: int = 0         # channels_blocked: filters per block (divides K)
+    chunks: int = 0               # channels_blocked: chunks of each kernel list (divides max_len)
 
 
 def _divisors(n: int) -> list[int]:
@@ -55,7 +60,7 @@ def default_knobs(out_h: int, out_w_padded: int) -> Knobs:
     outside the width tiles. Measured on Zen1 over VGG-16 shapes: taller single-vector tiles beat
     wider ones (fewer distinct input lines per tap); kernels-outer streams each input row once."""
     rows = out_h if out_h <= MAX_ACCUMULATORS else max(d for d in _divisors(out_h) if d <= 8)
-    return Knobs(rows=rows, vectors=1, kernels_outer=True)
+    return Knobs(rows=rows, vectors=1, order="kernels_outer")
 
 
 def inline_epilogue(sch: s_tir.Schedule, block):
@@ -141,6 +146,18 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
         outer = sch.fuse(n, ho, k)
         sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
         inner = wo
+    elif order == "channels_blocked":
+        if knobs is not None and not (knobs.filter_block and knobs.chunks):
+            raise ValueError(f"the channels_blocked order needs filter_block and chunks, got {knobs}")
+        max_len = int(sch.get(j).extent)
+        if knobs is not None and max_len % knobs.chunks:
+            raise ValueError(f"{knobs.chunks} chunks do not divide the kernel lists ({max_len} rows)")
+        kb, ki = perfect_tile(sch, k, knobs and knobs.filter_block, MAX_FILTER_BLOCK)
+        jo, ji = perfect_tile(sch, j, knobs and max_len // knobs.chunks, max_len)
+        sch.reorder(n, ho, kb, jo, ki, ji, wo, t, hi, wm, wv)
+        outer = sch.fuse(n, ho, kb)
+        sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
+        inner = j = jo
     else:
         raise ValueError(f"unknown loop order {order!r}; one of {ORDERS}")
     sch.parallel(outer)

@@ -2,10 +2,16 @@
 import numpy as np
 import pytest
 import torch
+from tvm.s_tir import Schedule
 
+import tvm_patterns as tp
+from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
+from tvm_patterns.targets import host, target_name
+from tvm_patterns.tuning import extract_tasks
 
 from .layer_check import assert_matches_torch
+from .tuning_helpers import tuned_error, write_log
 
 LIB = PatternLibrary.patdnn()
 
@@ -66,3 +72,35 @@ def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
     report = []
     assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report)  # PatDNN library: does not fit
     assert not report[0].rewritten and "fit no library pattern" in report[0].reason
+
+
+@pytest.mark.parametrize("order", x86.ORDERS)
+def test_every_loop_order_of_the_host_space_matches_torch(order, tmp_path):
+    """Three sampled points of one loop order (tiles, unroll; filter blocks and kernel-list chunks for
+    channels_blocked) on odd channels, batch 2, a cropped width, stride 2 and padding 0."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
+                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    x = torch.randn(2, 6, 13, 11)
+    mod = tp.from_pytorch(model, x)
+    tasks, _ = extract_tasks(mod, host())
+    assert [t.block for t in tasks] == ["pattern_conv2d"] * 2
+    for seed in (1, 2, 3):
+        db_dir = tmp_path / str(seed) / target_name(host())
+        points = {t.name: t.design_space(Schedule(t.mod, seed=seed))[x86.ORDERS.index(order)] for t in tasks}
+        write_log(db_dir, host(), [(t, points[t.name]) for t in tasks])
+        assert tuned_error(model, x, mod, db_dir) < 1e-4, (seed, [str(p.trace) for p in points.values()])
+
+
+def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
+    conv = pattern_conv(8, 8)
+    mod = tp.from_pytorch(conv, torch.randn(1, 8, 9, 9))
+    (task,), _ = extract_tasks(mod, host())
+    max_len = int(task.constants[2].shape[1])
+    with pytest.raises(ValueError, match="needs filter_block and chunks"):
+        sch = Schedule(task.mod)
+        x86.apply(sch, sch.get_sblock(task.block), "channels_blocked", x86.Knobs(rows=1, vectors=1))
+    with pytest.raises(ValueError, match=f"{max_len + 1} chunks do not divide the kernel lists"):
+        sch = Schedule(task.mod)
+        x86.apply(sch, sch.get_sblock(task.block), "channels_blocked",
+                  x86.Knobs(rows=1, vectors=1, filter_block=1, chunks=max_len + 1))

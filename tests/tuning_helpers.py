@@ -14,6 +14,7 @@ import torch
 import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
 from tvm_patterns.prune import pattern_prune
@@ -36,6 +37,15 @@ def tiny_model():
 def quick_tune(mod, log_dir, trials=4, verify_rounds=2, **kw):
     return tune(mod, trials=trials, log_dir=str(log_dir), evaluator=FAST, population=16,
                 verify_rounds=verify_rounds, **kw)
+
+
+def write_log(db_dir, target, points, secs=1e-3) -> None:
+    """A tuning log under ``db_dir`` with one record per (task, scheduled point), measured ``secs``."""
+    os.makedirs(db_dir, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(db_dir))
+    for task, sch in points:
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(task.mod), [secs], target, ArgInfo.from_prim_func(task.mod["main"])))
 
 
 def record_lines(db_dir) -> list[str]:

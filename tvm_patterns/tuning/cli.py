@@ -13,6 +13,7 @@ import sys
 
 from .. import targets
 from ..models import NETWORKS, pruned_network
+from . import verify
 from .tune import DEFAULT_LOG_DIR, rpc_runner, tune
 
 
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on a device behind this RPC tracker")
     ap.add_argument("--rpc-key", help="the device's key at the tracker")
     ap.add_argument("--log-dir", default=DEFAULT_LOG_DIR, help="records go to LOG_DIR/<target name>/")
+    ap.add_argument("--verify-rounds", type=int, default=verify.ROUNDS,
+                    help="alternating rounds of the final side-by-side re-measurement (0: none)")
     args = ap.parse_args(argv)
     if bool(args.rpc_tracker) != bool(args.rpc_key):
         ap.error("--rpc-tracker and --rpc-key go together")
@@ -37,7 +40,7 @@ def main(argv=None) -> int:
     runner = rpc_runner(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
     try:
         result = tune(mod, target, trials=args.trials, runner=runner, log_dir=args.log_dir,
-                      out=lambda s: print(s, flush=True))
+                      verify_rounds=args.verify_rounds, out=lambda s: print(s, flush=True))
     except KeyboardInterrupt:
         print("interrupted", flush=True)
         return 130
