@@ -147,17 +147,18 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
         sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
         inner = wo
     elif order == "channels_blocked":
-        if knobs is not None and not (knobs.filter_block and knobs.chunks):
-            raise ValueError(f"the channels_blocked order needs filter_block and chunks, got {knobs}")
         max_len = int(sch.get(j).extent)
-        if knobs is not None and max_len % knobs.chunks:
-            raise ValueError(f"{knobs.chunks} chunks do not divide the kernel lists ({max_len} rows)")
+        if knobs is not None:
+            if not (knobs.filter_block and knobs.chunks):
+                raise ValueError(f"the channels_blocked order needs filter_block and chunks, got {knobs}")
+            if max_len % knobs.chunks:
+                raise ValueError(f"{knobs.chunks} chunks do not divide the kernel lists ({max_len} rows)")
         kb, ki = perfect_tile(sch, k, knobs and knobs.filter_block, MAX_FILTER_BLOCK)
         jo, ji = perfect_tile(sch, j, knobs and max_len // knobs.chunks, max_len)
         sch.reorder(n, ho, kb, jo, ki, ji, wo, t, hi, wm, wv)
         outer = sch.fuse(n, ho, kb)
         sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
-        inner = j = jo
+        inner = j = jo      # the reduction is decomposed at its outer loop
     else:
         raise ValueError(f"unknown loop order {order!r}; one of {ORDERS}")
     sch.parallel(outer)

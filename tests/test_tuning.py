@@ -13,7 +13,6 @@ import warnings
 import pytest
 import tvm
 from tvm.s_tir import meta_schedule as ms
-from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns import build
@@ -38,13 +37,8 @@ def log(tiny, tmp_path):
     target = host()
     tasks, _ = extract_tasks(mod, target)
     db_dir = tmp_path / target_name(target)
-    db_dir.mkdir()
-    db = ms.database.JSONDatabase(work_dir=str(db_dir))
-    for t in tasks:
-        for secs in (2e-3, 1e-3):
-            db.commit_tuning_record(ms.database.TuningRecord(
-                t.default_schedule(target).trace, db.commit_workload(t.mod), [secs], target,
-                ArgInfo.from_prim_func(t.mod["main"])))
+    for secs in (2e-3, 1e-3):
+        write_log(db_dir, target, [(t, t.default_schedule(target)) for t in tasks], secs)
     return db_dir
 
 
@@ -112,9 +106,7 @@ def test_a_verified_pick_overrides_records_of_the_search_that_look_faster(tiny, 
     tasks, _ = extract_tasks(mod, target)
     task = next(t for t in tasks if t.block == "pattern_conv2d")
     lucky = task.design_space(tvm.s_tir.Schedule(task.mod, seed=3))[0]
-    db = ms.database.JSONDatabase(work_dir=str(db_dir))
-    db.commit_tuning_record(ms.database.TuningRecord(
-        lucky.trace, db.commit_workload(task.mod), [1e-9], target, ArgInfo.from_prim_func(task.mod["main"])))
+    write_log(db_dir, target, [(task, lucky)], secs=1e-9)
 
     def applied_trace():
         loaded = load_database(str(db_dir), target)
