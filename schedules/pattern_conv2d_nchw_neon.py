@@ -39,13 +39,13 @@ def default_knobs(out_h: int, out_w_padded: int) -> Knobs:
     for vectors in (v for v in range(1, MAX_VECTORS + 1) if cols % v == 0):
         for rows in (r for r in range(1, out_h + 1) if out_h % r == 0 and r * vectors <= MAX_ACCUMULATORS):
             best = max(best, (rows * vectors, rows, rows, vectors))
-    return Knobs(rows=best[2], vectors=best[3])
+    return Knobs(rows=best[2], vectors=best[3], lanes=VECTOR)
 
 
 def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     """The x86 space (loop orders x sampled register tile x unroll) with NEON's lanes and registers;
     ``schedule`` (the default knobs) is one point of it."""
-    return x86.design_space(sch, target, **NEON)
+    return x86.one_space_per_order(sch, MAIN_BLOCK, x86.ORDERS, x86.apply, **NEON)
 
 
 @register_schedule(MAIN_BLOCK, "arm_cpu")

@@ -1,4 +1,4 @@
-"""pattern_conv2d_nchw_x86: host CPU (AVX2, 8 float lanes) schedule of the pattern conv.
+"""pattern_conv2d_nchw_x86: host CPU (AVX2 / AVX-512) schedule of the pattern conv.
 
 Loop nest of the main block after scheduling:
 
@@ -6,16 +6,19 @@ Loop nest of the main block after scheduling:
       w_outer
         j < max_len                   -- kernels of filter k (table rows)
           t < taps   (unrolled)       -- one offset + one broadcast weight per tap
-            hi (unrolled) x wm (unrolled) x wv (8-lane vector)   -- register tile of HI*WM vectors
+            hi (unrolled) x wm (unrolled) x wv (8- or 16-lane vector)   -- register tile of HI*WM vectors
       write-back: crop + fused epilogue (bias, residual add, relu) from the register tile
 
-That is the default order; the design space has three more (ORDERS below).
+That is the default order; the design space has three more (ORDERS below). On an AVX-512 CPU the
+space has each order twice, with 8-lane (ymm) and 16-lane (zmm) vectors, where the padded output
+width is a multiple of 16; the default takes the widest vector that fits.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from tvm import s_tir
+from tvm.target import Target, codegen
 
 from tvm_patterns.computes.pattern_conv2d import CROP_BLOCK, MAIN_BLOCK, PAD_BLOCK
 
@@ -23,6 +26,26 @@ from .registry import register_schedule
 
 VECTOR = 8
 MAX_ACCUMULATORS = 14   # of AVX2's 16 ymm registers; one holds the broadcast weight
+
+
+@dataclass(frozen=True)
+class Isa:
+    """What a register tile may use: vector widths (float lanes, narrowest first) and accumulators."""
+
+    lanes: tuple
+    max_accumulators: int
+
+
+AVX2 = Isa((VECTOR,), MAX_ACCUMULATORS)
+# 32 vector registers (ymm16-31 too, through AVX-512VL); Zen4 runs a zmm FMA as two ymm halves, so
+# 16 lanes halve the instructions and loads of a tile rather than doubling its FLOP rate.
+AVX512 = Isa((VECTOR, 16), 30)
+
+
+def isa_of(target: Target | None) -> Isa:
+    """AVX512 when the target's CPU has avx512f, else AVX2 (``None``: the current target)."""
+    target = target or Target.current(allow_none=True)
+    return AVX512 if target is not None and codegen.target_has_features("avx512f", target) else AVX2
 
 
 # Loop orders of the register tiles (one design space each; an order is not a sampled value because
@@ -44,23 +67,31 @@ MAX_FILTER_BLOCK = 128       # filters of one channel-blocked tile (its accumula
 @dataclass(frozen=True)
 class Knobs:
     rows: int      # output rows per register tile (HI); divides the output height
-    vectors: int   # 8-lane vectors per tile row (WM); divides the padded output width / 8
+    vectors: int   # vectors per tile row (WM); divides the padded output width / lanes
     order: str = "kernels_inner"  # one of ORDERS
     unroll: int = 0               # one of UNROLL_STEPS
     filter_block: int = 0         # channels_blocked: filters per block (divides K)
     chunks: int = 0               # channels_blocked: chunks of each kernel list (divides max_len)
+    lanes: int = VECTOR           # float lanes of a vector (one of the ISA's; divides the padded width)
 
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def default_knobs(out_h: int, out_w_padded: int) -> Knobs:
+def usable_lanes(out_w_padded: int, isa: Isa) -> list[int]:
+    """The ISA's vector widths that divide the padded output width (8 always does)."""
+    return [lanes for lanes in isa.lanes if out_w_padded % lanes == 0]
+
+
+def default_knobs(out_h: int, out_w_padded: int, isa: Isa = AVX2) -> Knobs:
     """One vector column of up to 8 rows (the whole column when it is 14 rows or fewer), kernels
-    outside the width tiles. Measured on Zen1 over VGG-16 shapes: taller single-vector tiles beat
-    wider ones (fewer distinct input lines per tap); kernels-outer streams each input row once."""
+    outside the width tiles, the widest vector that fits. Measured on Zen1 over VGG-16 shapes:
+    taller single-vector tiles beat wider ones (fewer distinct input lines per tap); kernels-outer
+    streams each input row once. On Zen4 the same tiles with 16 lanes are x0.95..x1.18 of 8 lanes
+    (14x14 layers gain most), and taller tiles than these lose there too."""
     rows = out_h if out_h <= MAX_ACCUMULATORS else max(d for d in _divisors(out_h) if d <= 8)
-    return Knobs(rows=rows, vectors=1, order="kernels_outer")
+    return Knobs(rows=rows, vectors=1, order="kernels_outer", lanes=usable_lanes(out_w_padded, isa)[-1])
 
 
 def inline_epilogue(sch: s_tir.Schedule, block):
@@ -126,6 +157,8 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
     """The schedule of one loop order; ``knobs`` None leaves tiles and unroll to the tuner (sampled),
     otherwise they are the fixed decisions of the same sampling instructions. ``vector`` (lanes) and
     ``max_accumulators`` are the ISA's (the NEON schedule reuses this nest with 4 and 24)."""
+    if knobs is not None and knobs.lanes != vector:
+        raise ValueError(f"knobs of {knobs.lanes} lanes for a {vector}-lane schedule: {knobs}")
     n, k, h, w, j, t = sch.get_loops(block)
     wb = split_pattern_stages(sch, block)
     ho, hi = perfect_tile(sch, h, knobs and knobs.rows, max_accumulators)
@@ -177,10 +210,27 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
         sch.vectorize(lane)
 
 
-def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule]:
-    """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per loop order,
-    register tile and unroll sampled. ``schedule`` (the default knobs) is one point of it."""
-    return one_space_per_order(sch, MAIN_BLOCK, ORDERS, apply, **isa)
+def padded_width(sch: s_tir.Schedule) -> int:
+    """The output width of the main block, padded to the compute's vector width."""
+    return int(sch.get(sch.get_loops(sch.get_sblock(MAIN_BLOCK))[3]).extent)
+
+
+def space_points(sch: s_tir.Schedule, target=None) -> list[tuple[int, str]]:
+    """(lanes, loop order) of each schedule ``design_space`` returns, in its order."""
+    return [(lanes, order) for lanes in usable_lanes(padded_width(sch), isa_of(target)) for order in ORDERS]
+
+
+def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
+    """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per vector width
+    and loop order (``space_points``), register tile and unroll sampled. ``schedule`` (the default
+    knobs) is one point of it."""
+    accumulators = isa_of(target).max_accumulators
+    spaces = []
+    for lanes, order in space_points(sch, target):
+        s = sch.copy()
+        apply(s, s.get_sblock(MAIN_BLOCK), order, vector=lanes, max_accumulators=accumulators)
+        spaces.append(s)
+    return spaces
 
 
 def one_space_per_order(sch: s_tir.Schedule, block_name: str, orders, apply_order, **kw) -> list[s_tir.Schedule]:
@@ -197,5 +247,6 @@ def one_space_per_order(sch: s_tir.Schedule, block_name: str, orders, apply_orde
 @register_schedule(MAIN_BLOCK, "cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     n, k, h, w, j, t = sch.get_loops(block)
-    knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent))
-    apply(sch, block, knobs.order, knobs)
+    isa = isa_of(target)
+    knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent), isa)
+    apply(sch, block, knobs.order, knobs, vector=knobs.lanes, max_accumulators=isa.max_accumulators)

@@ -1,12 +1,13 @@
 """Tuning on the slowest VGG-16 layers: our kernels at the default point vs tuned (from a log),
 and TVM's dense conv tuned by MetaSchedule's own design space with the same trial budget.
 
-    python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--trials 8] [--csv out/bench_tuning.csv]
+    python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--kernels pattern|all] [--trials 8] [--csv out/bench_tuning.csv]
 
 Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
 (tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``); where that
 is the default schedule itself, its ratio measures this machine's noise, not tuning. The dense
-tuning runs here (it needs no log) and takes a while.
+tuning runs here (it needs no log) and takes a while. ``--kernels all`` measures every tuned kernel
+of the network (the dense first conv and the linear layers too), not only the pattern convs.
 """
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log", default="tuning_logs")
     ap.add_argument("--image-size", type=int, default=224)
-    ap.add_argument("--layers", type=int, default=4, help="the slowest N pattern layers (default point)")
+    ap.add_argument("--layers", type=int, default=4, help="the slowest N kernels (default point)")
+    ap.add_argument("--kernels", choices=("pattern", "all"), default="pattern",
+                    help="the pattern convs, or every kernel that tune tunes")
     ap.add_argument("--trials", type=int, default=8, help="MetaSchedule budget for each dense layer")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense MetaSchedule tuning")
     ap.add_argument("--rounds", type=int, default=7)
@@ -77,19 +80,20 @@ def main(argv=None) -> int:
     tasks, _ = extract_tasks(tp.from_pytorch(model, x), target)
     db = load_database(args.log, target)
     print(f"log: {log_dir_for(args.log, target)}")
-    ours = [t for t in tasks if t.block == "pattern_conv2d"]
+    ours = [t for t in tasks if args.kernels == "all" or t.block == "pattern_conv2d"]
     default_schedules = {t.name: t.default_schedule(target) for t in ours}
     defaults = {t.name: kernel(default_schedules[t.name].mod, target, t, dev) for t in ours}
     first = {n: median(v) for n, v in measure_interleaved(defaults, rounds=3).items()}
     slowest = sorted(ours, key=lambda t: -first[t.name])[: args.layers]
     rows = []
     for i, t in enumerate(slowest):
-        fns = {"pattern_default": defaults[t.name]}
+        fns = {"default": defaults[t.name]}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
         is_default = tuned is not None and str(tuned.trace) == str(default_schedules[t.name].trace)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
-            fns["pattern_tuned"] = kernel(tuned.mod, target, t, dev)
-        dense = next((d for d in dense_tasks if geometry(d) == geometry(t)), None)   # same layer, dense
+            fns["tuned"] = kernel(tuned.mod, target, t, dev)
+        dense = None if t.block != "pattern_conv2d" else next(   # the same layer, dense
+            (d for d in dense_tasks if d.block == "conv2d_nchw" and geometry(d) == geometry(t)), None)
         if dense is not None:
             fns["dense_default"] = kernel(dense.default_schedule(target).mod, target, dense, dev)
             if not args.no_dense:
@@ -101,9 +105,9 @@ def main(argv=None) -> int:
                     if mod is not None:
                         fns["dense_ms_tuned"] = kernel(mod, target, dense, dev)
         t_ = {k: median(v) * 1e3 for k, v in measure_interleaved(fns, rounds=args.rounds).items()}
-        row = {"layer": t.name, **{f"{k}_ms": v for k, v in t_.items()}}
-        if "pattern_tuned_ms" in row:
-            row["tuned_speedup"] = row["pattern_default_ms"] / row["pattern_tuned_ms"]
+        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": v for k, v in t_.items()}}
+        if "tuned_ms" in row:
+            row["tuned_speedup"] = row["default_ms"] / row["tuned_ms"]
             row["tuned_is_default"] = is_default
         rows.append(row)
         print(fmt_table([row], list(row)), flush=True)

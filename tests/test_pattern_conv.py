@@ -74,10 +74,14 @@ def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
     assert not report[0].rewritten and "fit no library pattern" in report[0].reason
 
 
-@pytest.mark.parametrize("order", x86.ORDERS)
-def test_every_loop_order_of_the_host_space_matches_torch(order, tmp_path):
-    """Three sampled points of one loop order (tiles, unroll; filter blocks and kernel-list chunks for
-    channels_blocked) on odd channels, batch 2, a cropped width, stride 2 and padding 0."""
+HOST_POINTS = [(lanes, order) for lanes in x86.isa_of(host()).lanes for order in x86.ORDERS]
+
+
+@pytest.mark.parametrize("lanes,order", HOST_POINTS)
+def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes, order, tmp_path):
+    """Three sampled points of one loop order and vector width (tiles, unroll; filter blocks and
+    kernel-list chunks for channels_blocked) on odd channels, batch 2, a cropped width, stride 2 and
+    padding 0. A kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
     torch.manual_seed(1)
     model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
                                 pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
@@ -87,9 +91,33 @@ def test_every_loop_order_of_the_host_space_matches_torch(order, tmp_path):
     assert [t.block for t in tasks] == ["pattern_conv2d"] * 2
     for seed in (1, 2, 3):
         db_dir = tmp_path / str(seed) / target_name(host())
-        points = {t.name: t.design_space(Schedule(t.mod, seed=seed))[x86.ORDERS.index(order)] for t in tasks}
+        points = {}
+        for t in tasks:
+            keys = x86.space_points(Schedule(t.mod), host())
+            key = (lanes, order) if (lanes, order) in keys else (x86.VECTOR, order)
+            points[t.name] = t.design_space(Schedule(t.mod, seed=seed))[keys.index(key)]
         write_log(db_dir, host(), [(t, points[t.name]) for t in tasks])
         assert tuned_error(model, x, mod, db_dir) < 1e-4, (seed, [str(p.trace) for p in points.values()])
+
+
+def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_elsewhere():
+    from tvm.target import Target
+
+    avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
+    assert x86.isa_of(avx512) == x86.AVX512 and x86.isa_of(avx2) == x86.AVX2
+    conv = pattern_conv(8, 8)
+    for hw, lanes in [(14, 16), (28, 16), (56, 8), (9, 16), (5, 8)]:     # padded widths 16, 32, 56, 16, 8
+        (task,), _ = extract_tasks(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx512)
+        keys = x86.space_points(Schedule(task.mod), avx512)
+        assert sorted({k[0] for k in keys}) == sorted({8, lanes}) and len(keys) == len(x86.ORDERS) * len({8, lanes})
+        assert x86.default_knobs(hw, x86.padded_width(Schedule(task.mod)), x86.AVX512).lanes == lanes
+        asm = tp.build(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx512).mod.imports[0].inspect_source("asm")
+        fma = [line for line in asm.splitlines() if "vfmadd231ps" in line]
+        register = "%zmm" if lanes == 16 else "%ymm"
+        assert sum(register in line for line in fma) >= 8, (hw, len(fma))
+        (task2,), _ = extract_tasks(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx2)
+        assert [k[0] for k in x86.space_points(Schedule(task2.mod), avx2)] == [8] * len(x86.ORDERS)
 
 
 def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
@@ -104,3 +132,14 @@ def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
         sch = Schedule(task.mod)
         x86.apply(sch, sch.get_sblock(task.block), "channels_blocked",
                   x86.Knobs(rows=1, vectors=1, filter_block=1, chunks=max_len + 1))
+
+
+def test_host_code_starts_every_function_on_a_64_byte_line():
+    """So a kernel's hot loop has the same fetch-line offset JIT-compiled in process and in an
+    exported .so (the tuner measures the .so; ``build`` runs the JIT)."""
+    conv = pattern_conv(8, 8)
+    asm = tp.build(tp.from_pytorch(conv, torch.randn(1, 8, 14, 14)), host()).mod.imports[0].inspect_source("asm")
+    lines = asm.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("\t.type") and "@function" in line]
+    assert len(starts) >= 3
+    assert all(lines[i - 1] == "\t.p2align\t6" for i in starts), [lines[i - 1:i + 1] for i in starts]

@@ -50,7 +50,8 @@ def test_the_design_spaces_hold_the_default_point_and_the_build_applies_the_reco
     for t in tasks:
         spaces = t.design_space(tvm.s_tir.Schedule(t.mod))
         spaces = spaces if isinstance(spaces, list) else [spaces]
-        assert len(spaces) == (len(x86.ORDERS) if t.block == "pattern_conv2d" else 1)   # one per loop order
+        per_point = len(x86.space_points(tvm.s_tir.Schedule(t.mod), target)) if t.block == "pattern_conv2d" else 1
+        assert len(spaces) == per_point   # one per vector width and loop order
         default = t.default_schedule(target).trace
         assert any(i.kind.name == "SamplePerfectTile" for i in default.insts)  # fixed decisions of the space
     with target:
@@ -190,3 +191,15 @@ def test_random_points_of_every_design_space_build_and_match_torch(seed, tmp_pat
     db_dir = tmp_path / target_name(target)
     write_log(db_dir, target, points)
     assert tuned_error(model, x, mod, db_dir) < 1e-4
+
+
+def test_the_verification_rotates_each_kernels_candidates_so_none_is_always_measured_first():
+    from tvm_patterns.tuning.verify import round_order
+
+    where = [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (2, 0)]   # task 1 lost two candidates to build errors
+    orders = [round_order(where, r) for r in range(4)]
+    for order in orders:
+        assert sorted(order) == list(range(len(where)))
+        assert [where[n][0] for n in order] == [0, 0, 0, 0, 1, 1, 2]   # a kernel's candidates stay together
+    assert [where[o[0]] for o in orders] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert [where[o[4]] for o in orders] == [(1, 0), (1, 1), (1, 0), (1, 1)]
