@@ -89,7 +89,7 @@ def default_knobs(out_h: int, out_w_padded: int, isa: Isa = AVX2) -> Knobs:
     outside the width tiles, the widest vector that fits. Measured on Zen1 over VGG-16 shapes:
     taller single-vector tiles beat wider ones (fewer distinct input lines per tap); kernels-outer
     streams each input row once. On Zen4 the same tiles with 16 lanes are x0.95..x1.18 of 8 lanes
-    (14x14 layers gain most), and taller tiles than these lose there too."""
+    (14x14 layers gain most), and tiles of 16 rows or more lose there too (x0.67..x0.96)."""
     rows = out_h if out_h <= MAX_ACCUMULATORS else max(d for d in _divisors(out_h) if d <= 8)
     return Knobs(rows=rows, vectors=1, order="kernels_outer", lanes=usable_lanes(out_w_padded, isa)[-1])
 
