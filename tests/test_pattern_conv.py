@@ -108,15 +108,16 @@ def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_els
     assert x86.isa_of(avx512) == x86.AVX512 and x86.isa_of(avx2) == x86.AVX2
     conv = pattern_conv(8, 8)
     for hw, lanes in [(14, 16), (28, 16), (56, 8), (9, 16), (5, 8)]:     # padded widths 16, 32, 56, 16, 8
-        (task,), _ = extract_tasks(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx512)
+        mod = tp.from_pytorch(conv, torch.randn(1, 8, hw, hw))
+        (task,), _ = extract_tasks(mod, avx512)
         keys = x86.space_points(Schedule(task.mod), avx512)
         assert sorted({k[0] for k in keys}) == sorted({8, lanes}) and len(keys) == len(x86.ORDERS) * len({8, lanes})
         assert x86.default_knobs(hw, x86.padded_width(Schedule(task.mod)), x86.AVX512).lanes == lanes
-        asm = tp.build(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx512).mod.imports[0].inspect_source("asm")
+        asm = tp.build(mod, avx512).mod.imports[0].inspect_source("asm")
         fma = [line for line in asm.splitlines() if "vfmadd231ps" in line]
         register = "%zmm" if lanes == 16 else "%ymm"
         assert sum(register in line for line in fma) >= 8, (hw, len(fma))
-        (task2,), _ = extract_tasks(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)), avx2)
+        (task2,), _ = extract_tasks(mod, avx2)
         assert [k[0] for k in x86.space_points(Schedule(task2.mod), avx2)] == [8] * len(x86.ORDERS)
 
 
