@@ -39,8 +39,11 @@ def apply(sch: s_tir.Schedule, block, vectors: int | None = None, unroll: int | 
 
 
 def default_vectors(N: int) -> int:
+    """The divisor of N's vector columns nearest ``VECTORS`` (ties: the wider). Measured on Zen4 at
+    batch 1: 4 vectors beat 2 and 8 on the 4096-wide layers (x1.6, x1.1), and 5 beat 1 on the
+    1000-wide one (125 columns, x3.5): one tile streams a longer piece of each weight row."""
     cols = N // LANES if N % LANES == 0 else N
-    return VECTORS if cols % VECTORS == 0 else 1
+    return min((d for d in range(1, MAX_VECTORS + 1) if cols % d == 0), key=lambda d: (abs(d - VECTORS), -d))
 
 
 def design_space(sch: s_tir.Schedule, target=None) -> s_tir.Schedule:

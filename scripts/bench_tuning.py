@@ -4,8 +4,11 @@ and TVM's dense conv tuned by MetaSchedule's own design space with the same tria
     python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--kernels pattern|all] [--trials 8] [--csv out/bench_tuning.csv]
 
 Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
-(tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``); where that
-is the default schedule itself, its ratio measures this machine's noise, not tuning. The dense
+(tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``). Every layer
+also times a second compiled copy of its default schedule (``default_again``): that ratio is this
+machine's noise, and a tuned kernel counts as faster only beyond the widest noise ratio of the run
+(the last line sets that count against the bar of issue 4: faster on half the layers, never more
+than 5% slower). Where the pick is the default schedule itself, its ratio is noise too. The dense
 tuning runs here (it needs no log) and takes a while. ``--kernels all`` measures every tuned kernel
 of the network (the dense first conv and the linear layers too), not only the pattern convs.
 """
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
     slowest = sorted(ours, key=lambda t: -first[t.name])[: args.layers]
     rows = []
     for i, t in enumerate(slowest):
-        fns = {"default": defaults[t.name]}
+        fns = {"default": defaults[t.name], "default_again": kernel(default_schedules[t.name].mod, target, t, dev)}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
         is_default = tuned is not None and str(tuned.trace) == str(default_schedules[t.name].trace)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
@@ -105,7 +108,8 @@ def main(argv=None) -> int:
                     if mod is not None:
                         fns["dense_ms_tuned"] = kernel(mod, target, dense, dev)
         t_ = {k: median(v) * 1e3 for k, v in measure_interleaved(fns, rounds=args.rounds).items()}
-        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": v for k, v in t_.items()}}
+        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": v for k, v in t_.items()},
+               "noise_speedup": t_["default"] / t_["default_again"]}
         if "tuned_ms" in row:
             row["tuned_speedup"] = row["default_ms"] / row["tuned_ms"]
             row["tuned_is_default"] = is_default
@@ -118,8 +122,14 @@ def main(argv=None) -> int:
     if tuned:
         print(f"the tuned schedule is another point than the default on {len(other)}/{len(tuned)} layers"
               + (f": faster on {sum(x > 1 for x in other)}, x{min(other):.3f}..x{max(other):.3f}" if other else ""))
-    if same:
-        print(f"the default schedule against itself (this machine's noise): x{min(same):.3f}..x{max(same):.3f}")
+    noise = [r["noise_speedup"] for r in rows] + same
+    print(f"the default schedule against a copy of itself (this machine's noise): x{min(noise):.3f}..x{max(noise):.3f}")
+    if tuned:
+        beyond = [r["layer"] for r in tuned if not r["tuned_is_default"] and r["tuned_speedup"] > max(noise)]
+        worst = min(other, default=1.0)   # picks that are the default itself measure noise, not a loss
+        print(f"bar: tuned faster beyond the noise on {len(beyond)}/{len(rows)} layers measured "
+              f"({'met' if 2 * len(beyond) >= len(rows) else 'not met'}: half); worst tuned/default "
+              f"x{worst:.3f} ({'met' if worst >= 0.95 else 'not met'}: never below x0.95)")
     write_csv(args.csv, rows)
     return 0
 

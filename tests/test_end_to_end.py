@@ -1,8 +1,10 @@
 """From a PyTorch model pruned with torch.nn.utils.prune to a TVM build that matches it."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.utils.prune as prune
 
+from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns import demo
 from tvm_patterns.models import BasicBlock
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
@@ -38,6 +40,12 @@ def test_model_pruned_with_torch_prune_masks_builds_and_matches_torch():
     convs = [r for r in report if r.op == "relax.nn.conv2d"]
     assert sorted(r.layer for r in convs if r.rewritten) == sorted(pruned)
     assert [r.layer for r in convs if not r.rewritten] == ["0", "3.shortcut.0"]
+
+
+@pytest.mark.parametrize("out_features, vectors", [(4096, 4), (1000, 5), (24, 3), (10, 5), (7, 7)])
+def test_a_dense_linear_layer_is_tiled_by_the_divisor_nearest_four_vectors_and_matches_torch(out_features, vectors):
+    assert default_vectors(out_features) == vectors
+    assert_matches_torch(torch.nn.Sequential(torch.nn.Linear(40, out_features), torch.nn.ReLU()), torch.randn(3, 40))
 
 
 def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(capsys, tmp_path):

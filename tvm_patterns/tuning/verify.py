@@ -3,8 +3,9 @@ keep the winner in ``<log>/best/`` (what ``build`` applies).
 
 The search keeps the fastest of many noisy measurements, so its best record is biased low (the
 winner's curse): on a 2-core machine a candidate 5% slower than the default often "wins" by a lucky
-run. Here the default and the top candidates are measured again in alternation, ``ROUNDS`` times,
-and a candidate replaces the default only when its median beats the default's by ``MIN_GAIN``.
+run. Here the default (twice: two builds of it, ``DEFAULTS``) and the top candidates are measured
+again in alternation, ``ROUNDS`` times, and a candidate replaces the default only when its median
+beats both of the default's by ``MIN_GAIN`` (``pick``): the two copies differ only by noise.
 """
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
 
 TOP = 3             # candidates re-measured per task, besides the default
 ROUNDS = 5          # alternating measurement rounds
-MIN_GAIN = 0.03     # a candidate must beat the default's median by this fraction
+MIN_GAIN = 0.03     # a candidate must beat the default's medians by this fraction
+DEFAULTS = 2        # candidates 0 and 1: the default point, built twice
 
 
 def _candidates(task, target, database) -> list[s_tir.Schedule]:
-    """The default point, then up to TOP distinct other records, best first."""
-    default = task.default_schedule(target)
-    seen = {str(default.trace)}
-    found = [default]
+    """The default point (``DEFAULTS`` times), then up to TOP distinct other records, best first."""
+    found = [task.default_schedule(target) for _ in range(DEFAULTS)]
+    seen = {str(found[0].trace)}
     workload = database.commit_workload(task.mod)
     for rec in database.get_top_k(workload, 4 * TOP):
         key = str(rec.trace)
@@ -38,9 +39,19 @@ def _candidates(task, target, database) -> list[s_tir.Schedule]:
         sch = s_tir.Schedule(task.mod)
         rec.trace.apply_to_schedule(sch, remove_postproc=False)
         found.append(sch)
-        if len(found) > TOP:
+        if len(found) >= DEFAULTS + TOP:
             break
     return found
+
+
+def pick(medians: dict[int, float]) -> int:
+    """The candidate to keep from the medians of those re-measured ({candidate: seconds}; the first
+    ``DEFAULTS`` are the default point): the fastest other one if it beats every measurement of the
+    default by ``MIN_GAIN``, else 0 (the default)."""
+    floor = min(medians[j] for j in range(DEFAULTS) if j in medians)
+    others = [j for j in medians if j >= DEFAULTS]
+    best = min(others, key=medians.get, default=0)
+    return best if best and medians[best] < floor * (1 - MIN_GAIN) else 0
 
 
 def round_order(where: list[tuple[int, int]], r: int) -> list[int]:
@@ -79,13 +90,12 @@ def verify(tasks, target, builder, runner, database, db_dir: str, device_type: s
         if 0 not in med:
             out(f"  {task.name}: the default point could not be re-measured; no verified record")
             continue
-        best = min(med, key=med.get)
-        if best != 0 and med[best] > med[0] * (1 - MIN_GAIN):
-            best = 0
+        best = pick(med)
         picks.append((task, cands[best], med[best]))
         rows.append({"task": task.name, "default_ms": med[0] * 1e3, "verified_ms": med[best] * 1e3,
-                     "pick": "default" if best == 0 else f"record {best}"})
-        out(f"  {task.name}: default {med[0] * 1e3:.3f} ms, "
+                     "pick": "default" if best == 0 else f"record {best - DEFAULTS + 1}"})
+        again = "".join(f" / {med[j] * 1e3:.3f}" for j in range(1, DEFAULTS) if j in med)
+        out(f"  {task.name}: default {med[0] * 1e3:.3f}{again} ms, "
             + ("kept" if best == 0 else f"tuned {med[best] * 1e3:.3f} ms (x{med[0] / med[best]:.2f})"))
     _write_best(db_dir, target, picks)
     return rows
