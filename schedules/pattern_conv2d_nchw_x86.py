@@ -224,13 +224,10 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     """MetaSchedule design space of a PrimFunc holding a pattern conv: one schedule per vector width
     and loop order (``space_points``), register tile and unroll sampled. ``schedule`` (the default
     knobs) is one point of it."""
-    accumulators = isa_of(target).max_accumulators
-    spaces = []
-    for lanes, order in space_points(sch, target):
-        s = sch.copy()
-        apply(s, s.get_sblock(MAIN_BLOCK), order, vector=lanes, max_accumulators=accumulators)
-        spaces.append(s)
-    return spaces
+    isa = isa_of(target)
+    return [space for lanes in usable_lanes(padded_width(sch), isa)
+            for space in one_space_per_order(sch, MAIN_BLOCK, ORDERS, apply, vector=lanes,
+                                             max_accumulators=isa.max_accumulators)]
 
 
 def one_space_per_order(sch: s_tir.Schedule, block_name: str, orders, apply_order, **kw) -> list[s_tir.Schedule]:

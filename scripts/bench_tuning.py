@@ -125,10 +125,10 @@ def main(argv=None) -> int:
     noise = [r["noise_speedup"] for r in rows] + same
     print(f"the default schedule against a copy of itself (this machine's noise): x{min(noise):.3f}..x{max(noise):.3f}")
     if tuned:
-        beyond = [r["layer"] for r in tuned if not r["tuned_is_default"] and r["tuned_speedup"] > max(noise)]
+        beyond = sum(x > max(noise) for x in other)
         worst = min(other, default=1.0)   # picks that are the default itself measure noise, not a loss
-        print(f"bar: tuned faster beyond the noise on {len(beyond)}/{len(rows)} layers measured "
-              f"({'met' if 2 * len(beyond) >= len(rows) else 'not met'}: half); worst tuned/default "
+        print(f"bar: tuned faster beyond the noise on {beyond}/{len(rows)} layers measured "
+              f"({'met' if 2 * beyond >= len(rows) else 'not met'}: half); worst tuned/default "
               f"x{worst:.3f} ({'met' if worst >= 0.95 else 'not met'}: never below x0.95)")
     write_csv(args.csv, rows)
     return 0
