@@ -84,6 +84,25 @@ def usable_lanes(out_w_padded: int, isa: Isa) -> list[int]:
     return [lanes for lanes in isa.lanes if out_w_padded % lanes == 0]
 
 
+def is_x86(target: Target | None) -> bool:
+    """An LLVM target for an x86 CPU (the host schedules' targets)."""
+    if target is None or target.kind.name != "llvm":
+        return False
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return not triple or triple.startswith(("x86_64", "i686", "i386"))
+
+
+def row_lanes(out_w: int, target: Target | None) -> int:
+    """The vector width a pattern conv's output rows are padded to (the compute's ``vector_width``):
+    on x86 the ISA's width that covers a row with the fewest vectors (ties: the narrower, less
+    padding), 8 elsewhere. On AVX-512 a 56-wide row becomes 4 zmm vectors instead of 7 ymm ones:
+    measured on Zen5 (VGG-16's 56x56 layers), x1.13..x1.17 for both implementations despite the
+    8 padded columns."""
+    if not is_x86(target):
+        return VECTOR
+    return min(isa_of(target).lanes, key=lambda lanes: -(-out_w // lanes))
+
+
 def default_knobs(out_h: int, out_w_padded: int, isa: Isa = AVX2) -> Knobs:
     """One vector column of up to 8 rows (the whole column when it is 14 rows or fewer), kernels
     outside the width tiles, the widest vector that fits. Measured on Zen1 over VGG-16 shapes:
@@ -210,9 +229,9 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
         sch.vectorize(lane)
 
 
-def padded_width(sch: s_tir.Schedule) -> int:
-    """The output width of the main block, padded to the compute's vector width."""
-    return int(sch.get(sch.get_loops(sch.get_sblock(MAIN_BLOCK))[3]).extent)
+def padded_width(sch: s_tir.Schedule, block_name: str = MAIN_BLOCK) -> int:
+    """The output width of a pattern conv's main block, padded to the compute's vector width."""
+    return int(sch.get(sch.get_loops(sch.get_sblock(block_name))[3]).extent)
 
 
 def space_points(sch: s_tir.Schedule, target=None) -> list[tuple[int, str]]:

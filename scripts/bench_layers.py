@@ -49,7 +49,7 @@ def conv_layers(net: str, image: int):
             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
 
 
-def bench_layer(net, name, conv, shape, rounds, roof):
+def bench_layer(net, name, conv, shape, rounds, roof, implementations=()):
     layer = torch.nn.Sequential(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1),
                                 torch.nn.ReLU()).eval()
     with torch.no_grad():
@@ -59,12 +59,16 @@ def bench_layer(net, name, conv, shape, rounds, roof):
     report = []
     vm_ours = relax.VirtualMachine(tp.build(mod, report=report), tvm.cpu())
     vm_dense = relax.VirtualMachine(tp.build(mod, sparse=False), tvm.cpu())
+    vms = {"ours": vm_ours, "tvm_dense": vm_dense}
+    if report[0].rewritten:   # each implementation of the pattern conv built by hand, timed beside "ours"
+        vms.update({impl: relax.VirtualMachine(tp.build(mod, options={"pattern": {"implementation": impl}}),
+                                               tvm.cpu()) for impl in implementations})
     xt = tvm.runtime.tensor(x.numpy())
     with torch.no_grad():
         ref = layer(x).numpy()
-        err = max(float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max()) for vm in (vm_ours, vm_dense))
-        t = measure_interleaved({"ours": lambda: vm_ours["main"](xt), "pytorch": lambda: layer(x),
-                                 "tvm_dense": lambda: vm_dense["main"](xt)}, rounds=rounds)
+        err = max(float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max()) for vm in vms.values())
+        fns = {name: (lambda vm=vm: vm["main"](xt)) for name, vm in vms.items()}
+        t = measure_interleaved({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
     t = {k: median(v) for k, v in t.items()}
     ho, wo = ref.shape[2:]
     dense_macs = conv.out_channels * conv.in_channels * 9 * ho * wo
@@ -77,7 +81,8 @@ def bench_layer(net, name, conv, shape, rounds, roof):
             "speedup_vs_pytorch": t["pytorch"] / t["ours"], "speedup_vs_tvm_dense": t["tvm_dense"] / t["ours"],
             "ratio_to_mac_ratio": t["pytorch"] / t["ours"] / mac_ratio,
             "ours_gflops_nonzero": 2 * macs / t["ours"] / 1e9, "pytorch_gflops": 2 * dense_macs / t["pytorch"] / 1e9,
-            "sgemm_gflops": roof, "max_rel_error": err}
+            "sgemm_gflops": roof, "max_rel_error": err,
+            **{f"{impl}_ms": t[impl] * 1e3 for impl in implementations if impl in t}}
 
 
 def main(argv=None) -> int:
@@ -87,11 +92,14 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--layers", help="comma-separated layer names (default: all 3x3 convs)")
+    ap.add_argument("--implementations", default="",
+                    help="also time these pattern-conv implementations, e.g. offsets,patterns (x86 only for patterns)")
     args = ap.parse_args(argv)
     torch.set_num_threads(tvm.runtime.num_threads())
     roof = sgemm_gflops()
     print(f"{os.cpu_count()} cores, {tvm.runtime.num_threads()} TVM / {torch.get_num_threads()} torch threads; "
           f"SGEMM roof {roof:.1f} GFLOP/s", flush=True)
+    implementations = [i for i in args.implementations.split(",") if i]
     layers = conv_layers(args.net, args.image_size)
     if args.layers:
         keep = set(args.layers.split(","))
@@ -99,12 +107,12 @@ def main(argv=None) -> int:
     rows = []
     for i, (name, conv, shape) in enumerate(layers):
         t0 = time.perf_counter()
-        rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof))
+        rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations))
         r = rows[-1]
         print(f"[{i + 1}/{len(layers)}] {name}: {r['kind']} {r['ours_ms']:.2f} ms, pytorch {r['pytorch_ms']:.2f} ms, "
               f"x{r['speedup_vs_pytorch']:.2f} (MAC ratio {r['mac_ratio']:.1f}) [{time.perf_counter() - t0:.0f} s]", flush=True)
         write_csv(args.csv, rows)
-    print(fmt_table(rows, COLUMNS))
+    print(fmt_table(rows, COLUMNS + [f"{impl}_ms" for impl in implementations]))
     return 0
 
 

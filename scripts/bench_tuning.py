@@ -26,11 +26,14 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
+from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
 from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
 from tvm_patterns.models import get_network
 from tvm_patterns.prune import pattern_prune
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
 from tvm_patterns.tuning import measure
+
+PATTERN_BLOCKS = (MAIN_BLOCK, BY_PATTERN_BLOCK)   # both implementations of the pattern conv
 
 
 def kernel(sch_mod, target, task, dev):
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     tasks, _ = extract_tasks(tp.from_pytorch(model, x), target)
     db = load_database(args.log, target)
     print(f"log: {log_dir_for(args.log, target)}")
-    ours = [t for t in tasks if args.kernels == "all" or t.block == "pattern_conv2d"]
+    ours = [t for t in tasks if args.kernels == "all" or t.block in PATTERN_BLOCKS]
     default_schedules = {t.name: t.default_schedule(target) for t in ours}
     defaults = {t.name: kernel(default_schedules[t.name].mod, target, t, dev) for t in ours}
     first = {n: median(v) for n, v in measure_interleaved(defaults, rounds=3).items()}
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         is_default = tuned is not None and str(tuned.trace) == str(default_schedules[t.name].trace)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
             fns["tuned"] = kernel(tuned.mod, target, t, dev)
-        dense = None if t.block != "pattern_conv2d" else next(   # the same layer, dense
+        dense = None if t.block not in PATTERN_BLOCKS else next(   # the same layer, dense
             (d for d in dense_tasks if d.block == "conv2d_nchw" and geometry(d) == geometry(t)), None)
         if dense is not None:
             fns["dense_default"] = kernel(dense.default_schedule(target).mod, target, dense, dev)

@@ -3,11 +3,13 @@ import numpy as np
 import pytest
 import torch
 from tvm.s_tir import Schedule
+from tvm.target import Target
 
 import tvm_patterns as tp
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
-from tvm_patterns.targets import host, target_name
+from tvm_patterns.build import pipeline
+from tvm_patterns.targets import arm_cpu, host, target_name
 from tvm_patterns.tuning import extract_tasks
 
 from .layer_check import assert_matches_torch
@@ -44,6 +46,7 @@ CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
     "stride 2, padding 0, odd size": (1, 8, 16, 9, 17, {"stride": 2, "padding": 0}),
     "rectangular stride and padding": (1, 6, 4, 8, 13, {"stride": (1, 2), "padding": (1, 0)}),
     "width a multiple of the vector": (1, 12, 8, 16, 32, {}),
+    "a 56-wide row, 4 zmm vectors on AVX-512": (1, 6, 5, 6, 56, {}),
     "no bias, dense connectivity": (1, 4, 6, 7, 7, {"bias": False, "connectivity": 1.0}),
     "1x1 output": (1, 16, 8, 2, 2, {"stride": 2}),
     "an all-zero filter": (1, 8, 8, 9, 9, {"edit": zero_filter}),
@@ -51,13 +54,61 @@ CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
 }
 
 
+@pytest.mark.parametrize("implementation", ["offsets", "patterns"])
 @pytest.mark.parametrize("case", CASES)
-def test_pattern_conv_matches_torch(case):
+def test_pattern_conv_matches_torch(case, implementation):
     n, cin, cout, h, w, kw = CASES[case]
     model = torch.nn.Sequential(pattern_conv(cin, cout, **kw), torch.nn.ReLU())
     report = []
-    assert_matches_torch(model, torch.randn(n, cin, h, w), report=report)
+    assert_matches_torch(model, torch.randn(n, cin, h, w), report=report,
+                         options={"pattern": {"implementation": implementation}})
     assert [r.kind for r in report] == ["pattern"], report
+    assert report[0].reason.endswith(f"{implementation} implementation"), report[0].reason
+
+
+def test_the_build_uses_per_pattern_code_on_x86_where_a_row_holds_four_vectors_or_more():
+    """Measured on Zen4: per-pattern code wins where an output row holds 7+ vectors and loses at
+    1-2 (the offset-table kernel then keeps a row's accumulators in registers over all kernels)."""
+    conv = pattern_conv(8, 8)
+    avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
+    for target, hw, expected in [(avx512, 56, "patterns"), (avx512, 64, "patterns"), (avx512, 32, "offsets"),
+                                 (avx2, 32, "patterns"), (avx2, 16, "offsets"), (arm_cpu(), 56, "offsets")]:
+        report = []
+        with target:
+            pipeline(target, report=report)(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)))
+        assert report[0].reason.endswith(f"{expected} implementation"), (target, hw, report[0].reason)
+
+
+def test_per_pattern_code_on_a_target_without_its_schedule_is_refused_by_layer():
+    mod = tp.from_pytorch(torch.nn.Sequential(pattern_conv(8, 8)), torch.randn(1, 8, 9, 9))
+    with pytest.raises(ValueError, match="layer 0: the per-pattern implementation has a schedule for x86 CPUs only"):
+        tp.build(mod, arm_cpu(), options={"pattern": {"implementation": "patterns"}})
+    with pytest.raises(ValueError, match="layer 0: implementation 'fast' is not one of"):
+        tp.build(mod, options={"pattern": {"implementation": "fast"}})
+
+
+@pytest.mark.parametrize("lanes", x86.isa_of(host()).lanes)
+def test_every_vector_width_of_the_per_pattern_space_matches_torch(lanes, tmp_path):
+    """Three sampled points (tiles, unroll) on odd channels, batch 2, a cropped width, stride 2 and
+    padding 0; a kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
+                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    x = torch.randn(2, 6, 13, 35)
+    options = {"pattern": {"implementation": "patterns"}}
+    mod = tp.from_pytorch(model, x)
+    tasks, _ = extract_tasks(mod, host(), options=options)
+    assert [t.block for t in tasks] == ["pattern_conv2d_by_pattern"] * 2
+    for seed in (1, 2, 3):
+        db_dir = tmp_path / str(seed) / target_name(host())
+        points = []
+        for t in tasks:
+            widths = x86.usable_lanes(x86.padded_width(Schedule(t.mod), t.block), x86.isa_of(host()))
+            spaces = t.design_space(Schedule(t.mod, seed=seed))
+            points.append((t, spaces[widths.index(lanes if lanes in widths else x86.VECTOR)]))
+        write_log(db_dir, host(), points)
+        assert tuned_error(model, x, mod, db_dir, options=options) < 1e-4, (seed, [str(p.trace) for _, p in points])
 
 
 def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
@@ -100,24 +151,32 @@ def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes
         assert tuned_error(model, x, mod, db_dir) < 1e-4, (seed, [str(p.trace) for p in points.values()])
 
 
-def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_elsewhere():
-    from tvm.target import Target
+def test_output_rows_are_padded_to_the_vector_width_that_covers_them_with_the_fewest_vectors():
+    avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
+    widths = (5, 7, 8, 9, 14, 28, 56, 112, 224)
+    assert [x86.row_lanes(w, avx512) for w in widths] == [8, 8, 8, 16, 16, 16, 16, 16, 16]
+    assert [x86.row_lanes(w, avx2) for w in widths] == [8] * len(widths)
+    assert x86.row_lanes(56, arm_cpu()) == 8
 
+
+def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_elsewhere():
     avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
     avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
     assert x86.isa_of(avx512) == x86.AVX512 and x86.isa_of(avx2) == x86.AVX2
     conv = pattern_conv(8, 8)
-    for hw, lanes in [(14, 16), (28, 16), (56, 8), (9, 16), (5, 8)]:     # padded widths 16, 32, 56, 16, 8
+    offsets = {"pattern": {"implementation": "offsets"}}
+    for hw, lanes in [(14, 16), (28, 16), (56, 16), (9, 16), (5, 8)]:     # padded widths 16, 32, 64, 16, 8
         mod = tp.from_pytorch(conv, torch.randn(1, 8, hw, hw))
-        (task,), _ = extract_tasks(mod, avx512)
+        (task,), _ = extract_tasks(mod, avx512, options=offsets)
         keys = x86.space_points(Schedule(task.mod), avx512)
         assert sorted({k[0] for k in keys}) == sorted({8, lanes}) and len(keys) == len(x86.ORDERS) * len({8, lanes})
         assert x86.default_knobs(hw, x86.padded_width(Schedule(task.mod)), x86.AVX512).lanes == lanes
-        asm = tp.build(mod, avx512).mod.imports[0].inspect_source("asm")
+        asm = tp.build(mod, avx512, options=offsets).mod.imports[0].inspect_source("asm")
         fma = [line for line in asm.splitlines() if "vfmadd231ps" in line]
         register = "%zmm" if lanes == 16 else "%ymm"
         assert sum(register in line for line in fma) >= 8, (hw, len(fma))
-        (task2,), _ = extract_tasks(mod, avx2)
+        (task2,), _ = extract_tasks(mod, avx2, options=offsets)
         assert [k[0] for k in x86.space_points(Schedule(task2.mod), avx2)] == [8] * len(x86.ORDERS)
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from tvm_patterns.sparsity import (
-    NotPatternSparse, PatternLibrary, kernel_tables, kernels_to_keep, pack, project_connectivity,
-    project_pattern_connectivity, project_patterns,
+    NotPatternSparse, PatternLibrary, kernel_tables, kernels_to_keep, pack, pattern_tables, project_connectivity,
+    project_pattern_connectivity, project_patterns, tap_offsets,
 )
 
 LIB = PatternLibrary.patdnn()
@@ -131,4 +131,22 @@ def test_kernel_tables_hold_each_filters_kernels_in_original_filter_order():
                 c, rest = divmod(int(t.offset[k, j, tap]), plane)
                 dense[k, c, rest // row, rest % row] = t.value[k, j, tap]
         assert (t.value[k, t.length[k]:] == 0).all()
+    assert np.array_equal(dense, w)
+
+
+def test_pattern_tables_group_each_filters_kernels_by_pattern_in_channel_order():
+    w = pruned((6, 5, 3, 3))
+    packed = pack(w, LIB)
+    plane, row = 7 * 9, 9
+    t = pattern_tables(packed, plane)
+    taps = tap_offsets(LIB, row)
+    dense = np.zeros((6, 5, 3, 3), "float32")
+    for k in range(6):
+        for p in range(LIB.size):
+            channels = t.channel[k, p, :t.length[k, p]] // plane
+            assert (np.diff(channels) > 0).all() and (t.value[k, p, t.length[k, p]:] == 0).all()
+            for j, c in enumerate(channels):
+                for tap in range(4):
+                    dense[k, c, taps[p][tap] // row, taps[p][tap] % row] = t.value[k, p, j, tap]
+    assert t.length.sum() == packed.nnz_kernels
     assert np.array_equal(dense, w)

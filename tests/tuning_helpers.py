@@ -53,8 +53,8 @@ def record_lines(db_dir) -> list[str]:
     return open(path).read().splitlines() if os.path.exists(path) else []
 
 
-def tuned_error(model, x, mod, log) -> float:
-    ex = tp.build(mod, tuning_log=str(log))
+def tuned_error(model, x, mod, log, **build_kw) -> float:
+    ex = tp.build(mod, tuning_log=str(log), **build_kw)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
     with torch.no_grad():
         ref = model(x).numpy()

@@ -26,6 +26,12 @@ def _calibrate(fn: Callable[[], object], min_time: float) -> int:
         number *= max(2, min(10, int(min_time / max(dt, 1e-9)) + 1))
 
 
+# Pause before each sample: the thread pools of PyTorch (OpenMP) and TVM spin for a while after a
+# call returns and take the cores from whatever runs next. Without it, on 2 cores, a TVM kernel
+# measured right after PyTorch's conv read 11% slower than a second build of itself.
+SETTLE_SECONDS = 0.02
+
+
 def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 7,
                         min_time: float = 0.05) -> dict[str, list[float]]:
     """Seconds per call of each function, one sample per round, candidates interleaved."""
@@ -35,6 +41,7 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 7,
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn, number = fns[name], numbers[name]
+            time.sleep(SETTLE_SECONDS)
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()

@@ -1,21 +1,33 @@
-"""Pattern-sparse 3x3 conv2d, NCHW, as a TE compute over flat-offset kernel tables.
+"""Pattern-sparse 3x3 conv2d, NCHW, as TE computes over kernel tables (two implementations).
+
+Offset tables (``pattern_conv2d``, every target):
 
     out[n, k, h, w] = sum_{j < max_len, t < taps} value[k, j, t] * pad[n, offset[k, j, t] + h*sh*row + w*sw]
+
+Per-pattern code (``pattern_conv2d_by_pattern``, host CPUs): each filter's kernels grouped by pattern,
+
+    out[n, k, h, w] = sum_{p < P, j < max_len_p, t < taps}
+                      value[k, p, j, t] * pad[n, channel[k, p, j] + TAP[p, t] + h*sh*row + w*sw]
+
+where TAP[p, t] = kh * row + kw is a compile-time constant once the p and t loops are unrolled: the
+taps of one pattern that read the same input line for different output rows of a register tile
+become one load (PatDNN's pattern-specific code), and a kernel costs one offset load, not one per tap.
 
 ``pad`` is the zero-padded input of each image flattened to [C * Hp * row]; a kernel's tap is one
 table offset away, so the inner loops run over contiguous input rows (vector loads along w) with
 one offset and one weight per tap shared by a whole register tile. Rows of the tables past
-``length[k]`` hold zeros; the schedule may stop the j loop at ``length[k]`` instead of running them.
-The output width is computed rounded up to the vector width and cropped, so vector loops never
-need a remainder.
+``length[k]`` (``length[k, p]``) hold zeros; the schedule may stop the j loop there instead of
+running them. The output width is computed rounded up to the vector width and cropped, so vector
+loops never need a remainder.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import te
+from tvm import te, tirx
 
 MAIN_BLOCK = "pattern_conv2d"
+BY_PATTERN_BLOCK = "pattern_conv2d_by_pattern"
 PAD_BLOCK = "pattern_conv2d_pad"
 CROP_BLOCK = "pattern_conv2d_crop"
 
@@ -58,34 +70,80 @@ class PatternConvGeometry:
         return self.padded_h * self.row
 
 
-def pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value: te.Tensor,
-                   geom: PatternConvGeometry, out_dtype: str = "float32") -> te.Tensor:
-    """data [N, C, H, W]; length [K] int32; offset, value [K, max_len, taps] -> [N, K, Ho, Wo]."""
-    N, C, H, W = geom.N, geom.C, geom.H, geom.W
+def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
+    """[N, C * plane]: each image zero-padded and flattened with the geometry's row pitch."""
+    H, W = geom.H, geom.W
     pt, pl = geom.padding[0], geom.padding[1]
-    sh, sw = geom.strides
     row, plane = geom.row, geom.plane
-    Ho, Wo = geom.out_hw
-    Wp = geom.out_w_padded
-    K, max_len, taps = (int(x) for x in offset.shape)
 
     def pad_body(n, i):
         c, y, x = i // plane, (i % plane) // row, i % row
         inside = te.all(y >= pt, y < pt + H, x >= pl, x < pl + W)
         return te.if_then_else(inside, data[n, c, y - pt, x - pl], te.const(0, data.dtype))
 
-    pad = te.compute((N, C * plane), pad_body, name=PAD_BLOCK, attrs={"row": row, "plane": plane})
+    return te.compute((geom.N, geom.C * plane), pad_body, name=PAD_BLOCK, attrs={"row": row, "plane": plane})
+
+
+def cropped(out: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
+    """``out`` [N, K, Ho, Wp] cropped to the real output width (itself when nothing is cropped)."""
+    Ho, Wo = geom.out_hw
+    if geom.out_w_padded == Wo:
+        return out
+    return te.compute((geom.N, geom.K, Ho, Wo), lambda n, k, h, w: out[n, k, h, w], name=CROP_BLOCK)
+
+
+def pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value: te.Tensor,
+                   geom: PatternConvGeometry, out_dtype: str = "float32") -> te.Tensor:
+    """data [N, C, H, W]; length [K] int32; offset, value [K, max_len, taps] -> [N, K, Ho, Wo]."""
+    sh, sw = geom.strides
+    pad = padded_input(data, geom)
+    Ho, _ = geom.out_hw
+    K, max_len, taps = (int(x) for x in offset.shape)
     j = te.reduce_axis((0, max_len), "j")
     t = te.reduce_axis((0, taps), "t")
     out = te.compute(
-        (N, K, Ho, Wp),
+        (geom.N, K, Ho, geom.out_w_padded),
         lambda n, k, h, w: te.sum(
             te.if_then_else(
                 j < length[k],
-                value[k, j, t].astype(out_dtype) * pad[n, offset[k, j, t] + h * (sh * row) + w * sw].astype(out_dtype),
+                value[k, j, t].astype(out_dtype) * pad[n, offset[k, j, t] + h * (sh * geom.row) + w * sw].astype(out_dtype),
                 te.const(0, out_dtype)),
             axis=[j, t]),
         name=MAIN_BLOCK)
-    if Wp == Wo:
-        return out
-    return te.compute((N, K, Ho, Wo), lambda n, k, h, w: out[n, k, h, w], name=CROP_BLOCK)
+    return cropped(out, geom)
+
+
+def _tap_constant(taps: list, p, t):
+    """TAP[p, t] as a select chain over constants: folds to one constant once p and t are unrolled."""
+    expr = None
+    for q in reversed(range(len(taps))):
+        for s in reversed(range(len(taps[q]))):
+            c = tirx.const(int(taps[q][s]), "int32")
+            expr = c if expr is None else tirx.Select(tirx.all(p == q, t == s), c, expr)
+    return expr
+
+
+def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Tensor, value: te.Tensor,
+                              geom: PatternConvGeometry, taps: tuple, out_dtype: str = "float32") -> te.Tensor:
+    """data [N, C, H, W]; length [K, P] int32; channel [K, P, max_len] int32 (input channel * plane);
+    value [K, P, max_len, T]; taps [P][T]: flat offsets kh * row + kw of each pattern's taps."""
+    sh, sw = geom.strides
+    pad = padded_input(data, geom)
+    Ho, _ = geom.out_hw
+    K, P, max_len, T = (int(x) for x in value.shape)
+    if len(taps) != P or any(len(row) != T for row in taps):
+        raise ValueError(f"taps must be [{P}][{T}] (patterns x taps), got {[len(r) for r in taps]}")
+    p = te.reduce_axis((0, P), "p")
+    j = te.reduce_axis((0, max_len), "j")
+    t = te.reduce_axis((0, T), "t")
+    out = te.compute(
+        (geom.N, K, Ho, geom.out_w_padded),
+        lambda n, k, h, w: te.sum(
+            te.if_then_else(
+                j < length[k, p],
+                value[k, p, j, t].astype(out_dtype)
+                * pad[n, channel[k, p, j] + _tap_constant(taps, p, t) + h * (sh * geom.row) + w * sw].astype(out_dtype),
+                te.const(0, out_dtype)),
+            axis=[p, j, t]),
+        name=BY_PATTERN_BLOCK)
+    return cropped(out, geom)

@@ -1,17 +1,40 @@
 """The "pattern" sparse kind: 3x3 conv2d whose kernels each fit one pattern of a library."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import numpy as np
 from tvm import relax
+from tvm.target import Target
 
-from tvm_patterns.computes.pattern_conv2d import MAIN_BLOCK, PatternConvGeometry, pattern_conv2d
-from tvm_patterns.sparsity import NotPatternSparse, PatternLibrary, kernel_tables, pack
+from schedules import pattern_conv2d_by_pattern_x86 as by_pattern
+from schedules import pattern_conv2d_nchw_x86 as x86
+from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, MAIN_BLOCK, PatternConvGeometry,
+                                                  pattern_conv2d, pattern_conv2d_by_pattern)
+from tvm_patterns.sparsity import (NotPatternSparse, PatternLibrary, kernel_tables, pack, pattern_tables,
+                                   tap_offsets)
 
 from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
 
 DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
+# "offsets": runtime tap offsets (every target); "patterns": per-pattern code with compile-time taps
+# (x86 CPUs); "auto": per-pattern where its schedule prefers it (by_pattern.preferred).
+IMPLEMENTATIONS = ("auto", "offsets", "patterns")
+
+
+def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
+    """"offsets" or "patterns" for this layer on the current target (option ``implementation``)."""
+    choice = ctx.options.get("implementation", "auto")
+    if choice not in IMPLEMENTATIONS:
+        raise ValueError(f"layer {ctx.name}: implementation {choice!r} is not one of {IMPLEMENTATIONS}")
+    target = Target.current(allow_none=True)
+    if choice == "patterns" and not x86.is_x86(target):
+        raise ValueError(f"layer {ctx.name}: the per-pattern implementation has a schedule for x86 CPUs only, "
+                         f"not {target}")
+    if choice == "auto":
+        return "patterns" if by_pattern.preferred(geom.out_w_padded, target) else "offsets"
+    return choice
 
 
 def check_conv_attrs(attrs, weight_shape) -> tuple:
@@ -52,17 +75,24 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if density > max_density:
         raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
     geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
-    tables = kernel_tables(packed, geom.plane, geom.row)
+    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], Target.current(allow_none=True)))
+    impl = implementation(ctx, geom)
+    if impl == "patterns":
+        tables = pattern_tables(packed, geom.plane)
+        compute = functools.partial(pattern_conv2d_by_pattern, geom=geom, taps=tap_offsets(library, geom.row))
+        arrays, name = (tables.length, tables.channel, tables.value), BY_PATTERN_BLOCK
+    else:
+        tables = kernel_tables(packed, geom.plane, geom.row)
+        compute = functools.partial(pattern_conv2d, geom=geom)
+        arrays, name = (tables.length, tables.offset, tables.value), MAIN_BLOCK
     ho, wo = geom.out_hw
     macs_dense = N * w.shape[0] * C * 9 * ho * wo
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        return bb.call_te(
-            functools.partial(pattern_conv2d, geom=geom), call.args[0], relax.const(tables.length),
-            relax.const(tables.offset), relax.const(tables.value), primfunc_name_hint=MAIN_BLOCK,
-            primfunc_attrs={"op_pattern": 4})   # kOutEWiseFusable: bias/relu fuse after it
+        return bb.call_te(compute, call.args[0], *(relax.const(a) for a in arrays), primfunc_name_hint=name,
+                          primfunc_attrs={"op_pattern": 4})   # kOutEWiseFusable: bias/relu fuse after it
 
     return Plan(emit=emit,
                 summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C} kernels, "
-                        f"{1 / max(density, 1e-9):.1f}x fewer MACs",
+                        f"{1 / max(density, 1e-9):.1f}x fewer MACs, {impl} implementation",
                 macs_dense=macs_dense, macs_sparse=int(round(macs_dense * density)))

@@ -7,4 +7,5 @@ from .projection import (
     project_pattern_connectivity,
     project_patterns,
 )
-from .pattern_format import KernelTables, NotPatternSparse, PackedPatternConv, fit_patterns, kernel_tables, pack
+from .pattern_format import (KernelTables, NotPatternSparse, PackedPatternConv, PatternTables, fit_patterns,
+                             kernel_tables, pack, pattern_tables, tap_offsets)

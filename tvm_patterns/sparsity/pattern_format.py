@@ -145,3 +145,47 @@ def kernel_tables(packed: PackedPatternConv, plane: int, row: int) -> KernelTabl
     if offset.max(initial=0) >= 2 ** 31:
         raise ValueError("input too large for int32 offsets")
     return KernelTables(length, offset.astype("int32"), value)
+
+
+@dataclass(frozen=True)
+class PatternTables:
+    """Per original filter k and pattern p: ``length[k, p]`` kernels of that pattern, each with the
+    flat offset of its input channel (``channel * plane``) and its ``taps`` values, in channel order.
+
+    rows are padded to ``max_len`` (the most kernels of one pattern in a filter) with zeros.
+    """
+
+    length: np.ndarray           # [K, P] int32
+    channel: np.ndarray          # [K, P, max_len] int32
+    value: np.ndarray            # [K, P, max_len, taps] float32
+
+    @property
+    def max_len(self) -> int:
+        return self.channel.shape[2]
+
+
+def pattern_tables(packed: PackedPatternConv, plane: int) -> PatternTables:
+    """Per-pattern tables for a padded input of ``plane`` elements per channel (filters in their
+    original order). The taps' offsets inside a plane are the library's, known at compile time."""
+    K, P = packed.shape[0], packed.library.size
+    length = np.zeros((K, P), dtype="int32")
+    filt = np.repeat(packed.perm, np.diff(packed.kernel_ptr))
+    np.add.at(length, (filt, packed.pattern), 1)
+    max_len = max(1, int(length.max(initial=0)))
+    channel = np.zeros((K, P, max_len), dtype="int64")
+    value = np.zeros((K, P, max_len, packed.library.taps), dtype="float32")
+    for i, k in enumerate(packed.perm):
+        a, b = packed.kernel_ptr[i], packed.kernel_ptr[i + 1]
+        for p in range(P):                                     # pack sorts by pattern, then channel
+            sel = a + np.flatnonzero(packed.pattern[a:b] == p)
+            channel[k, p, : len(sel)] = packed.channel[sel] * plane
+            value[k, p, : len(sel)] = packed.values[sel]
+    if channel.max(initial=0) + plane >= 2 ** 31:
+        raise ValueError("input too large for int32 offsets")
+    return PatternTables(length, channel.astype("int32"), value)
+
+
+def tap_offsets(library: PatternLibrary, row: int) -> tuple:
+    """[P][taps] flat offsets kh * row + kw of each pattern's taps in a padded plane of pitch ``row``."""
+    taps = library.tap_offsets()
+    return tuple(tuple(int(x) for x in r) for r in taps[:, :, 0] * row + taps[:, :, 1])

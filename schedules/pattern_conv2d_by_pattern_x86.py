@@ -1,0 +1,84 @@
+"""pattern_conv2d_by_pattern_x86: host CPU schedule of the per-pattern pattern conv.
+
+Loop nest of the main block after scheduling:
+
+    parallel (n, h_outer, k)
+      p < patterns   (unrolled)       -- one copy of the kernel loop per pattern: its taps are constants
+        j < max_len_p                 -- the filter's kernels of pattern p (stops at length[k, p])
+          w_outer
+            t < taps (unrolled) x hi (unrolled) x wm (unrolled) x wv (8- or 16-lane vector)
+      write-back: crop + fused epilogue from the row tile
+
+Within one pattern, the taps that read the same input line for different output rows of the tile
+are one load, so a tile of R rows makes 2 R + 2 to 3 R + 1 vector loads per kernel (by pattern)
+instead of 4 R.
+Tiles, vector width and unroll are the design space (one schedule per usable vector width);
+``default_knobs`` is the offset-table kernel's default, one point of it.
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+
+from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, CROP_BLOCK
+
+from . import pattern_conv2d_nchw_x86 as x86
+from .registry import register_schedule
+
+# Measured on Zen5 (VGG-16's layers, scripts/bench_layers.py --implementations offsets,patterns):
+# x1.13..x1.26 of the offset-table kernel where a padded row holds 4 or more vectors (224, 112 and
+# 56 wide), x0.90..x0.96 at one vector (14 wide), where the offset-table kernel keeps a whole row's
+# accumulators in registers over all kernels; at two (28 wide) x0.91..x1.07 in two runs, a wash.
+MIN_VECTORS_PER_ROW = 4
+
+
+def preferred(out_w_padded: int, target) -> bool:
+    """Whether the build uses this implementation by default: on x86 where a padded output row
+    holds at least MIN_VECTORS_PER_ROW of the widest usable vectors."""
+    if not x86.is_x86(target):
+        return False
+    lanes = x86.usable_lanes(out_w_padded, x86.isa_of(target))[-1]
+    return out_w_padded // lanes >= MIN_VECTORS_PER_ROW
+
+
+def apply(sch: s_tir.Schedule, block, knobs: x86.Knobs | None = None, *, vector: int = x86.VECTOR,
+          max_accumulators: int = x86.MAX_ACCUMULATORS) -> None:
+    """The nest above; ``knobs`` None samples rows, vectors and unroll (``knobs.order`` is ignored)."""
+    if knobs is not None and knobs.lanes != vector:
+        raise ValueError(f"knobs of {knobs.lanes} lanes for a {vector}-lane schedule: {knobs}")
+    n, k, h, w, p, j, t = sch.get_loops(block)
+    wb = x86.split_pattern_stages(sch, block)
+    ho, hi = x86.perfect_tile(sch, h, knobs and knobs.rows, max_accumulators)
+    w_, wv = sch.split(w, [None, vector])
+    wo, wm = x86.perfect_tile(sch, w_, knobs and knobs.vectors, x86.MAX_VECTORS)
+    sch.reorder(n, ho, k, p, j, wo, t, hi, wm, wv)
+    outer = sch.fuse(n, ho, k)
+    sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)
+    sch.parallel(outer)
+    for loop in (p, t, hi, wm):
+        sch.unroll(loop)
+    sch.vectorize(wv)
+    x86.unroll_knob(sch, j, knobs and knobs.unroll)
+    sch.decompose_reduction(block, p)
+    last = sch.get_loops(wb)[-1]
+    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % vector == 0:
+        _, lane = sch.split(last, [None, vector])
+        sch.vectorize(lane)
+
+
+def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
+    """One schedule per usable vector width, tile and unroll sampled; the default is one point."""
+    isa = x86.isa_of(target)
+    spaces = []
+    for lanes in x86.usable_lanes(x86.padded_width(sch, BY_PATTERN_BLOCK), isa):
+        space = sch.copy()
+        apply(space, space.get_sblock(BY_PATTERN_BLOCK), vector=lanes, max_accumulators=isa.max_accumulators)
+        spaces.append(space)
+    return spaces
+
+
+@register_schedule(BY_PATTERN_BLOCK, "cpu")
+def schedule(sch: s_tir.Schedule, block, target, knobs: x86.Knobs | None = None) -> None:
+    n, k, h, w, *_ = sch.get_loops(block)
+    isa = x86.isa_of(target)
+    knobs = knobs or x86.default_knobs(int(sch.get(h).extent), int(sch.get(w).extent), isa)
+    apply(sch, block, knobs, vector=knobs.lanes, max_accumulators=isa.max_accumulators)
