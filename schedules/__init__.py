@@ -13,4 +13,5 @@ from . import (  # noqa: F401
     pattern_conv2d_nchw_neon,
     pattern_conv2d_nchw_opencl,
     pattern_conv2d_nchw_x86,
+    pool2d_nchw_x86,
 )
