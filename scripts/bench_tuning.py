@@ -26,8 +26,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
-from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
 from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
+from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
 from tvm_patterns.models import get_network
 from tvm_patterns.prune import pattern_prune
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for

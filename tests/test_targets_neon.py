@@ -29,15 +29,19 @@ def model_and_input(case):
     return torch.nn.Sequential(pattern_conv(cin, cout, **kw), torch.nn.ReLU()).eval(), torch.randn(n, cin, h, w)
 
 
-@pytest.fixture(scope="module", params=list(CASES))
+@pytest.fixture(scope="module", params=[(case, impl) for case in CASES for impl in ("offsets", "patterns")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def arm_library(request, tmp_path_factory):
-    """(path of the exported aarch64 .so, model, input) of one case."""
+    """(path of the exported aarch64 .so, model, input) of one case and pattern-conv implementation."""
     if shutil.which(CROSS_CXX) is None:
         pytest.fail(f"{CROSS_CXX} is missing: apt-get install g++-aarch64-linux-gnu (.ci/apt-packages.txt)")
-    model, x = model_and_input(request.param)
+    case, implementation = request.param
+    model, x = model_and_input(case)
     report = []
-    ex = tp.build(tp.from_pytorch(model, x), tp.targets.arm_cpu(), report=report)
+    ex = tp.build(tp.from_pytorch(model, x), tp.targets.arm_cpu(), report=report,
+                  options={"pattern": {"implementation": implementation}})
     assert [r.kind for r in report] == ["pattern"]
+    assert report[0].reason.endswith(f"{implementation} implementation"), report[0].reason
     path = tp.export_library(ex, tmp_path_factory.mktemp("neon") / "pattern_conv_aarch64.so",
                              tp.targets.arm_cpu())
     return path, model, x
@@ -77,3 +81,32 @@ def test_register_tile_fits_the_a76_budget():
         assert ho % k.rows == 0 and (wp // 4) % k.vectors == 0
         assert k.rows * k.vectors <= MAX_ACCUMULATORS
     assert default_knobs(56, 56).rows * default_knobs(56, 56).vectors > 14   # more than AVX2's budget
+
+
+def test_sampled_points_of_the_per_pattern_neon_space_match_torch_on_the_emulated_device(arm_device, tmp_path):
+    """Three sampled register tiles and unrolls of the per-pattern NEON space, built from a tuning
+    log, on odd channels, batch 2, stride 2 and padding 0."""
+    from tvm.s_tir import Schedule
+
+    from tvm_patterns.targets import arm_cpu, target_name
+    from tvm_patterns.tuning import extract_tasks
+
+    from .tuning_helpers import write_log
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
+                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    x = torch.randn(2, 6, 13, 21)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    options = {"pattern": {"implementation": "patterns"}}
+    mod = tp.from_pytorch(model, x)
+    tasks, _ = extract_tasks(mod, arm_cpu(), options=options)
+    assert [t.block for t in tasks] == ["pattern_conv2d_by_pattern"] * 2
+    for seed in (1, 2, 3):
+        db_dir = tmp_path / str(seed) / target_name(arm_cpu())
+        write_log(db_dir, arm_cpu(), [(t, t.design_space(Schedule(t.mod, seed=seed))[0]) for t in tasks])
+        ex = tp.build(mod, arm_cpu(), tuning_log=str(db_dir), options=options)
+        lib = tp.export_library(ex, tmp_path / f"sampled_{seed}.so", arm_cpu())
+        out = arm_device.run_model(lib, x.numpy())
+        assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4, seed

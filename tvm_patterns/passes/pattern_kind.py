@@ -10,6 +10,7 @@ from tvm.target import Target
 
 from schedules import pattern_conv2d_by_pattern_x86 as by_pattern
 from schedules import pattern_conv2d_nchw_x86 as x86
+from schedules.registry import find_schedule
 from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, MAIN_BLOCK, PatternConvGeometry,
                                                   pattern_conv2d, pattern_conv2d_by_pattern)
 from tvm_patterns.sparsity import (NotPatternSparse, PatternLibrary, kernel_tables, pack, pattern_tables,
@@ -19,7 +20,7 @@ from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_
 
 DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
 # "offsets": runtime tap offsets (every target); "patterns": per-pattern code with compile-time taps
-# (x86 CPUs); "auto": per-pattern where its schedule prefers it (by_pattern.preferred).
+# (x86 and ARM CPUs); "auto": per-pattern where the x86 schedule prefers it (by_pattern.preferred).
 IMPLEMENTATIONS = ("auto", "offsets", "patterns")
 
 
@@ -29,9 +30,9 @@ def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
     if choice not in IMPLEMENTATIONS:
         raise ValueError(f"layer {ctx.name}: implementation {choice!r} is not one of {IMPLEMENTATIONS}")
     target = Target.current(allow_none=True)
-    if choice == "patterns" and not x86.is_x86(target):
-        raise ValueError(f"layer {ctx.name}: the per-pattern implementation has a schedule for x86 CPUs only, "
-                         f"not {target}")
+    if choice == "patterns" and (target is None or find_schedule(BY_PATTERN_BLOCK, target) is None):
+        raise ValueError(f"layer {ctx.name}: the per-pattern implementation has a schedule for x86 and ARM "
+                         f"CPUs only, not {target}")
     if choice == "auto":
         return "patterns" if by_pattern.preferred(geom.out_w_padded, target) else "offsets"
     return choice
