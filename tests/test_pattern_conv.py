@@ -38,6 +38,13 @@ def one_kernel_filter(w):
     w[0, 2].flat[[1, 3, 4, 5]] = [0.5, -1.0, 2.0, 0.25]
 
 
+def two_odd_pattern_convs(seed: int) -> torch.nn.Sequential:
+    """Odd channels; the second conv with stride 2, padding 0 and 2x connectivity pruning."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
+                               pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+
+
 CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
     "basic": (1, 16, 32, 14, 14, {}),
     "odd channels, batch 2, odd width": (2, 5, 7, 9, 11, {}),
@@ -92,9 +99,7 @@ def test_per_pattern_code_on_a_target_without_its_schedule_is_refused_by_layer()
 def test_every_vector_width_of_the_per_pattern_space_matches_torch(lanes, tmp_path):
     """Three sampled points (tiles, unroll) on odd channels, batch 2, a cropped width, stride 2 and
     padding 0; a kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
-    torch.manual_seed(2)
-    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
-                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    model = two_odd_pattern_convs(seed=2)
     x = torch.randn(2, 6, 13, 35)
     options = {"pattern": {"implementation": "patterns"}}
     mod = tp.from_pytorch(model, x)
@@ -133,9 +138,7 @@ def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes
     """Three sampled points of one loop order and vector width (tiles, unroll; filter blocks and
     kernel-list chunks for channels_blocked) on odd channels, batch 2, a cropped width, stride 2 and
     padding 0. A kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
-                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    model = two_odd_pattern_convs(seed=1)
     x = torch.randn(2, 6, 13, 11)
     mod = tp.from_pytorch(model, x)
     tasks, _ = extract_tasks(mod, host())

@@ -10,7 +10,7 @@ import torch
 
 import tvm_patterns as tp
 
-from .test_pattern_conv import pattern_conv
+from .test_pattern_conv import pattern_conv, two_odd_pattern_convs
 
 CROSS_CXX = "aarch64-linux-gnu-g++"
 OBJDUMP = "aarch64-linux-gnu-objdump"
@@ -93,9 +93,7 @@ def test_sampled_points_of_the_per_pattern_neon_space_match_torch_on_the_emulate
 
     from .tuning_helpers import write_log
 
-    torch.manual_seed(3)
-    model = torch.nn.Sequential(pattern_conv(6, 12), torch.nn.ReLU(),
-                                pattern_conv(12, 10, stride=2, padding=0, connectivity=2.0)).eval()
+    model = two_odd_pattern_convs(seed=3)
     x = torch.randn(2, 6, 13, 21)
     with torch.no_grad():
         ref = model(x).numpy()

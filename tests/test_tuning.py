@@ -205,11 +205,12 @@ def test_the_verification_rotates_each_kernels_candidates_so_none_is_always_meas
     assert [where[o[4]] for o in orders] == [(1, 0), (1, 1), (1, 0), (1, 1)]
 
 
-def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_three_percent():
+def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_percent():
     from tvm_patterns.tuning.verify import DEFAULTS, pick
 
     assert DEFAULTS == 2                                       # candidates 0 and 1: the default, built twice
-    assert pick({0: 1.00, 1: 0.95, 2: 0.93}) == 0              # beats the first default by 7%, the copy by 2%
-    assert pick({0: 1.00, 1: 1.01, 2: 0.96, 3: 0.90}) == 3     # the fastest record, below both by 3%
+    assert pick({0: 1.00, 1: 0.95, 2: 0.92}) == 0              # beats the first default by 8%, the copy by 3%
+    assert pick({0: 1.00, 1: 1.01, 2: 0.96}) == 0              # 4% below both: noise here
+    assert pick({0: 1.00, 1: 1.01, 2: 0.96, 3: 0.94}) == 3     # the fastest record, below both by 5%
     assert pick({0: 1.00, 2: 0.90}) == 2                       # the copy failed to run: the one default left
     assert pick({0: 1.00, 1: 0.99}) == 0                       # no record re-measured

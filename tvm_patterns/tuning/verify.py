@@ -22,7 +22,10 @@ from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
 
 TOP = 3             # candidates re-measured per task, besides the default
 ROUNDS = 5          # alternating measurement rounds
-MIN_GAIN = 0.03     # a candidate must beat the default's medians by this fraction
+# A candidate must beat the default's medians by this fraction. At 3%, two picks verified at x1.03 and
+# x1.04 on Zen5 measured x0.935 and x0.987 of their default in process: on this machine a gain under
+# 5% in the runner's measurement is noise.
+MIN_GAIN = 0.05
 DEFAULTS = 2        # candidates 0 and 1: the default point, built twice
 
 
