@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, CROP_BLOCK
+from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK
 
 from . import pattern_conv2d_nchw_x86 as x86
 from .registry import register_schedule
@@ -59,10 +59,7 @@ def apply(sch: s_tir.Schedule, block, knobs: x86.Knobs | None = None, *, vector:
     sch.vectorize(wv)
     x86.unroll_knob(sch, j, knobs and knobs.unroll)
     sch.decompose_reduction(block, p)
-    last = sch.get_loops(wb)[-1]
-    if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % vector == 0:
-        _, lane = sch.split(last, [None, vector])
-        sch.vectorize(lane)
+    x86.vectorize_write_back(sch, wb, vector)
 
 
 def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:

@@ -220,10 +220,14 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
     sch.vectorize(wv)
     unroll_knob(sch, inner, knobs and knobs.unroll)
     sch.decompose_reduction(block, j)
-    # Unit loops are kept above so that this loop count does not depend on the sampled tiles
-    # (a trace must replay with any decisions).
+    vectorize_write_back(sch, wb, vector)
+
+
+def vectorize_write_back(sch: s_tir.Schedule, wb, vector: int) -> None:
+    """Vectorize the innermost loop of a pattern conv's write-back block by ``vector`` lanes.
+    Unit loops are kept above it so that its loop count does not depend on the sampled tiles (a
+    trace must replay with any decisions); a cropped write-back is predicated (w < Wo) and stays scalar."""
     last = sch.get_loops(wb)[-1]
-    # A cropped write-back is predicated (w < Wo): it stays scalar.
     if not sch.get(wb).name_hint.startswith(CROP_BLOCK) and int(sch.get(last).extent) % vector == 0:
         _, lane = sch.split(last, [None, vector])
         sch.vectorize(lane)
