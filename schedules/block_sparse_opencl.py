@@ -90,7 +90,7 @@ def apply(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> Non
             bind_flat(sch, p, pack_group)
     conv, (n, k, h, w, j) = block_loops(sch, block, VECTOR)
 
-    wb, plain = _write_back(sch, block)
+    wb, plain = _write_back(sch, block, "local")   # private memory (registers) of a work-item
     kb, kr = sch.split(k, [None, R])
     kro, kri = perfect_tile(sch, kr, knobs and knobs.rows, MAX_ROWS)
     wo, wv = sch.split(w, [None, VECTOR])

@@ -28,7 +28,7 @@ from tvm import s_tir
 
 from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLOCKS, OUT_SUFFIX, PACK_SUFFIX
 
-from .pattern_conv2d_nchw_x86 import one_space_per_order, perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, one_space_per_order, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 VECTOR = 8
@@ -116,10 +116,10 @@ def _inline_epilogue(sch: s_tir.Schedule, block):
             return block
 
 
-def _write_back(sch: s_tir.Schedule, block):
-    """cache_write the accumulators; fold the crop / transpose stage and the elementwise consumers
-    into the write-back block; returns (write-back block, whether it is a plain copy)."""
-    cw = sch.cache_write(block, 0, "local")
+def _write_back(sch: s_tir.Schedule, block, scope: str = ACCUMULATOR_SCOPE):
+    """cache_write the accumulators (in ``scope``); fold the crop / transpose stage and the elementwise
+    consumers into the write-back block; returns (write-back block, whether it is a plain copy)."""
+    cw = sch.cache_write(block, 0, scope)
     consumers = sch.get_consumers(cw)
     plain = True
     if len(consumers) == 1 and sch.get(consumers[0]).name_hint.endswith(OUT_SUFFIX):

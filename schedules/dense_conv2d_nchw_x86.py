@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .pattern_conv2d_nchw_x86 import perfect_tile, unroll_knob, inline_epilogue
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, perfect_tile, unroll_knob, inline_epilogue
 from .registry import register_schedule
 
 KI = 4            # output channels per tile
@@ -39,7 +39,7 @@ def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
             sch.parallel(sch.fuse(*loops[:2]))
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
     lanes = _vector_lanes(int(sch.get(w).extent))
-    cw = sch.cache_write(block, 0, "local")
+    cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
     ko, kin = perfect_tile(sch, k, knobs.get("ki"), MAX_KI)
     w_, wv = sch.split(w, [None, lanes])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .pattern_conv2d_nchw_x86 import inline_epilogue, perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 LANES = 8
@@ -23,7 +23,7 @@ def apply(sch: s_tir.Schedule, block, vectors: int | None = None, unroll: int | 
     outside the tile; N not a multiple of 8 stays scalar."""
     i, j, k = sch.get_loops(block)
     N = int(sch.get(j).extent)
-    cw = sch.cache_write(block, 0, "local")
+    cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
     lanes = LANES if N % LANES == 0 else 1
     j_, lane = sch.split(j, [None, lanes])

@@ -62,6 +62,12 @@ ORDERS = ("kernels_outer", "kernels_inner", "filters_inner", "channels_blocked")
 UNROLL_STEPS = (0, 16, 64)   # pragma_auto_unroll_max_step of the loop inside the parallel one
 MAX_VECTORS = 4
 MAX_FILTER_BLOCK = 128       # filters of one channel-blocked tile (its accumulators live in L2)
+# Scope of a CPU kernel's accumulator tile (its cache_write). TVM 0.27 lowers a "local" buffer on a
+# CPU to a TVMBackendAllocWorkspace call in every parallel iteration, and LLVM then keeps part of the
+# tile in memory (6 of 14 zmm accumulators were loaded and stored for every kernel of a 14x14 layer);
+# a "global" one under 1 KB (runtime::kMaxStackAlloca) is a stack array, which LLVM promotes to
+# registers: x1.14..x1.21 on VGG-16's 14x14 layers on Zen5. Larger tiles go to the workspace either way.
+ACCUMULATOR_SCOPE = "global"
 
 
 @dataclass(frozen=True)
@@ -139,7 +145,7 @@ def split_pattern_stages(sch: s_tir.Schedule, block):
     for p in sch.get_producers(block):
         if sch.get(p).name_hint.startswith(PAD_BLOCK):
             schedule_pad(sch, p)
-    cw = sch.cache_write(block, 0, "local")
+    cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     consumers = sch.get_consumers(cw)
     if len(consumers) == 1 and sch.get(consumers[0]).name_hint.startswith(CROP_BLOCK):
         sch.compute_inline(cw)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .pattern_conv2d_nchw_x86 import inline_epilogue
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue
 from .registry import register_schedule
 
 POOL_BLOCKS = ("pool_max", "pool_sum")   # topi's 2-D pooling reductions (average: pool_sum, then a division)
@@ -47,7 +47,7 @@ def _schedule(sch: s_tir.Schedule, block, target) -> None:
         return generic(sch, block, target)
     n, c, h, w, r0, r1 = loops
     inline_producers(sch, block)
-    wb = inline_epilogue(sch, sch.cache_write(block, 0, "local"))
+    wb = inline_epilogue(sch, sch.cache_write(block, 0, ACCUMULATOR_SCOPE))
     sch.parallel(sch.fuse(n, c, h))
     sch.reverse_compute_at(wb, w, preserve_unit_loops=True)
     sch.unroll(r0)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import tvm
 from tvm.s_tir import Schedule
 from tvm.target import Target
 
@@ -195,6 +196,30 @@ def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
         sch = Schedule(task.mod)
         x86.apply(sch, sch.get_sblock(task.block), "channels_blocked",
                   x86.Knobs(rows=1, vectors=1, filter_block=1, chunks=max_len + 1))
+
+
+def lowered_host_code(mod, target, options) -> str:
+    """The TIR of ``tp.build(mod, target)`` right after LowerTVMBuiltin (allocations made explicit)."""
+    seen = []
+
+    @tvm.instrument.pass_instrument
+    class Capture:
+        def run_after_pass(self, module, info):
+            if info.name.endswith("LowerTVMBuiltin"):
+                seen.append(module.script())
+
+    with tvm.transform.PassContext(opt_level=3, instruments=[Capture()]):
+        tp.build(mod, target, options=options)
+    return "\n".join(seen)
+
+
+@pytest.mark.parametrize("implementation", ["offsets", "patterns"])
+def test_a_register_tile_under_1kb_is_a_stack_array_not_a_workspace_allocation_per_parallel_task(implementation):
+    """A 14x14 output tile (896 bytes): the only workspace allocation is the padded input's, once."""
+    mod = tp.from_pytorch(pattern_conv(16, 32), torch.randn(1, 16, 14, 14))
+    text = lowered_host_code(mod, host(), {"pattern": {"implementation": implementation}})
+    allocations = [line.strip() for line in text.splitlines() if "TVMBackendAllocWorkspace(" in line]
+    assert len(allocations) == 1 and allocations[0].startswith("pattern_conv2d_pad"), allocations
 
 
 def test_host_code_starts_every_function_on_a_64_byte_line():

@@ -6,6 +6,7 @@ from tvm_patterns.sparsity import (
     NotPatternSparse, PatternLibrary, kernel_tables, kernels_to_keep, pack, pattern_tables, project_connectivity,
     project_pattern_connectivity, project_patterns, tap_offsets,
 )
+from tvm_patterns.sparsity.pattern_format import ROW_MULTIPLE
 
 LIB = PatternLibrary.patdnn()
 
@@ -132,6 +133,7 @@ def test_kernel_tables_hold_each_filters_kernels_in_original_filter_order():
                 dense[k, c, rest // row, rest % row] = t.value[k, j, tap]
         assert (t.value[k, t.length[k]:] == 0).all()
     assert np.array_equal(dense, w)
+    assert t.max_len % ROW_MULTIPLE == 0 and t.max_len - ROW_MULTIPLE < t.length.max() <= t.max_len
 
 
 def test_pattern_tables_group_each_filters_kernels_by_pattern_in_channel_order():

@@ -105,6 +105,12 @@ def pack(w: np.ndarray, library: PatternLibrary) -> PackedPatternConv:
     )
 
 
+# The offset tables' rows (the kernels of a filter) are padded to a multiple of this, so that the
+# channels_blocked order has chunk counts to choose from whatever the longest list (VGG-16's
+# conv5_1 has 179 rows, a prime: only 1 or 179 chunks).
+ROW_MULTIPLE = 4
+
+
 @dataclass(frozen=True)
 class KernelTables:
     """Per original filter k: ``length[k]`` kernels, each with ``taps`` flat input offsets and values.
@@ -129,7 +135,7 @@ def kernel_tables(packed: PackedPatternConv, plane: int, row: int) -> KernelTabl
     """
     K = packed.shape[0]
     counts = np.diff(packed.kernel_ptr)
-    max_len = max(1, int(counts.max(initial=0)))
+    max_len = -(-max(1, int(counts.max(initial=0))) // ROW_MULTIPLE) * ROW_MULTIPLE
     taps = packed.library.tap_offsets()                         # [P, T, 2]
     tap_off = taps[:, :, 0] * row + taps[:, :, 1]               # [P, T]
     T = packed.library.taps
