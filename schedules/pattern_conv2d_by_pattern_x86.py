@@ -26,18 +26,20 @@ from .registry import register_schedule
 
 # Measured on Zen5 (VGG-16's layers, scripts/bench_layers.py --implementations offsets,patterns):
 # x1.13..x1.26 of the offset-table kernel where a padded row holds 4 or more vectors (224, 112 and
-# 56 wide), x0.90..x0.96 at one vector (14 wide), where the offset-table kernel keeps a whole row's
-# accumulators in registers over all kernels; at two (28 wide) x0.91..x1.07 in two runs, a wash.
+# 56 wide); at one vector (14 and 7 wide), once the register tile became a stack array (global
+# scope), x1.22..x1.30 on VGG-16's 14x14 layers and x1.14..x1.27 on ResNet-50's 14x14 and 7x7 ones
+# (the whole output of a row block stays in registers over all kernels, and a pattern's taps share
+# loads); at two (28 wide) x0.89..x0.95, so the offset tables keep that width.
 MIN_VECTORS_PER_ROW = 4
 
 
 def preferred(out_w_padded: int, target) -> bool:
     """Whether the build uses this implementation by default: on x86 where a padded output row
-    holds at least MIN_VECTORS_PER_ROW of the widest usable vectors."""
+    holds one of the widest usable vectors or at least MIN_VECTORS_PER_ROW of them."""
     if not x86.is_x86(target):
         return False
     lanes = x86.usable_lanes(out_w_padded, x86.isa_of(target))[-1]
-    return out_w_padded // lanes >= MIN_VECTORS_PER_ROW
+    return out_w_padded == lanes or out_w_padded // lanes >= MIN_VECTORS_PER_ROW
 
 
 def apply(sch: s_tir.Schedule, block, knobs: x86.Knobs | None = None, *, vector: int = x86.VECTOR,

@@ -74,14 +74,15 @@ def test_pattern_conv_matches_torch(case, implementation):
     assert report[0].reason.endswith(f"{implementation} implementation"), report[0].reason
 
 
-def test_the_build_uses_per_pattern_code_on_x86_where_a_row_holds_four_vectors_or_more():
-    """Measured on Zen4: per-pattern code wins where an output row holds 7+ vectors and loses at
-    1-2 (the offset-table kernel then keeps a row's accumulators in registers over all kernels)."""
+def test_the_build_uses_per_pattern_code_on_x86_where_a_row_holds_one_vector_or_four_or_more():
+    """Measured on Zen5: per-pattern code wins where an output row holds 4+ vectors and at one (the
+    whole row block's accumulators then stay in registers over all kernels); it loses at two."""
     conv = pattern_conv(8, 8)
     avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
     avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
     for target, hw, expected in [(avx512, 56, "patterns"), (avx512, 64, "patterns"), (avx512, 32, "offsets"),
-                                 (avx2, 32, "patterns"), (avx2, 16, "offsets"), (arm_cpu(), 56, "offsets")]:
+                                 (avx512, 14, "patterns"), (avx512, 7, "patterns"), (avx2, 32, "patterns"),
+                                 (avx2, 16, "offsets"), (avx2, 8, "patterns"), (arm_cpu(), 56, "offsets")]:
         report = []
         with target:
             pipeline(target, report=report)(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)))
@@ -142,7 +143,8 @@ def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes
     model = two_odd_pattern_convs(seed=1)
     x = torch.randn(2, 6, 13, 11)
     mod = tp.from_pytorch(model, x)
-    tasks, _ = extract_tasks(mod, host())
+    offsets = {"pattern": {"implementation": "offsets"}}
+    tasks, _ = extract_tasks(mod, host(), options=offsets)
     assert [t.block for t in tasks] == ["pattern_conv2d"] * 2
     for seed in (1, 2, 3):
         db_dir = tmp_path / str(seed) / target_name(host())
@@ -152,7 +154,7 @@ def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes
             key = (lanes, order) if (lanes, order) in keys else (x86.VECTOR, order)
             points[t.name] = t.design_space(Schedule(t.mod, seed=seed))[keys.index(key)]
         write_log(db_dir, host(), [(t, points[t.name]) for t in tasks])
-        assert tuned_error(model, x, mod, db_dir) < 1e-4, (seed, [str(p.trace) for p in points.values()])
+        assert tuned_error(model, x, mod, db_dir, options=offsets) < 1e-4, (seed, [str(p.trace) for p in points.values()])
 
 
 def test_output_rows_are_padded_to_the_vector_width_that_covers_them_with_the_fewest_vectors():
@@ -187,7 +189,7 @@ def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_els
 def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
     conv = pattern_conv(8, 8)
     mod = tp.from_pytorch(conv, torch.randn(1, 8, 9, 9))
-    (task,), _ = extract_tasks(mod, host())
+    (task,), _ = extract_tasks(mod, host(), options={"pattern": {"implementation": "offsets"}})
     max_len = int(task.constants[2].shape[1])
     with pytest.raises(ValueError, match="needs filter_block and chunks"):
         sch = Schedule(task.mod)

@@ -168,12 +168,12 @@ def every_kind_model():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(16 * 6 * 6, 10)).eval()
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 18 * 18, 10)).eval()
     pattern_prune(model)
     with torch.no_grad():
         w = model[4].weight
         w.copy_(torch.from_numpy(project_block_punched(w.numpy().reshape(16, 16), 8, 0.75)).reshape(w.shape))
-    x = torch.randn(2, 3, 6, 6)
+    x = torch.randn(2, 3, 18, 18)   # rows of 2 or 3 vectors: the offset-table pattern kernel
     return model, x, tp.from_pytorch(model, x)
 
 
