@@ -22,6 +22,7 @@ import tempfile
 import numpy as np
 import torch
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     for i, t in enumerate(slowest):
         fns = {"default": defaults[t.name], "default_again": kernel(default_schedules[t.name].mod, target, t, dev)}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
-        is_default = tuned is not None and str(tuned.trace) == str(default_schedules[t.name].trace)
+        is_default = tuned is not None and tvm_ffi.structural_equal(tuned.mod, default_schedules[t.name].mod)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
             fns["tuned"] = kernel(tuned.mod, target, t, dev)
         dense = None if t.block not in PATTERN_BLOCKS else next(   # the same layer, dense

@@ -23,6 +23,7 @@ from tvm_patterns.passes.schedule_pass import SCHEDULED_ATTR
 from tvm_patterns.sparsity.block import pack_block_punched, project_block_punched
 
 from .test_block_sparse import ConvBlock, TokenMLP, prune_blocks
+from .tuning_helpers import points_of, sampled
 
 RTOL = 1e-4
 OBJDUMP = "aarch64-linux-gnu-objdump"
@@ -234,28 +235,12 @@ SPACES = {  # name: (schedule module, hand schedule, target)
 }
 
 
-def sampled(trace) -> list:
-    """(instruction, decision) of the sampling instructions of a trace, in order."""
-    return [(i, trace.get_decision(i)) for i in trace.insts if trace.get_decision(i) is not None]
-
-
 def hand_point_of_space(module, hand, func, block, target) -> s_tir.Schedule:
-    """Replay a space's trace with the hand schedule's decisions on a fresh schedule; it must give
-    exactly the hand-scheduled function."""
-    hand_sch = scheduled(func, block, hand, target)
-    hand_sampled = sampled(hand_sch.trace)
-    for space in module.design_space(s_tir.Schedule(func, seed=1), target):
-        trace = space.trace
-        space_sampled = sampled(trace)
-        if [i.kind.name for i, _ in space_sampled] != [i.kind.name for i, _ in hand_sampled]:
-            continue
-        for (inst, _), (_, decision) in zip(space_sampled, hand_sampled):
-            trace = trace.with_decision(inst, decision, remove_postproc=True)
-        replayed = s_tir.Schedule(func)
-        trace.apply_to_schedule(replayed, remove_postproc=True)
-        if tvm_ffi.structural_equal(replayed.mod, hand_sch.mod):
-            return replayed
-    raise AssertionError("the hand schedule is not a point of the design space")
+    """The design space's point that is exactly the hand-scheduled function (it must have one)."""
+    found = points_of(module.design_space(s_tir.Schedule(func, seed=1), target),
+                      scheduled(func, block, hand, target), func)
+    assert found, "the hand schedule is not a point of the design space"
+    return found[0][1]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

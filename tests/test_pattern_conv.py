@@ -7,6 +7,7 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 
 import tvm_patterns as tp
+from schedules import pattern_conv2d_by_pattern_x86 as by_pattern
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.build import pipeline
@@ -14,7 +15,7 @@ from tvm_patterns.targets import arm_cpu, host, mali, target_name
 from tvm_patterns.tuning import extract_tasks
 
 from .layer_check import assert_matches_torch
-from .tuning_helpers import tuned_error, write_log
+from .tuning_helpers import points_of, tuned_error, write_log
 
 LIB = PatternLibrary.patdnn()
 
@@ -97,10 +98,14 @@ def test_per_pattern_code_on_a_target_without_its_schedule_is_refused_by_layer()
         tp.build(mod, options={"pattern": {"implementation": "fast"}})
 
 
-@pytest.mark.parametrize("lanes", x86.isa_of(host()).lanes)
-def test_every_vector_width_of_the_per_pattern_space_matches_torch(lanes, tmp_path):
-    """Three sampled points (tiles, unroll) on odd channels, batch 2, a cropped width, stride 2 and
-    padding 0; a kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
+PER_PATTERN_POINTS = [(lanes, order) for lanes in x86.isa_of(host()).lanes for order in by_pattern.ORDERS]
+
+
+@pytest.mark.parametrize("lanes,order", PER_PATTERN_POINTS)
+def test_every_loop_order_and_vector_width_of_the_per_pattern_space_matches_torch(lanes, order, tmp_path):
+    """Three sampled points (tiles, unroll) of one loop order and vector width on odd channels,
+    batch 2, a cropped width, stride 2 and padding 0; a kernel whose padded width is not a multiple
+    of ``lanes`` takes the 8-lane point."""
     model = two_odd_pattern_convs(seed=2)
     x = torch.randn(2, 6, 13, 35)
     options = {"pattern": {"implementation": "patterns"}}
@@ -111,11 +116,21 @@ def test_every_vector_width_of_the_per_pattern_space_matches_torch(lanes, tmp_pa
         db_dir = tmp_path / str(seed) / target_name(host())
         points = []
         for t in tasks:
-            widths = x86.usable_lanes(x86.padded_width(Schedule(t.mod), t.block), x86.isa_of(host()))
-            spaces = t.design_space(Schedule(t.mod, seed=seed))
-            points.append((t, spaces[widths.index(lanes if lanes in widths else x86.VECTOR)]))
+            keys = by_pattern.space_points(Schedule(t.mod), host())
+            key = (lanes, order) if (lanes, order) in keys else (x86.VECTOR, order)
+            points.append((t, t.design_space(Schedule(t.mod, seed=seed))[keys.index(key)]))
         write_log(db_dir, host(), points)
         assert tuned_error(model, x, mod, db_dir, options=options) < 1e-4, (seed, [str(p.trace) for _, p in points])
+
+
+def test_the_per_pattern_default_is_the_point_of_its_widest_vector_and_kernels_outer_order():
+    mod = tp.from_pytorch(two_odd_pattern_convs(seed=2), torch.randn(2, 6, 13, 35))
+    tasks, _ = extract_tasks(mod, host(), options={"pattern": {"implementation": "patterns"}})
+    for t in tasks:
+        keys = by_pattern.space_points(Schedule(t.mod), host())
+        found = points_of(t.design_space(Schedule(t.mod)), t.default_schedule(host()), t.mod)
+        widest = x86.usable_lanes(x86.padded_width(Schedule(t.mod), t.block), x86.isa_of(host()))[-1]
+        assert [keys[n] for n, _ in found] == [(widest, "kernels_outer")]
 
 
 def test_pattern_conv_runs_with_a_library_extracted_from_the_model():

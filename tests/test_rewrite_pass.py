@@ -121,4 +121,5 @@ def test_bias_and_relu_fuse_into_the_pattern_kernel():
         mod = tvm.transform.Sequential([relax.transform.FoldConstant(), tp.PatternConvRewrite()]
                                        + cpu.legalize_passes(target))(mod)
     names = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert names == ["fused_pattern_conv2d_add_relu"]
+    (name,) = names  # one kernel: conv (either implementation), bias and ReLU together
+    assert name.startswith("fused_pattern_conv2d") and name.endswith("_add_relu")

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import tvm
+import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
 from schedules import pattern_conv2d_nchw_x86 as x86
@@ -22,7 +23,7 @@ from tvm_patterns.tuning.apply import ApplyTuningLog
 from tvm_patterns.tuning.database import RECORDS, WORKLOADS, repair_log
 from tvm_patterns.tuning.tasks import fused_module
 
-from .tuning_helpers import record_lines, tiny_model, tuned_error, write_log
+from .tuning_helpers import points_of, record_lines, tiny_model, tuned_error, write_log
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,27 @@ def test_a_verified_pick_overrides_records_of_the_search_that_look_faster(tiny, 
     _write_best(str(db_dir), target, [(task, default, 5e-3)])
     assert applied_trace() == str(default.trace)
     assert tuned_error(*tiny, db_dir) < 1e-4
+
+
+def test_the_verification_takes_the_searchs_record_of_the_default_point_for_the_default(tiny, tmp_path):
+    """The search measures the default point as a record of its design space: another trace text
+    than ``default_schedule``'s, the same kernel. Re-measured as a candidate it would be the default
+    against itself, and a lucky round would make it a "pick"."""
+    from tvm_patterns.tuning.verify import DEFAULTS, _candidates
+
+    _, _, mod = tiny
+    target = host()
+    tasks, _ = extract_tasks(mod, target)
+    task = next(t for t in tasks if t.block == "pattern_conv2d")
+    default = task.default_schedule(target)
+    spaces = task.design_space(tvm.s_tir.Schedule(task.mod, seed=3))
+    ((_, as_searched),) = points_of(spaces, default, task.mod)
+    assert str(as_searched.trace) != str(default.trace)
+    other = next(s for s in spaces if not tvm_ffi.structural_equal(s.mod, default.mod))
+    write_log(tmp_path, target, [(task, as_searched)], secs=1e-4)                    # the fastest record
+    write_log(tmp_path, target, [(task, other)], secs=2e-4)
+    cands = _candidates(task, target, ms.database.JSONDatabase(work_dir=str(tmp_path)))
+    assert len(cands) == DEFAULTS + 1 and tvm_ffi.structural_equal(cands[-1].mod, other.mod)
 
 
 def test_ctrl_c_during_tuning_keeps_the_records_measured(tmp_path):

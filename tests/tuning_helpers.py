@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
@@ -47,6 +48,35 @@ def write_log(db_dir, target, points, secs=1e-3) -> None:
     for task, sch in points:
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.mod), [secs], target, ArgInfo.from_prim_func(task.mod["main"])))
+
+
+def sampled(trace) -> list:
+    """(instruction, decision) of the sampling instructions of a trace, in order."""
+    return [(i, trace.get_decision(i)) for i in trace.insts if trace.get_decision(i) is not None]
+
+
+def replayed(space, decisions: list, func) -> tvm.s_tir.Schedule:
+    """``space`` (a design space) replayed on ``func`` with its sampling decisions set to ``decisions``."""
+    trace = space.trace
+    for (inst, _), decision in zip(sampled(trace), decisions):
+        trace = trace.with_decision(inst, decision, remove_postproc=True)
+    sch = tvm.s_tir.Schedule(func)
+    trace.apply_to_schedule(sch, remove_postproc=True)
+    return sch
+
+
+def points_of(spaces, hand, func) -> list:
+    """(index, replayed schedule) of each design space that, replayed with the sampling decisions of
+    ``hand`` (a hand-scheduled Schedule of ``func``), gives exactly the hand-scheduled function."""
+    hand_sampled = sampled(hand.trace)
+    found = []
+    for n, space in enumerate(spaces):
+        if [i.kind.name for i, _ in sampled(space.trace)] != [i.kind.name for i, _ in hand_sampled]:
+            continue
+        point = replayed(space, [d for _, d in hand_sampled], func)
+        if tvm_ffi.structural_equal(point.mod, hand.mod):
+            found.append((n, point))
+    return found
 
 
 def record_lines(db_dir) -> list[str]:
