@@ -37,15 +37,21 @@ from tvm_patterns.tuning import measure
 PATTERN_BLOCKS = (MAIN_BLOCK, BY_PATTERN_BLOCK)   # both implementations of the pattern conv
 
 
-def kernel(sch_mod, target, task, dev):
-    """A callable running one compiled kernel on its real inputs."""
-    ex = tvm.compile(sch_mod, target=target)
+def arguments(task, dev) -> list:
+    """The kernel's arguments: its real constants (index tables, weights), random data elsewhere."""
     args = []
     for i, info in enumerate(ArgInfo.from_prim_func(task.mod["main"])):
         a = task.constants.get(i)
         if a is None:
             a = np.random.default_rng(0).uniform(-1, 1, [int(x) for x in info.shape]).astype(str(info.dtype))
         args.append(tvm.runtime.tensor(a.astype(str(info.dtype)), dev))
+    return args
+
+
+def kernel(sch_mod, target, task, dev, args=None):
+    """A callable running one compiled kernel on its real inputs (``args``: shared ones, else its own)."""
+    ex = tvm.compile(sch_mod, target=target)
+    args = arguments(task, dev) if args is None else args
     f = ex["main"]
     return lambda: f(*args)
 

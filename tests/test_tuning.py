@@ -10,6 +10,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 import tvm
 import tvm_ffi
@@ -236,3 +237,64 @@ def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_pe
     assert pick({0: 1.00, 1: 1.01, 2: 0.96, 3: 0.94}) == 3     # the fastest record, below both by 5%
     assert pick({0: 1.00, 2: 0.90}) == 2                       # the copy failed to run: the one default left
     assert pick({0: 1.00, 1: 0.99}) == 0                       # no record re-measured
+
+
+def test_every_point_of_a_space_is_a_distinct_kernel_and_the_default_is_one_of_them(tiny):
+    from tvm_patterns.tuning.points import decision_domains, every_point, replayed, sampled
+
+    _, _, mod = tiny
+    target = host()
+    tasks, _ = extract_tasks(mod, target)
+    task = next(t for t in tasks if t.block == "pattern_conv2d")
+    default = task.default_schedule(target)
+    spaces = task.design_space(tvm.s_tir.Schedule(task.mod))
+    ((n, _),) = points_of(spaces, default, task.mod)
+    space = spaces[n]
+
+    def plain(d):
+        return [int(x) for x in d] if isinstance(d, (list, tuple, tvm.ir.Array)) else int(d)
+
+    points = [tuple(plain(d) for d in p) for p in every_point(space)]
+    assert tuple(plain(d) for _, d in sampled(default.trace)) in points
+    for (inst, _), domain in zip(sampled(space.trace), decision_domains(space)):
+        if inst.kind.name == "SamplePerfectTile":   # perfect tiles of one extent, innermost within the bound
+            assert len({int(np.prod(f)) for f in domain}) == 1 and max(f[-1] for f in domain) <= int(inst.attrs[1])
+    kernels = {tvm_ffi.structural_hash(replayed(space, list(p), task.mod).mod) for p in points}
+    assert len(kernels) == len(points) > 10
+
+
+def test_the_in_process_rounds_time_each_kernel_on_its_real_arguments_and_fail_a_broken_one(tiny, tmp_path):
+    from tvm_patterns.tuning import batch, measure
+    from tvm_patterns.tuning.tasks import save_constants
+    from tvm_patterns.tuning.verify import InProcessRounds
+
+    from .tuning_helpers import FAST
+
+    _, _, mod = tiny
+    target = host()
+    tasks, _ = extract_tasks(mod, target)
+    inputs = str(tmp_path / "inputs.npz")
+    save_constants(tasks, inputs)
+    builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
+    built, runner_inputs, _ = batch.build_inputs(builder, [(t.default_schedule(target), t) for t in tasks],
+                                                 target, "cpu")
+    broken = ms.runner.RunnerInput(str(tmp_path / "missing.so"), "cpu", runner_inputs[0].args_info)
+    rounds = InProcessRounds(measure.TrueArguments(inputs), FAST)
+    first, second = rounds([*runner_inputs, broken]), rounds(runner_inputs)
+    batch.remove_artifacts(built)
+    assert len(first) == 3 and first[2] is None
+    assert all(s is not None and 0 < s < 1 for s in first[:2] + second)
+    assert len(rounds.loaded) == 2                      # each kernel loaded and given arguments once
+
+
+def test_local_tuning_verifies_in_this_process_and_the_tuned_build_matches_torch(tiny, tmp_path):
+    from .tuning_helpers import quick_tune
+
+    model, x, mod = tiny
+    lines = []
+    result = quick_tune(mod, tmp_path, trials=2, out=lines.append)
+    assert not result.stopped and not result.interrupted
+    assert all(r["verified"] for r in result.rows) and len(result.rows) == 2
+    assert any(line.startswith("verifying:") and line.endswith("in this process") for line in lines), lines
+    assert len(record_lines(os.path.join(result.log_dir, "best"))) == 2
+    assert tuned_error(model, x, mod, tmp_path) < 1e-4

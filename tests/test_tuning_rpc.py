@@ -29,8 +29,11 @@ def tracker_port():
 def test_tuning_through_the_rpc_tracker_writes_records_and_the_tuned_build_matches_torch(tiny, tracker_port, tmp_path):
     model, x, mod = tiny
     with rpc_server(tracker_port, "tiny-cpu"):
-        result = quick_tune(mod, tmp_path, trials=2, runner=rpc_runner(f"127.0.0.1:{tracker_port}", "tiny-cpu"))
+        lines = []
+        result = quick_tune(mod, tmp_path, trials=2, runner=rpc_runner(f"127.0.0.1:{tracker_port}", "tiny-cpu"),
+                            out=lines.append)
     assert not result.stopped and not result.interrupted
+    assert any(ln.startswith("verifying:") and ln.endswith("through the runner") for ln in lines), lines
     assert len(result.rows) == 2 and all(r["best_ms"] and r["default_ms"] for r in result.rows)
     assert all(r["best_ms"] <= r["default_ms"] for r in result.rows)     # the default point is a record
     assert all(r["verified"] for r in result.rows)                      # re-measured side by side

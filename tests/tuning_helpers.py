@@ -21,6 +21,7 @@ import tvm_patterns as tp
 from tvm_patterns.prune import pattern_prune
 from tvm_patterns.tuning import tune
 from tvm_patterns.tuning.database import RECORDS
+from tvm_patterns.tuning.points import replayed, sampled
 
 FAST = ms.runner.EvaluatorConfig(number=1, repeat=2, min_repeat_ms=1)
 
@@ -48,21 +49,6 @@ def write_log(db_dir, target, points, secs=1e-3) -> None:
     for task, sch in points:
         db.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, db.commit_workload(task.mod), [secs], target, ArgInfo.from_prim_func(task.mod["main"])))
-
-
-def sampled(trace) -> list:
-    """(instruction, decision) of the sampling instructions of a trace, in order."""
-    return [(i, trace.get_decision(i)) for i in trace.insts if trace.get_decision(i) is not None]
-
-
-def replayed(space, decisions: list, func) -> tvm.s_tir.Schedule:
-    """``space`` (a design space) replayed on ``func`` with its sampling decisions set to ``decisions``."""
-    trace = space.trace
-    for (inst, _), decision in zip(sampled(trace), decisions):
-        trace = trace.with_decision(inst, decision, remove_postproc=True)
-    sch = tvm.s_tir.Schedule(func)
-    trace.apply_to_schedule(sch, remove_postproc=True)
-    return sch
 
 
 def points_of(spaces, hand, func) -> list:

@@ -8,8 +8,9 @@
 Every task's hand schedule (the default point of its space) is measured first and stored like any
 other record, so the search starts from it. Records are appended to the log as they are measured:
 an interrupted or failed run keeps everything measured so far. At the end the default and the best
-records are re-measured side by side (``verify``): a kernel keeps its default point unless a
-candidate really beats it, and ``build`` applies those verified picks.
+records are re-measured side by side (``verify``; in this process when this machine is the one tuned
+for): a kernel keeps its default point unless a candidate really beats it, and ``build`` applies
+those verified picks.
 """
 from __future__ import annotations
 
@@ -303,8 +304,11 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
                     database=database, cost_model=cost_model)
                 result.stopped = progress.stopped
                 if not result.stopped and verify_rounds > 0:
+                    side_by_side = (verify.InProcessRounds(measure.TrueArguments(inputs), evaluator)
+                                    if runner is None or runner == "local" else verify.RunnerRounds(run))
                     verified = {r["task"]: r for r in verify.verify(
-                        tasks, target, builder, run, database, db_dir, _device_type(target), out, rounds=verify_rounds)}
+                        tasks, target, builder, side_by_side, database, db_dir, _device_type(target), out,
+                        rounds=verify_rounds)}
         except KeyboardInterrupt:
             result.interrupted = True
             out(f"interrupted: the records measured so far are kept in {db_dir}")
