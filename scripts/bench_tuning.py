@@ -3,8 +3,9 @@ and TVM's dense conv tuned by MetaSchedule's own design space with the same tria
 
     python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--kernels pattern|all] [--trials 8] [--csv out/bench_tuning.csv]
 
-Each kernel runs alone with the real index tables of its layer; timings are interleaved medians
-(tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``). Every layer
+Each kernel runs alone with the real index tables of its layer, and a layer's default, its copy and
+its pick run on the same buffers (so their ratios are about code, not where buffers landed);
+timings are interleaved medians (tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``). Every layer
 also times a second compiled copy of its default schedule (``default_again``): that ratio is this
 machine's noise, and a tuned kernel counts as faster only beyond the widest noise ratio of the run
 (the last line sets that count against the bar of issue 4: faster on half the layers, never more
@@ -95,16 +96,18 @@ def main(argv=None) -> int:
     print(f"log: {log_dir_for(args.log, target)}")
     ours = [t for t in tasks if args.kernels == "all" or t.block in PATTERN_BLOCKS]
     default_schedules = {t.name: t.default_schedule(target) for t in ours}
-    defaults = {t.name: kernel(default_schedules[t.name].mod, target, t, dev) for t in ours}
+    shared = {t.name: arguments(t, dev) for t in ours}   # a layer's kernels all run on the same buffers
+    defaults = {t.name: kernel(default_schedules[t.name].mod, target, t, dev, shared[t.name]) for t in ours}
     first = {n: median(v) for n, v in measure_interleaved(defaults, rounds=3).items()}
     slowest = sorted(ours, key=lambda t: -first[t.name])[: args.layers]
     rows = []
     for i, t in enumerate(slowest):
-        fns = {"default": defaults[t.name], "default_again": kernel(default_schedules[t.name].mod, target, t, dev)}
+        fns = {"default": defaults[t.name],
+               "default_again": kernel(default_schedules[t.name].mod, target, t, dev, shared[t.name])}
         tuned = db.query_schedule(t.mod, target, workload_name="main")
         is_default = tuned is not None and tvm_ffi.structural_equal(tuned.mod, default_schedules[t.name].mod)
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
-            fns["tuned"] = kernel(tuned.mod, target, t, dev)
+            fns["tuned"] = kernel(tuned.mod, target, t, dev, shared[t.name])
         dense = None if t.block not in PATTERN_BLOCKS else next(   # the same layer, dense
             (d for d in dense_tasks if d.block == "conv2d_nchw" and geometry(d) == geometry(t)), None)
         if dense is not None:
