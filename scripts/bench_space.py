@@ -94,8 +94,8 @@ def main(argv=None) -> int:
             ap.error(f"no such kernel: {', '.join(unknown)}; the kernels are {', '.join(t.name for t in tasks)}")
         chosen = [t for t in tasks if t.name in names]
     else:
-        first = {t.name: median(v) for t, v in zip(tasks, measure_interleaved(
-            {t.name: kernel(t.default_schedule(target).mod, target, t, dev) for t in tasks}, rounds=3).values())}
+        first = {n: median(v) for n, v in measure_interleaved(
+            {t.name: kernel(t.default_schedule(target).mod, target, t, dev) for t in tasks}, rounds=3).items()}
         chosen = sorted(tasks, key=lambda t: -first[t.name])[: args.slowest]
     rows = []
     for t in chosen:

@@ -5,8 +5,8 @@ and TVM's dense conv tuned by MetaSchedule's own design space with the same tria
 
 Each kernel runs alone with the real index tables of its layer, and a layer's default, its copy and
 its pick run on the same buffers (so their ratios are about code, not where buffers landed);
-timings are interleaved medians (tvm_patterns.benchmark). The tuned schedule is the log's verified pick (``<log>/best``). Every layer
-also times a second compiled copy of its default schedule (``default_again``): that ratio is this
+timings are interleaved medians (tvm_patterns.benchmark). The tuned schedule is the log's verified
+pick (``<log>/best``). Every layer also times a second compiled copy of its default schedule (``default_again``): that ratio is this
 machine's noise, and a tuned kernel counts as faster only beyond the widest noise ratio of the run
 (the last line sets that count against the bar of issue 4: faster on half the layers, never more
 than 5% slower). Where the pick is the default schedule itself, its ratio is noise too. The dense

@@ -79,9 +79,14 @@ def _without_tensor_intrin_import():
             del sys.modules[name]
 
 
+def _is_local(spec) -> bool:
+    """Whether the runner spec measures on this machine (the one tuned for)."""
+    return spec is None or spec == "local"
+
+
 def _runner(spec, inputs: str, evaluator: ms.runner.EvaluatorConfig, timeout_sec: float):
     alloc = measure.TrueArguments(inputs)
-    if spec is None or spec == "local":
+    if _is_local(spec):
         return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=evaluator, f_alloc_argument=alloc)
     if isinstance(spec, ms.runner.RPCConfig):
         runner = ms.runner.RPCRunner(rpc_config=spec, evaluator_config=evaluator, f_alloc_argument=alloc,
@@ -305,7 +310,7 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
                 result.stopped = progress.stopped
                 if not result.stopped and verify_rounds > 0:
                     side_by_side = (verify.InProcessRounds(measure.TrueArguments(inputs), evaluator)
-                                    if runner is None or runner == "local" else verify.RunnerRounds(run))
+                                    if _is_local(runner) else verify.RunnerRounds(run))
                     verified = {r["task"]: r for r in verify.verify(
                         tasks, target, builder, side_by_side, database, db_dir, _device_type(target), out,
                         rounds=verify_rounds)}

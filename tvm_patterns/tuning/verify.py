@@ -25,6 +25,7 @@ import tvm_ffi
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
 from .batch import build_inputs, remove_artifacts
 from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
@@ -53,30 +54,28 @@ class RunnerRounds:
 
 class InProcessRounds:
     """Each kernel loaded into this process once, with its real arguments (``alloc``, the runner's
-    ``f_alloc_argument``) allocated once, then timed with ``evaluator``'s settings in every round."""
+    ``f_alloc_argument``) allocated once, then timed in every round as LocalRunner times it
+    (``run_evaluator_common`` with ``evaluator``)."""
 
     def __init__(self, alloc, evaluator):
         self.alloc, self.evaluator, self.loaded = alloc, evaluator, {}
 
-    def _timer(self, inp):
+    def _loaded(self, inp):
+        """(module, device, [arguments]) of a runner input, loaded on first use."""
         key = str(inp.artifact_path)
         if key not in self.loaded:
-            mod = tvm.runtime.load_module(key)
             dev = tvm.runtime.device(str(inp.device_type), 0)
-            args = self.alloc(dev, tuple(a.as_json() for a in inp.args_info), 1)[0]
-            ev = self.evaluator
-            f = mod.time_evaluator(mod.entry_name, dev, number=ev.number, repeat=ev.repeat,
-                                   min_repeat_ms=ev.min_repeat_ms)
-            self.loaded[key] = lambda: f(*args).results
+            args = self.alloc(dev, tuple(a.as_json() for a in inp.args_info), 1)
+            self.loaded[key] = (tvm.runtime.load_module(key), dev, args)
         return self.loaded[key]
 
     def __call__(self, inputs) -> list[float | None]:
         secs = []
         for inp in inputs:
             try:
-                timer = self._timer(inp)
+                mod, dev, args = self._loaded(inp)
                 time.sleep(SETTLE_SECONDS)
-                secs.append(mean_seconds(timer()))
+                secs.append(mean_seconds(run_evaluator_common(mod, dev, self.evaluator, args)))
             except Exception:  # noqa: BLE001  a kernel that fails here is not picked
                 secs.append(None)
         return secs
