@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 import tvm
+from tvm import te
 from tvm.s_tir import Schedule
 from tvm.target import Target
 
@@ -11,6 +12,7 @@ from schedules import pattern_conv2d_by_pattern_x86 as by_pattern
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.build import pipeline
+from tvm_patterns.computes.pattern_conv2d import PatternConvGeometry, padded_input
 from tvm_patterns.targets import arm_cpu, host, mali, target_name
 from tvm_patterns.tuning import extract_tasks
 
@@ -56,6 +58,7 @@ CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
     "rectangular stride and padding": (1, 6, 4, 8, 13, {"stride": (1, 2), "padding": (1, 0)}),
     "width a multiple of the vector": (1, 12, 8, 16, 32, {}),
     "a 56-wide row, 4 zmm vectors on AVX-512": (1, 6, 5, 6, 56, {}),
+    "aligned rows: batch 2, padding 0, stride 2 down only": (2, 5, 6, 9, 40, {"stride": (2, 1), "padding": 0}),
     "no bias, dense connectivity": (1, 4, 6, 7, 7, {"bias": False, "connectivity": 1.0}),
     "1x1 output": (1, 16, 8, 2, 2, {"stride": 2}),
     "an all-zero filter": (1, 8, 8, 9, 9, {"edit": zero_filter}),
@@ -153,10 +156,10 @@ HOST_POINTS = [(lanes, order) for lanes in x86.isa_of(host()).lanes for order in
 @pytest.mark.parametrize("lanes,order", HOST_POINTS)
 def test_every_loop_order_and_vector_width_of_the_host_space_matches_torch(lanes, order, tmp_path):
     """Three sampled points of one loop order and vector width (tiles, unroll; filter blocks and
-    kernel-list chunks for channels_blocked) on odd channels, batch 2, a cropped width, stride 2 and
-    padding 0. A kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
+    kernel-list chunks for channels_blocked) on odd channels, batch 2, a cropped width (aligned rows),
+    stride 2 and padding 0. A kernel whose padded width is not a multiple of ``lanes`` takes the 8-lane point."""
     model = two_odd_pattern_convs(seed=1)
-    x = torch.randn(2, 6, 13, 11)
+    x = torch.randn(2, 6, 13, 35)
     mod = tp.from_pytorch(model, x)
     offsets = {"pattern": {"implementation": "offsets"}}
     tasks, _ = extract_tasks(mod, host(), options=offsets)
@@ -179,6 +182,38 @@ def test_output_rows_are_padded_to_the_vector_width_that_covers_them_with_the_fe
     assert [x86.row_lanes(w, avx512) for w in widths] == [8, 8, 8, 16, 16, 16, 16, 16, 16]
     assert [x86.row_lanes(w, avx2) for w in widths] == [8] * len(widths)
     assert x86.row_lanes(56, arm_cpu()) == 8
+
+
+def test_input_rows_are_aligned_to_the_vector_on_x86_where_a_stride_1_output_row_holds_two_or_more():
+    avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
+    widths = (7, 8, 9, 14, 16, 17, 28, 56, 224)
+    assert [x86.row_alignment(w, (1, 1), avx512) for w in widths] == [0, 0, 0, 0, 0, 16, 16, 16, 16]
+    assert [x86.row_alignment(w, (1, 1), avx2) for w in widths] == [0, 0, 8, 8, 8, 8, 8, 8, 8]
+    assert x86.row_alignment(56, (2, 1), avx512) == 16
+    assert x86.row_alignment(56, (1, 2), avx512) == 0 and x86.row_alignment(56, (1, 1), arm_cpu()) == 0
+
+
+@pytest.mark.parametrize("padding", [(1, 1, 1, 1), (0, 0, 0, 0), (2, 1, 0, 3)])
+@pytest.mark.parametrize("width", [17, 28, 40])
+def test_aligned_rows_put_the_middle_tap_column_on_vector_boundaries_with_zeros_around_the_data(width, padding):
+    geom = PatternConvGeometry(2, 3, 5, width, 4, (2, 1), padding, vector_width=16, align=16)
+    assert geom.row % 16 == 0 and (geom.lead + 1) % 16 == 0      # tap kw=1 of output column 0
+    pt, pl = padding[:2]
+    data = np.random.default_rng(0).standard_normal((2, 3, 5, width)).astype("float32")
+    x = te.placeholder(data.shape, name="x")
+    f = tvm.compile(te.create_prim_func([x, padded_input(x, geom)]), "llvm")
+    out = tvm.runtime.tensor(np.full((2, geom.pad_size), np.nan, "float32"))
+    f(tvm.runtime.tensor(data), out)
+    expected = np.zeros((2, geom.pad_size), "float32")
+    c, y, w = np.meshgrid(range(3), range(5), range(width), indexing="ij")
+    expected[:, (geom.lead + c * geom.plane + (y + pt) * geom.row + w + pl).ravel()] = data.reshape(2, -1)
+    np.testing.assert_array_equal(out.numpy(), expected)
+    ho, _ = geom.out_hw
+    last_read = geom.lead + (geom.C - 1) * geom.plane + ((ho - 1) * 2 + 2) * geom.row + geom.out_w_padded + 1
+    assert last_read < geom.pad_size
+    with pytest.raises(ValueError, match="aligned input rows need stride 1 along the width"):
+        PatternConvGeometry(1, 3, 5, width, 4, (1, 2), padding, vector_width=16, align=16)
 
 
 def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_elsewhere():

@@ -2,23 +2,29 @@
 
 Offset tables (``pattern_conv2d``, every target):
 
-    out[n, k, h, w] = sum_{j < max_len, t < taps} value[k, j, t] * pad[n, offset[k, j, t] + h*sh*row + w*sw]
+    out[n, k, h, w] = sum_{j < max_len, t < taps} value[k, j, t] * pad[n, lead + offset[k, j, t] + h*sh*row + w*sw]
 
 Per-pattern code (``pattern_conv2d_by_pattern``, host CPUs): each filter's kernels grouped by pattern,
 
     out[n, k, h, w] = sum_{p < P, j < max_len_p, t < taps}
-                      value[k, p, j, t] * pad[n, channel[k, p, j] + TAP[p, t] + h*sh*row + w*sw]
+                      value[k, p, j, t] * pad[n, lead + channel[k, p, j] + TAP[p, t] + h*sh*row + w*sw]
 
 where TAP[p, t] = kh * row + kw is a compile-time constant once the p and t loops are unrolled: the
 taps of one pattern that read the same input line for different output rows of a register tile
 become one load (PatDNN's pattern-specific code), and a kernel costs one offset load, not one per tap.
 
-``pad`` is the zero-padded input of each image flattened to [C * Hp * row]; a kernel's tap is one
-table offset away, so the inner loops run over contiguous input rows (vector loads along w) with
-one offset and one weight per tap shared by a whole register tile. Rows of the tables past
+``pad`` is the zero-padded input of each image flattened to [C * Hp * row] (``lead`` is 0 unless
+the rows are aligned, below); a kernel's tap is one table offset away, so the inner loops run over
+contiguous input rows (vector loads along w) with one offset and one weight per tap shared by a
+whole register tile. Rows of the tables past
 ``length[k]`` (``length[k, p]``) hold zeros; the schedule may stop the j loop there instead of
 running them. The output width is computed rounded up to the vector width and cropped, so vector
 loops never need a remainder.
+
+With ``align`` (stride-1 rows), the row pitch is a multiple of ``align`` and the flat image starts
+``lead = align - 1`` elements into its buffer, so the middle column of taps (kw = 1, 18 of the 32
+taps of PatDNN's library) loads aligned vectors; the ``lead`` elements before a row are the zero
+right padding of the row above, and the buffer has one spare row at its end for the last row's.
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ class PatternConvGeometry:
     strides: tuple = (1, 1)
     padding: tuple = (1, 1, 1, 1)     # top, left, bottom, right
     vector_width: int = 8
+    align: int = 0                    # elements the rows are aligned to (0: rows packed)
+
+    def __post_init__(self):
+        if self.align and self.strides[1] != 1:
+            raise ValueError(f"aligned input rows need stride 1 along the width, not {self.strides[1]}")
 
     @property
     def out_hw(self) -> tuple:
@@ -61,27 +72,42 @@ class PatternConvGeometry:
         return self.H + self.padding[0] + self.padding[2]
 
     @property
+    def lead(self) -> int:
+        """Elements of the padded buffer before the first row (aligned rows only)."""
+        return self.align - 1 if self.align else 0
+
+    @property
     def row(self) -> int:
-        """Row pitch of the padded input: wide enough for the rounded-up output width."""
-        return max(self.W + self.padding[1] + self.padding[3], self.strides[1] * (self.out_w_padded - 1) + 3)
+        """Row pitch of the padded input: wide enough for the rounded-up output width; with ``align``
+        a multiple of it, with at least ``lead`` zeros after each row's data."""
+        pitch = max(self.W + self.padding[1] + self.padding[3], self.strides[1] * (self.out_w_padded - 1) + 3)
+        if not self.align:
+            return pitch
+        return -(-max(pitch, self.padding[1] + self.W + self.lead) // self.align) * self.align
 
     @property
     def plane(self) -> int:
         return self.padded_h * self.row
 
+    @property
+    def pad_size(self) -> int:
+        """Elements of one image's padded buffer: lead, C planes and (aligned) a spare row."""
+        return self.C * self.plane + (self.row if self.align else 0)
+
 
 def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
-    """[N, C * plane]: each image zero-padded and flattened with the geometry's row pitch."""
-    H, W = geom.H, geom.W
+    """[N, pad_size]: each image zero-padded and flattened with the geometry's row pitch (and lead)."""
+    C, H, W = geom.C, geom.H, geom.W
     pt, pl = geom.padding[0], geom.padding[1]
-    row, plane = geom.row, geom.plane
+    row, plane, lead = geom.row, geom.plane, geom.lead
 
     def pad_body(n, i):
-        c, y, x = i // plane, (i % plane) // row, i % row
-        inside = te.all(y >= pt, y < pt + H, x >= pl, x < pl + W)
+        c, y, x = i // plane, (i % plane) // row, i % row - lead
+        inside = te.all(c < C, y >= pt, y < pt + H, x >= pl, x < pl + W)
         return te.if_then_else(inside, data[n, c, y - pt, x - pl], te.const(0, data.dtype))
 
-    return te.compute((geom.N, geom.C * plane), pad_body, name=PAD_BLOCK, attrs={"row": row, "plane": plane})
+    return te.compute((geom.N, geom.pad_size), pad_body, name=PAD_BLOCK,
+                      attrs={"row": row, "plane": plane, "lead": lead})
 
 
 def cropped(out: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
@@ -106,7 +132,7 @@ def pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value:
         lambda n, k, h, w: te.sum(
             te.if_then_else(
                 j < length[k],
-                value[k, j, t].astype(out_dtype) * pad[n, offset[k, j, t] + h * (sh * geom.row) + w * sw].astype(out_dtype),
+                value[k, j, t].astype(out_dtype) * pad[n, geom.lead + offset[k, j, t] + h * (sh * geom.row) + w * sw].astype(out_dtype),
                 te.const(0, out_dtype)),
             axis=[j, t]),
         name=MAIN_BLOCK)
@@ -142,7 +168,7 @@ def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Te
             te.if_then_else(
                 j < length[k, p],
                 value[k, p, j, t].astype(out_dtype)
-                * pad[n, channel[k, p, j] + _tap_constant(taps, p, t) + h * (sh * geom.row) + w * sw].astype(out_dtype),
+                * pad[n, geom.lead + channel[k, p, j] + _tap_constant(taps, p, t) + h * (sh * geom.row) + w * sw].astype(out_dtype),
                 te.const(0, out_dtype)),
             axis=[p, j, t]),
         name=BY_PATTERN_BLOCK)

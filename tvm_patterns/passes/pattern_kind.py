@@ -76,7 +76,9 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if density > max_density:
         raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
     geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
-    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], Target.current(allow_none=True)))
+    target = Target.current(allow_none=True)
+    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], target),
+                               align=x86.row_alignment(geom.out_hw[1], strides, target))
     impl = implementation(ctx, geom)
     if impl == "patterns":
         tables = pattern_tables(packed, geom.plane)
