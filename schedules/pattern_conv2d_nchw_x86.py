@@ -109,18 +109,19 @@ def row_lanes(out_w: int, target: Target | None) -> int:
     return min(isa_of(target).lanes, key=lambda lanes: -(-out_w // lanes))
 
 
-# Input rows are aligned to the vector (the compute's ``align``) where a stride-1 output row holds two
-# or more vectors. Measured on Zen5 (VGG-16's layers, both implementations, interleaved in one
-# process): x1.02..x1.15 at 224, 112, 56 and 28 wide (rows 6% to 41% longer); at one vector (14
-# wide, rows of 18 become 32) x0.88..x0.93, the input no longer fits L2 as well.
+# Input rows are aligned to the vector (the compute's ``align``) where an output row holds two or more
+# vectors. Measured on Zen5 (both implementations, interleaved in one process): x1.05..x1.14 on
+# VGG-16's 224- to 28-wide layers (rows 6% to 41% longer), x1.06..x1.08 on ResNet-50's 56- and 28-wide
+# ones, stride 2 included; at one vector (14 wide, rows of 18 become 32) x0.88..x0.93, the input no
+# longer fits L2 as well.
 MIN_VECTORS_TO_ALIGN = 2
 
 
 def row_alignment(out_w: int, strides: tuple, target: Target | None) -> int:
-    """The compute's ``align`` for a pattern conv on ``target``: the row vector width on x86 where a
-    stride-1 output row holds at least MIN_VECTORS_TO_ALIGN of them, else 0 (rows packed)."""
+    """The compute's ``align`` for a pattern conv on ``target``: the row vector width on x86 where an
+    output row (width stride 1 or 2) holds at least MIN_VECTORS_TO_ALIGN of them, else 0 (packed)."""
     lanes = row_lanes(out_w, target)
-    if not is_x86(target) or strides[1] != 1 or -(-out_w // lanes) < MIN_VECTORS_TO_ALIGN:
+    if not is_x86(target) or strides[1] not in (1, 2) or -(-out_w // lanes) < MIN_VECTORS_TO_ALIGN:
         return 0
     return lanes
 
@@ -148,16 +149,18 @@ def inline_epilogue(sch: s_tir.Schedule, block):
 
 
 def schedule_pad(sch: s_tir.Schedule, pad) -> None:
-    """Parallel over (image, channel), or over (image, row) where rows are aligned (the buffer is not
-    a whole number of planes then); rows of the padded plane split out so x is contiguous."""
+    """Parallel over (image, channel), or over (image, row) where rows are aligned with a lead (the
+    buffer is not a whole number of planes then); rows of the padded plane split out so x is
+    contiguous (deinterleaved rows: their two halves)."""
     ann = sch.get(pad).annotations
     row, plane = int(ann["row"]), int(ann["plane"])
     n, i = sch.get_loops(pad)
-    if int(ann.get("lead", 0)):
+    if int(ann["lead"]):
         r, x = sch.split(i, [None, row])
         sch.parallel(sch.fuse(n, r))
         return
-    c, y, x = sch.split(i, [None, plane // row, row])
+    halves = [2, row // 2] if int(ann["deinterleaved"]) else [row]
+    c, *_ = sch.split(i, [None, plane // row, *halves])
     sch.parallel(sch.fuse(n, c))
 
 

@@ -184,36 +184,48 @@ def test_output_rows_are_padded_to_the_vector_width_that_covers_them_with_the_fe
     assert x86.row_lanes(56, arm_cpu()) == 8
 
 
-def test_input_rows_are_aligned_to_the_vector_on_x86_where_a_stride_1_output_row_holds_two_or_more():
+def test_input_rows_are_aligned_to_the_vector_on_x86_where_an_output_row_holds_two_or_more():
     avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
     avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
     widths = (7, 8, 9, 14, 16, 17, 28, 56, 224)
     assert [x86.row_alignment(w, (1, 1), avx512) for w in widths] == [0, 0, 0, 0, 0, 16, 16, 16, 16]
     assert [x86.row_alignment(w, (1, 1), avx2) for w in widths] == [0, 0, 8, 8, 8, 8, 8, 8, 8]
-    assert x86.row_alignment(56, (2, 1), avx512) == 16
-    assert x86.row_alignment(56, (1, 2), avx512) == 0 and x86.row_alignment(56, (1, 1), arm_cpu()) == 0
+    assert x86.row_alignment(56, (2, 1), avx512) == 16 and x86.row_alignment(28, (2, 2), avx512) == 16
+    assert x86.row_alignment(14, (2, 2), avx512) == 0 and x86.row_alignment(56, (1, 1), arm_cpu()) == 0
 
 
 @pytest.mark.parametrize("padding", [(1, 1, 1, 1), (0, 0, 0, 0), (2, 1, 0, 3)])
 @pytest.mark.parametrize("width", [17, 28, 40])
-def test_aligned_rows_put_the_middle_tap_column_on_vector_boundaries_with_zeros_around_the_data(width, padding):
-    geom = PatternConvGeometry(2, 3, 5, width, 4, (2, 1), padding, vector_width=16, align=16)
-    assert geom.row % 16 == 0 and (geom.lead + 1) % 16 == 0      # tap kw=1 of output column 0
+@pytest.mark.parametrize("stride_w,align", [(1, 16), (2, 16), (2, 0)])
+def test_padded_rows_hold_each_input_column_where_the_taps_read_it_with_zeros_elsewhere(stride_w, align, width, padding):
+    """Stride 1, aligned: tap column kw=1 of output column 0 on a vector boundary. Stride 2: even
+    columns, then odd ones, so tap column kw of output column w is ``columns[kw] + w``."""
+    geom = PatternConvGeometry(2, 3, 5, width, 4, (2, stride_w), padding, vector_width=16, align=align)
+    assert geom.row % max(align, 1) == 0
+    if stride_w == 1:
+        assert (geom.lead + 1) % 16 == 0 and geom.columns == (0, 1, 2) and geom.w_step == 1
+    else:
+        assert geom.lead == 0 and geom.columns == (0, geom.row // 2, 1) and geom.w_step == 1
     pt, pl = padding[:2]
     data = np.random.default_rng(0).standard_normal((2, 3, 5, width)).astype("float32")
     x = te.placeholder(data.shape, name="x")
     f = tvm.compile(te.create_prim_func([x, padded_input(x, geom)]), "llvm")
     out = tvm.runtime.tensor(np.full((2, geom.pad_size), np.nan, "float32"))
     f(tvm.runtime.tensor(data), out)
-    expected = np.zeros((2, geom.pad_size), "float32")
     c, y, w = np.meshgrid(range(3), range(5), range(width), indexing="ij")
-    expected[:, (geom.lead + c * geom.plane + (y + pt) * geom.row + w + pl).ravel()] = data.reshape(2, -1)
+    col = w + pl
+    at = col if stride_w == 1 else (col % 2) * (geom.row // 2) + col // 2
+    expected = np.zeros((2, geom.pad_size), "float32")
+    expected[:, (geom.lead + c * geom.plane + (y + pt) * geom.row + at).ravel()] = data.reshape(2, -1)
     np.testing.assert_array_equal(out.numpy(), expected)
     ho, _ = geom.out_hw
-    last_read = geom.lead + (geom.C - 1) * geom.plane + ((ho - 1) * 2 + 2) * geom.row + geom.out_w_padded + 1
+    last_read = geom.lead + (geom.C - 1) * geom.plane + ((ho - 1) * 2 + 2) * geom.row + geom.out_w_padded - 1 + max(geom.columns)
     assert last_read < geom.pad_size
-    with pytest.raises(ValueError, match="aligned input rows need stride 1 along the width"):
-        PatternConvGeometry(1, 3, 5, width, 4, (1, 2), padding, vector_width=16, align=16)
+
+
+def test_rows_are_aligned_only_for_width_strides_of_1_and_2():
+    with pytest.raises(ValueError, match="aligned input rows need stride 1 or 2 along the width, not 3"):
+        PatternConvGeometry(1, 3, 5, 40, 4, (1, 3), vector_width=16, align=16)
 
 
 def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_elsewhere():

@@ -91,7 +91,7 @@ def test_rewrite_emits_call_tir_to_the_pattern_compute_with_packed_constants():
     after = tp.PatternConvRewrite()(before)
 
     geom = PatternConvGeometry(1, 4, 10, 10, 8, (2, 2), (1, 1, 1, 1))
-    t = kernel_tables(pack(w, LIB), geom.plane, geom.row)
+    t = kernel_tables(pack(w, LIB), geom.plane, geom.row, geom.columns)
     bb = relax.BlockBuilder()
     with bb.function("main", [x]):
         with bb.dataflow():

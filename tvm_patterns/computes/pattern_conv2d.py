@@ -2,29 +2,32 @@
 
 Offset tables (``pattern_conv2d``, every target):
 
-    out[n, k, h, w] = sum_{j < max_len, t < taps} value[k, j, t] * pad[n, lead + offset[k, j, t] + h*sh*row + w*sw]
+    out[n, k, h, w] = sum_{j < max_len, t < taps} value[k, j, t] * pad[n, lead + offset[k, j, t] + h*sh*row + w*w_step]
 
 Per-pattern code (``pattern_conv2d_by_pattern``, host CPUs): each filter's kernels grouped by pattern,
 
     out[n, k, h, w] = sum_{p < P, j < max_len_p, t < taps}
-                      value[k, p, j, t] * pad[n, lead + channel[k, p, j] + TAP[p, t] + h*sh*row + w*sw]
+                      value[k, p, j, t] * pad[n, lead + channel[k, p, j] + TAP[p, t] + h*sh*row + w*w_step]
 
-where TAP[p, t] = kh * row + kw is a compile-time constant once the p and t loops are unrolled: the
+where TAP[p, t] = kh * row + columns[kw] is a compile-time constant once the p and t loops are unrolled: the
 taps of one pattern that read the same input line for different output rows of a register tile
 become one load (PatDNN's pattern-specific code), and a kernel costs one offset load, not one per tap.
 
 ``pad`` is the zero-padded input of each image flattened to [C * Hp * row] (``lead`` is 0 unless
 the rows are aligned, below); a kernel's tap is one table offset away, so the inner loops run over
 contiguous input rows (vector loads along w) with one offset and one weight per tap shared by a
-whole register tile. Rows of the tables past
-``length[k]`` (``length[k, p]``) hold zeros; the schedule may stop the j loop there instead of
-running them. The output width is computed rounded up to the vector width and cropped, so vector
-loops never need a remainder.
+whole register tile. Rows of the tables past ``length[k]`` (``length[k, p]``) hold zeros; the
+schedule may stop the j loop there instead of running them. The output width is computed rounded up
+to the vector width and cropped, so vector loops never need a remainder.
+
+Stride-2 rows are deinterleaved (even columns, then odd ones), so consecutive output columns read
+consecutive elements (``w_step`` 1): tap column kw starts at ``columns[kw]`` = 0, row / 2, 1.
 
 With ``align`` (stride-1 rows), the row pitch is a multiple of ``align`` and the flat image starts
 ``lead = align - 1`` elements into its buffer, so the middle column of taps (kw = 1, 18 of the 32
 taps of PatDNN's library) loads aligned vectors; the ``lead`` elements before a row are the zero
 right padding of the row above, and the buffer has one spare row at its end for the last row's.
+Deinterleaved rows are aligned by making each half a multiple of ``align`` (kw = 0 and 1 aligned).
 """
 from __future__ import annotations
 
@@ -53,8 +56,8 @@ class PatternConvGeometry:
     align: int = 0                    # elements the rows are aligned to (0: rows packed)
 
     def __post_init__(self):
-        if self.align and self.strides[1] != 1:
-            raise ValueError(f"aligned input rows need stride 1 along the width, not {self.strides[1]}")
+        if self.align and self.strides[1] not in (1, 2):
+            raise ValueError(f"aligned input rows need stride 1 or 2 along the width, not {self.strides[1]}")
 
     @property
     def out_hw(self) -> tuple:
@@ -72,18 +75,36 @@ class PatternConvGeometry:
         return self.H + self.padding[0] + self.padding[2]
 
     @property
+    def deinterleaved(self) -> bool:
+        """Stride-2 rows hold their even columns, then their odd ones (each half ``row // 2`` long)."""
+        return self.strides[1] == 2
+
+    @property
     def lead(self) -> int:
-        """Elements of the padded buffer before the first row (aligned rows only)."""
-        return self.align - 1 if self.align else 0
+        """Elements of the padded buffer before the first row (aligned stride-1 rows only)."""
+        return self.align - 1 if self.align and not self.deinterleaved else 0
 
     @property
     def row(self) -> int:
         """Row pitch of the padded input: wide enough for the rounded-up output width; with ``align``
-        a multiple of it, with at least ``lead`` zeros after each row's data."""
+        a multiple of it (of twice it, deinterleaved), with at least ``lead`` zeros after each row's data."""
         pitch = max(self.W + self.padding[1] + self.padding[3], self.strides[1] * (self.out_w_padded - 1) + 3)
+        if self.deinterleaved:
+            half = -(-pitch // 2)
+            return 2 * (-(-half // self.align) * self.align if self.align else half)
         if not self.align:
             return pitch
         return -(-max(pitch, self.padding[1] + self.W + self.lead) // self.align) * self.align
+
+    @property
+    def columns(self) -> tuple:
+        """Offset inside a row of tap column kw = 0, 1, 2 for output column 0."""
+        return (0, self.row // 2, 1) if self.deinterleaved else (0, 1, 2)
+
+    @property
+    def w_step(self) -> int:
+        """Elements between the inputs of consecutive output columns (1 where deinterleaved)."""
+        return 1 if self.deinterleaved else self.strides[1]
 
     @property
     def plane(self) -> int:
@@ -92,7 +113,7 @@ class PatternConvGeometry:
     @property
     def pad_size(self) -> int:
         """Elements of one image's padded buffer: lead, C planes and (aligned) a spare row."""
-        return self.C * self.plane + (self.row if self.align else 0)
+        return self.C * self.plane + (self.row if self.lead else 0)
 
 
 def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
@@ -103,11 +124,13 @@ def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
 
     def pad_body(n, i):
         c, y, x = i // plane, (i % plane) // row, i % row - lead
+        if geom.deinterleaved:
+            x = 2 * (i % (row // 2)) + (i % row) // (row // 2)
         inside = te.all(c < C, y >= pt, y < pt + H, x >= pl, x < pl + W)
         return te.if_then_else(inside, data[n, c, y - pt, x - pl], te.const(0, data.dtype))
 
     return te.compute((geom.N, geom.pad_size), pad_body, name=PAD_BLOCK,
-                      attrs={"row": row, "plane": plane, "lead": lead})
+                      attrs={"row": row, "plane": plane, "lead": lead, "deinterleaved": int(geom.deinterleaved)})
 
 
 def cropped(out: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
@@ -121,7 +144,7 @@ def cropped(out: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
 def pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value: te.Tensor,
                    geom: PatternConvGeometry, out_dtype: str = "float32") -> te.Tensor:
     """data [N, C, H, W]; length [K] int32; offset, value [K, max_len, taps] -> [N, K, Ho, Wo]."""
-    sh, sw = geom.strides
+    sh = geom.strides[0]
     pad = padded_input(data, geom)
     Ho, _ = geom.out_hw
     K, max_len, taps = (int(x) for x in offset.shape)
@@ -132,7 +155,7 @@ def pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value:
         lambda n, k, h, w: te.sum(
             te.if_then_else(
                 j < length[k],
-                value[k, j, t].astype(out_dtype) * pad[n, geom.lead + offset[k, j, t] + h * (sh * geom.row) + w * sw].astype(out_dtype),
+                value[k, j, t].astype(out_dtype) * pad[n, geom.lead + offset[k, j, t] + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype),
                 te.const(0, out_dtype)),
             axis=[j, t]),
         name=MAIN_BLOCK)
@@ -153,7 +176,7 @@ def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Te
                               geom: PatternConvGeometry, taps: tuple, out_dtype: str = "float32") -> te.Tensor:
     """data [N, C, H, W]; length [K, P] int32; channel [K, P, max_len] int32 (input channel * plane);
     value [K, P, max_len, T]; taps [P][T]: flat offsets kh * row + kw of each pattern's taps."""
-    sh, sw = geom.strides
+    sh = geom.strides[0]
     pad = padded_input(data, geom)
     Ho, _ = geom.out_hw
     K, P, max_len, T = (int(x) for x in value.shape)
@@ -168,7 +191,7 @@ def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Te
             te.if_then_else(
                 j < length[k, p],
                 value[k, p, j, t].astype(out_dtype)
-                * pad[n, geom.lead + channel[k, p, j] + _tap_constant(taps, p, t) + h * (sh * geom.row) + w * sw].astype(out_dtype),
+                * pad[n, geom.lead + channel[k, p, j] + _tap_constant(taps, p, t) + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype),
                 te.const(0, out_dtype)),
             axis=[p, j, t]),
         name=BY_PATTERN_BLOCK)

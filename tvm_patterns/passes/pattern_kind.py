@@ -82,10 +82,10 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     impl = implementation(ctx, geom)
     if impl == "patterns":
         tables = pattern_tables(packed, geom.plane)
-        compute = functools.partial(pattern_conv2d_by_pattern, geom=geom, taps=tap_offsets(library, geom.row))
+        compute = functools.partial(pattern_conv2d_by_pattern, geom=geom, taps=tap_offsets(library, geom.row, geom.columns))
         arrays, name = (tables.length, tables.channel, tables.value), BY_PATTERN_BLOCK
     else:
-        tables = kernel_tables(packed, geom.plane, geom.row)
+        tables = kernel_tables(packed, geom.plane, geom.row, geom.columns)
         compute = functools.partial(pattern_conv2d, geom=geom)
         arrays, name = (tables.length, tables.offset, tables.value), MAIN_BLOCK
     ho, wo = geom.out_hw

@@ -115,7 +115,7 @@ ROW_MULTIPLE = 4
 class KernelTables:
     """Per original filter k: ``length[k]`` kernels, each with ``taps`` flat input offsets and values.
 
-    offset[k, j, t] = channel * plane + kh * row + kw (index into one padded image);
+    offset[k, j, t] = channel * plane + kh * row + columns[kw] (index into one padded image);
     rows are padded to ``max_len`` with value 0 / offset 0, so a kernel may run all of them.
     """
 
@@ -128,8 +128,9 @@ class KernelTables:
         return self.offset.shape[1]
 
 
-def kernel_tables(packed: PackedPatternConv, plane: int, row: int) -> KernelTables:
-    """Flat-offset tables for a padded input of ``plane`` elements per channel, ``row`` per row.
+def kernel_tables(packed: PackedPatternConv, plane: int, row: int, columns=(0, 1, 2)) -> KernelTables:
+    """Flat-offset tables for a padded input of ``plane`` elements per channel, ``row`` per row, tap
+    column kw at ``columns[kw]`` inside a row.
 
     Filters come back in their original order, so the kernel needs no output permutation.
     """
@@ -137,7 +138,7 @@ def kernel_tables(packed: PackedPatternConv, plane: int, row: int) -> KernelTabl
     counts = np.diff(packed.kernel_ptr)
     max_len = -(-max(1, int(counts.max(initial=0))) // ROW_MULTIPLE) * ROW_MULTIPLE
     taps = packed.library.tap_offsets()                         # [P, T, 2]
-    tap_off = taps[:, :, 0] * row + taps[:, :, 1]               # [P, T]
+    tap_off = taps[:, :, 0] * row + np.asarray(columns)[taps[:, :, 1]]   # [P, T]
     T = packed.library.taps
     offset = np.zeros((K, max_len, T), dtype="int64")
     value = np.zeros((K, max_len, T), dtype="float32")
@@ -191,7 +192,8 @@ def pattern_tables(packed: PackedPatternConv, plane: int) -> PatternTables:
     return PatternTables(length, channel.astype("int32"), value)
 
 
-def tap_offsets(library: PatternLibrary, row: int) -> tuple:
-    """[P][taps] flat offsets kh * row + kw of each pattern's taps in a padded plane of pitch ``row``."""
+def tap_offsets(library: PatternLibrary, row: int, columns=(0, 1, 2)) -> tuple:
+    """[P][taps] flat offsets kh * row + columns[kw] of each pattern's taps in a padded plane of pitch
+    ``row`` (tap column kw at ``columns[kw]`` inside a row)."""
     taps = library.tap_offsets()
-    return tuple(tuple(int(x) for x in r) for r in taps[:, :, 0] * row + taps[:, :, 1])
+    return tuple(tuple(int(x) for x in r) for r in taps[:, :, 0] * row + np.asarray(columns)[taps[:, :, 1]])
