@@ -1,12 +1,14 @@
 """dense_conv2d_nchw_x86: the dense baseline, for TVM's legalized conv2d (blocks pad_temp, conv2d_nchw).
 
 Register tile: KI output channels x WM vectors of one output row, so each input vector load
-feeds KI FMAs; the (rc, ry, rx) reduction runs outside the tile. Used for dense layers in every
-build, so dense-vs-sparse comparisons share it.
+feeds KI FMAs; the (rc, ry, rx) reduction runs outside the tile. Where the conv reads its padded
+input with stride 2 along the width, the padded rows are stored deinterleaved (even columns, then
+odd ones), so a tap's inputs for consecutive outputs are consecutive (vector loads, not gathers).
+Used for dense layers in every build, so dense-vs-sparse comparisons share it.
 """
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, sym
 
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, perfect_tile, unroll_knob, inline_epilogue
 from .registry import register_schedule
@@ -30,11 +32,30 @@ def default_knobs(K: int, W: int) -> dict:
             "wm": max(d for d in range(1, MAX_VECTORS + 1) if (W // lanes) % d == 0), "unroll": 0}
 
 
+def width_stride(sch: s_tir.Schedule, block, buffer) -> int | None:
+    """The conv's stride along the width of ``buffer`` (its input), from the block's read index."""
+    w_var = sch.get(block).iter_vars[3].var
+    for region in sch.get(block).reads:
+        if region.source.same_as(buffer):
+            coef = sym.detect_linear_equation(region.region[-1].min, [w_var])
+            return int(coef[0]) if coef else None
+    return None
+
+
+def deinterleave_rows(sch: s_tir.Schedule, block, pad) -> None:
+    """Store the padded rows of a stride-2 conv as their even columns, then their odd ones."""
+    buffer = sch.get(pad).writes[0].source
+    width = int(buffer.shape[-1])
+    if width_stride(sch, block, buffer) == 2 and width % 2 == 0:
+        sch.transform_layout(pad, ("write", 0), lambda n, c, y, x: (n, c, y, x % 2, x // 2))
+
+
 def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
     """``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the tuner (sampled)."""
     knobs = knobs or {}
     for p in sch.get_producers(block):
         if sch.get(p).name_hint.startswith("pad_temp"):
+            deinterleave_rows(sch, block, p)
             loops = sch.get_loops(p)
             sch.parallel(sch.fuse(*loops[:2]))
     n, k, h, w, rc, ry, rx = sch.get_loops(block)

@@ -4,8 +4,11 @@ import pytest
 import torch
 import torch.nn.utils.prune as prune
 
+import tvm_patterns as tp
 from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns import demo
+from tvm_patterns.targets import host
+from tvm_patterns.tuning import extract_tasks
 from tvm_patterns.models import BasicBlock
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 
@@ -46,6 +49,24 @@ def test_model_pruned_with_torch_prune_masks_builds_and_matches_torch():
 def test_a_dense_linear_layer_is_tiled_by_the_divisor_nearest_four_vectors_and_matches_torch(out_features, vectors):
     assert default_vectors(out_features) == vectors
     assert_matches_torch(torch.nn.Sequential(torch.nn.Linear(40, out_features), torch.nn.ReLU()), torch.randn(3, 40))
+
+
+@pytest.mark.parametrize("kernel, stride, padding, width, deinterleaved", [
+    (7, 2, 3, 20, True), (1, 2, 0, 12, True), (3, 2, 1, 11, False), (3, 1, 1, 12, False)])
+def test_a_dense_conv_reads_stride_2_rows_deinterleaved_where_the_padded_width_is_even(
+        kernel, stride, padding, width, deinterleaved):
+    """(7x7 stride 2 like ResNet's first conv: x1.8 on Zen5.) Odd padded widths keep plain rows."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(5, 12, kernel, stride, padding), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 5, 9, width)
+    report = []
+    assert_matches_torch(model, x, report=report)
+    assert not report[0].rewritten
+    (task,), _ = extract_tasks(tp.from_pytorch(model, x), host())
+    sch = task.default_schedule(host())
+    rows = [int(d) for d in sch.get(sch.get_sblock("pad_temp")).writes[0].source.shape[2:]]
+    padded = width + 2 * padding
+    assert rows == ([9 + 2 * padding, 2, padded // 2] if deinterleaved else [9 + 2 * padding, padded])
 
 
 def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(capsys, tmp_path):
