@@ -4,13 +4,18 @@ Register tile: KI output channels x WM vectors of one output row, so each input 
 feeds KI FMAs; the (rc, ry, rx) reduction runs outside the tile. Where the conv reads its padded
 input with stride 2 along the width, the padded rows are stored deinterleaved (even columns, then
 odd ones), so a tap's inputs for consecutive outputs are consecutive (vector loads, not gathers).
+A 1x1 conv whose output channels fill whole vectors is vectorized over its output channels
+instead (``apply_channel_vectors``): the weights are copied transposed ([C, K]) once per block of
+channels, every input pixel is a broadcast scalar, and a tile is KV vectors of channels x WT pixels
+of a row. On Zen5, ResNet-50's 1x1 convs x2.0..x2.1 at 28 wide, x3.2..x5.7 at 14 wide and
+x10..x12 at 7 wide (whose 7-pixel rows ran scalar) against row vectors.
 Used for dense layers in every build, so dense-vs-sparse comparisons share it.
 """
 from __future__ import annotations
 
 from tvm import s_tir, sym
 
-from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, perfect_tile, unroll_knob, inline_epilogue
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue, isa_of, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 KI = 4            # output channels per tile
@@ -50,8 +55,54 @@ def deinterleave_rows(sch: s_tir.Schedule, block, pad) -> None:
         sch.transform_layout(pad, ("write", 0), lambda n, c, y, x: (n, c, y, x % 2, x // 2))
 
 
+MAX_ROW_PIXELS = 28        # pixels of a row in a channel-vector tile (its default)
+CHANNEL_ACCUMULATORS = 14  # the default tile's accumulators where the row tile allows more vectors
+
+
+def channel_vectors(sch: s_tir.Schedule, block, lanes: int) -> bool:
+    """Whether ``apply_channel_vectors`` fits: a 1x1 conv whose output channels fill vectors."""
+    n, k, h, w, rc, ry, rx = sch.get_loops(block)
+    return int(sch.get(ry).extent) == 1 and int(sch.get(rx).extent) == 1 and int(sch.get(k).extent) % lanes == 0
+
+
+def channel_vector_knobs(K: int, W: int, lanes: int, max_accumulators: int) -> dict:
+    """The widest row tile up to MAX_ROW_PIXELS (and the ISA's accumulators), then as many channel
+    vectors as make CHANNEL_ACCUMULATORS accumulators."""
+    wt = max(d for d in range(1, W + 1) if W % d == 0 and d <= min(MAX_ROW_PIXELS, max_accumulators))
+    kv = max(d for d in range(1, K // lanes + 1) if (K // lanes) % d == 0 and d * wt <= max(wt, CHANNEL_ACCUMULATORS))
+    return {"kv": kv, "wt": wt, "unroll": 0}
+
+
+def apply_channel_vectors(sch: s_tir.Schedule, block, knobs: dict | None, lanes: int, max_accumulators: int) -> None:
+    """Output channels as vectors: ``knobs`` {"kv", "wt", "unroll"} fixed, or None (sampled)."""
+    knobs = knobs or {}
+    for p in sch.get_producers(block):
+        if sch.get(p).name_hint.startswith("pad_temp"):
+            sch.compute_inline(p)      # its pixels are read one at a time (broadcast): no copy needed
+    n, k, h, w, rc, ry, rx = sch.get_loops(block)
+    cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
+    wb = inline_epilogue(sch, cw)
+    weights = sch.cache_read(block, 1, "global")
+    k_, kv = sch.split(k, [None, lanes])
+    ko, kvo = perfect_tile(sch, k_, knobs.get("kv"), max(1, max_accumulators // 2))
+    wo, wi = perfect_tile(sch, w, knobs.get("wt"), max_accumulators)
+    sch.reorder(n, ko, h, wo, rc, ry, rx, kvo, wi, kv)
+    outer = sch.fuse(n, ko)
+    sch.parallel(outer)
+    sch.compute_at(weights, outer)
+    sch.transform_layout(weights, ("write", 0), lambda k, c, y, x: (c, y, x, k))
+    sch.transform_layout(block, ("write", 0), lambda n, k, y, x: (n, y, x, k))
+    sch.reverse_compute_at(wb, wo)
+    for loop in (ry, rx, kvo, wi):
+        sch.unroll(loop)
+    sch.vectorize(kv)
+    unroll_knob(sch, rc, knobs.get("unroll"))
+    sch.decompose_reduction(block, rc)
+
+
 def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
-    """``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the tuner (sampled)."""
+    """Row vectors. ``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the
+    tuner (sampled)."""
     knobs = knobs or {}
     for p in sch.get_producers(block):
         if sch.get(p).name_hint.startswith("pad_temp"):
@@ -81,11 +132,20 @@ def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
 def design_space(sch: s_tir.Schedule, target=None) -> s_tir.Schedule:
     """MetaSchedule design space of a PrimFunc holding a legalized conv2d: channel tile, vectors per
     row and unroll sampled; ``schedule`` (the default knobs) is one point of it."""
-    apply(sch, sch.get_sblock(MAIN_BLOCK))
+    block, isa = sch.get_sblock(MAIN_BLOCK), isa_of(target)
+    if channel_vectors(sch, block, isa.lanes[-1]):
+        apply_channel_vectors(sch, block, None, isa.lanes[-1], isa.max_accumulators)
+    else:
+        apply(sch, block)
     return sch
 
 
 @register_schedule(MAIN_BLOCK, "cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: dict | None = None) -> None:
     _, k, _, w, *_ = sch.get_loops(block)
-    apply(sch, block, knobs or default_knobs(int(sch.get(k).extent), int(sch.get(w).extent)))
+    K, W, isa = int(sch.get(k).extent), int(sch.get(w).extent), isa_of(target)
+    if channel_vectors(sch, block, isa.lanes[-1]):
+        knobs = knobs or channel_vector_knobs(K, W, isa.lanes[-1], isa.max_accumulators)
+        apply_channel_vectors(sch, block, knobs, isa.lanes[-1], isa.max_accumulators)
+    else:
+        apply(sch, block, knobs or default_knobs(K, W))

@@ -3,16 +3,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.utils.prune as prune
+import tvm_ffi
+from tvm.s_tir import Schedule
+from tvm.tirx import ForKind
 
 import tvm_patterns as tp
+from schedules import pattern_conv2d_nchw_x86 as x86
 from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns import demo
-from tvm_patterns.targets import host
+from tvm_patterns.targets import host, target_name
 from tvm_patterns.tuning import extract_tasks
+from tvm_patterns.tuning.points import every_point, replayed
 from tvm_patterns.models import BasicBlock
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 
 from .layer_check import assert_matches_torch
+from .tuning_helpers import tuned_error, write_log
 
 LIB = PatternLibrary.patdnn()
 
@@ -67,6 +73,43 @@ def test_a_dense_conv_reads_stride_2_rows_deinterleaved_where_the_padded_width_i
     rows = [int(d) for d in sch.get(sch.get_sblock("pad_temp")).writes[0].source.shape[2:]]
     padded = width + 2 * padding
     assert rows == ([9 + 2 * padding, 2, padded // 2] if deinterleaved else [9 + 2 * padding, padded])
+
+
+WIDEST = x86.isa_of(host()).lanes[-1]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, cout, vector", [
+    (1, 1, 0, 32, WIDEST), (1, 2, 1, 32, WIDEST), (1, 1, 0, 12, 2), (3, 1, 1, 32, 2)])
+def test_a_1x1_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channels(kernel, stride, padding, cout, vector):
+    """ResNet-50's 1x1 convs on Zen5: x2.4..x12.6 against vectors along the (7- to 56-wide) rows.
+    12 channels, or a 3x3 kernel: vectors along the 10-wide rows (2 lanes)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(5, cout, kernel, stride, padding), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 5, 6, 10)
+    assert_matches_torch(model, x)
+    (task,), _ = extract_tasks(tp.from_pytorch(model, x), host())
+    sch = task.default_schedule(host())
+    conv = sch.get_sblock("conv2d_nchw_update")
+    vectorized = [int(sch.get(loop).extent) for loop in sch.get_loops(conv) if sch.get(loop).kind == ForKind.VECTORIZED]
+    assert vectorized == [vector]
+
+
+def test_every_point_of_the_channel_vector_space_of_a_1x1_conv_matches_torch(tmp_path):
+    """Channel tiles, row tiles and unroll of a strided, padded 1x1 conv on a batch of 2; the
+    default is one of the points."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(5, 2 * WIDEST, 1, 2, 1), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 5, 6, 13)
+    mod = tp.from_pytorch(model, x)
+    (task,), _ = extract_tasks(mod, host())
+    space = task.design_space(Schedule(task.mod))
+    points = every_point(space)
+    assert any(tvm_ffi.structural_equal(replayed(space, p, task.mod).mod, task.default_schedule(host()).mod)
+               for p in points)
+    for n, point in enumerate(points):
+        db_dir = tmp_path / str(n) / target_name(host())
+        write_log(db_dir, host(), [(task, replayed(space, point, task.mod))])
+        assert tuned_error(model, x, mod, db_dir) < 1e-4, point
 
 
 def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(capsys, tmp_path):
