@@ -4,11 +4,13 @@ Register tile: KI output channels x WM vectors of one output row, so each input 
 feeds KI FMAs; the (rc, ry, rx) reduction runs outside the tile. Where the conv reads its padded
 input with stride 2 along the width, the padded rows are stored deinterleaved (even columns, then
 odd ones), so a tap's inputs for consecutive outputs are consecutive (vector loads, not gathers).
-A 1x1 conv whose output channels fill whole vectors is vectorized over its output channels
-instead (``apply_channel_vectors``): the weights are copied transposed ([C, K]) once per block of
-channels, every input pixel is a broadcast scalar, and a tile is KV vectors of channels x WT pixels
-of a row. On Zen5, ResNet-50's 1x1 convs x2.0..x2.1 at 28 wide, x3.2..x5.7 at 14 wide and
-x10..x12 at 7 wide (whose 7-pixel rows ran scalar) against row vectors.
+A conv whose output channels fill whole vectors and that has MIN_INPUT_CHANNELS or more is
+vectorized over its output channels instead (``apply_channel_vectors``): the weights are copied
+transposed ([C, KH, KW, K]) once per block of channels, every input pixel is a broadcast scalar, and
+a tile is KV vectors of channels x WT pixels of a row. On Zen5 against row vectors: ResNet-50's 1x1
+convs x2.4..x12.6 (its 7-wide rows ran scalar); 3x3 convs x1.1..x1.5 at 224 to 56 wide, x2.2..x7
+at 28 and 14 wide; with 3 input channels (a first conv) x0.44..x0.60, where a row vector load
+feeds every channel of the tile.
 Used for dense layers in every build, so dense-vs-sparse comparisons share it.
 """
 from __future__ import annotations
@@ -59,10 +61,14 @@ MAX_ROW_PIXELS = 28        # pixels of a row in a channel-vector tile (its defau
 CHANNEL_ACCUMULATORS = 14  # the default tile's accumulators where the row tile allows more vectors
 
 
+MIN_INPUT_CHANNELS = 16
+
+
 def channel_vectors(sch: s_tir.Schedule, block, lanes: int) -> bool:
-    """Whether ``apply_channel_vectors`` fits: a 1x1 conv whose output channels fill vectors."""
+    """Whether the build uses ``apply_channel_vectors``: output channels fill vectors and there are
+    MIN_INPUT_CHANNELS input channels or more."""
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
-    return int(sch.get(ry).extent) == 1 and int(sch.get(rx).extent) == 1 and int(sch.get(k).extent) % lanes == 0
+    return int(sch.get(k).extent) % lanes == 0 and int(sch.get(rc).extent) >= MIN_INPUT_CHANNELS
 
 
 def channel_vector_knobs(K: int, W: int, lanes: int, max_accumulators: int) -> dict:

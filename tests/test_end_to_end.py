@@ -58,7 +58,7 @@ def test_a_dense_linear_layer_is_tiled_by_the_divisor_nearest_four_vectors_and_m
 
 
 @pytest.mark.parametrize("kernel, stride, padding, width, deinterleaved", [
-    (7, 2, 3, 20, True), (1, 2, 0, 12, True), (3, 2, 1, 11, False), (3, 1, 1, 12, False)])
+    (7, 2, 3, 20, True), (1, 2, 0, 12, True), (3, 2, 1, 11, False), (3, 1, 1, 12, False)])  # 5 -> 12 channels: rows
 def test_a_dense_conv_reads_stride_2_rows_deinterleaved_where_the_padded_width_is_even(
         kernel, stride, padding, width, deinterleaved):
     """(7x7 stride 2 like ResNet's first conv: x1.8 on Zen5.) Odd padded widths keep plain rows."""
@@ -78,14 +78,17 @@ def test_a_dense_conv_reads_stride_2_rows_deinterleaved_where_the_padded_width_i
 WIDEST = x86.isa_of(host()).lanes[-1]
 
 
-@pytest.mark.parametrize("kernel, stride, padding, cout, vector", [
-    (1, 1, 0, 32, WIDEST), (1, 2, 1, 32, WIDEST), (1, 1, 0, 12, 2), (3, 1, 1, 32, 2)])
-def test_a_1x1_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channels(kernel, stride, padding, cout, vector):
+@pytest.mark.parametrize("kernel, stride, padding, cin, cout, vector", [
+    (1, 1, 0, 16, 32, WIDEST), (1, 2, 1, 16, 32, WIDEST), (3, 2, 1, 17, 32, WIDEST), (3, 1, 1, 3, 32, 2),
+    (1, 1, 0, 16, 12, 2)])
+def test_a_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channels(kernel, stride, padding, cin,
+                                                                                 cout, vector):
     """ResNet-50's 1x1 convs on Zen5: x2.4..x12.6 against vectors along the (7- to 56-wide) rows.
-    12 channels, or a 3x3 kernel: vectors along the 10-wide rows (2 lanes)."""
+    3 input channels (a first conv: each row vector load feeds the whole tile) or 12 output
+    channels: vectors along the 10-wide rows (2 lanes)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(5, cout, kernel, stride, padding), torch.nn.ReLU()).eval()
-    x = torch.randn(2, 5, 6, 10)
+    model = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, kernel, stride, padding), torch.nn.ReLU()).eval()
+    x = torch.randn(2, cin, 6, 10)
     assert_matches_torch(model, x)
     (task,), _ = extract_tasks(tp.from_pytorch(model, x), host())
     sch = task.default_schedule(host())
@@ -94,12 +97,13 @@ def test_a_1x1_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_cha
     assert vectorized == [vector]
 
 
-def test_every_point_of_the_channel_vector_space_of_a_1x1_conv_matches_torch(tmp_path):
-    """Channel tiles, row tiles and unroll of a strided, padded 1x1 conv on a batch of 2; the
-    default is one of the points."""
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_every_point_of_the_channel_vector_space_matches_torch(kernel, tmp_path):
+    """Channel tiles, row tiles and unroll of a strided, padded conv on a batch of 2; the default
+    is one of the points."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(5, 2 * WIDEST, 1, 2, 1), torch.nn.ReLU()).eval()
-    x = torch.randn(2, 5, 6, 13)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 2 * WIDEST, kernel, 2, 1), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 16, 6, 13)
     mod = tp.from_pytorch(model, x)
     (task,), _ = extract_tasks(mod, host())
     space = task.design_space(Schedule(task.mod))
