@@ -57,11 +57,14 @@ def deinterleave_rows(sch: s_tir.Schedule, block, pad) -> None:
         sch.transform_layout(pad, ("write", 0), lambda n, c, y, x: (n, c, y, x % 2, x // 2))
 
 
+MIN_INPUT_CHANNELS = 16    # fewer (a first conv): row vectors, each load feeding the whole tile
 MAX_ROW_PIXELS = 28        # pixels of a row in a channel-vector tile (its default)
 CHANNEL_ACCUMULATORS = 14  # the default tile's accumulators where the row tile allows more vectors
 
 
-MIN_INPUT_CHANNELS = 16
+def padded_input(sch: s_tir.Schedule, block):
+    """The conv's ``pad_temp`` producer block, or None."""
+    return next((p for p in sch.get_producers(block) if sch.get(p).name_hint.startswith("pad_temp")), None)
 
 
 def channel_vectors(sch: s_tir.Schedule, block, lanes: int) -> bool:
@@ -82,9 +85,9 @@ def channel_vector_knobs(K: int, W: int, lanes: int, max_accumulators: int) -> d
 def apply_channel_vectors(sch: s_tir.Schedule, block, knobs: dict | None, lanes: int, max_accumulators: int) -> None:
     """Output channels as vectors: ``knobs`` {"kv", "wt", "unroll"} fixed, or None (sampled)."""
     knobs = knobs or {}
-    for p in sch.get_producers(block):
-        if sch.get(p).name_hint.startswith("pad_temp"):
-            sch.compute_inline(p)      # its pixels are read one at a time (broadcast): no copy needed
+    pad = padded_input(sch, block)
+    if pad is not None:
+        sch.compute_inline(pad)        # its pixels are read one at a time (broadcast): no copy needed
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
@@ -110,11 +113,10 @@ def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
     """Row vectors. ``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the
     tuner (sampled)."""
     knobs = knobs or {}
-    for p in sch.get_producers(block):
-        if sch.get(p).name_hint.startswith("pad_temp"):
-            deinterleave_rows(sch, block, p)
-            loops = sch.get_loops(p)
-            sch.parallel(sch.fuse(*loops[:2]))
+    pad = padded_input(sch, block)
+    if pad is not None:
+        deinterleave_rows(sch, block, pad)
+        sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
     lanes = _vector_lanes(int(sch.get(w).extent))
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)

@@ -9,9 +9,9 @@ Per-pattern code (``pattern_conv2d_by_pattern``, host CPUs): each filter's kerne
     out[n, k, h, w] = sum_{p < P, j < max_len_p, t < taps}
                       value[k, p, j, t] * pad[n, lead + channel[k, p, j] + TAP[p, t] + h*sh*row + w*w_step]
 
-where TAP[p, t] = kh * row + columns[kw] is a compile-time constant once the p and t loops are unrolled: the
-taps of one pattern that read the same input line for different output rows of a register tile
-become one load (PatDNN's pattern-specific code), and a kernel costs one offset load, not one per tap.
+where TAP[p, t] = kh * row + columns[kw] is a compile-time constant once the p and t loops are
+unrolled: the taps of one pattern that read the same input line for different output rows of a
+register tile become one load (PatDNN's pattern-specific code), and a kernel costs one offset load, not one per tap.
 
 ``pad`` is the zero-padded input of each image flattened to [C * Hp * row] (``lead`` is 0 unless
 the rows are aligned, below); a kernel's tap is one table offset away, so the inner loops run over
@@ -123,9 +123,9 @@ def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
     row, plane, lead = geom.row, geom.plane, geom.lead
 
     def pad_body(n, i):
-        c, y, x = i // plane, (i % plane) // row, i % row - lead
-        if geom.deinterleaved:
-            x = 2 * (i % (row // 2)) + (i % row) // (row // 2)
+        c, y, at = i // plane, (i % plane) // row, i % row
+        half = row // 2
+        x = 2 * (at % half) + at // half if geom.deinterleaved else at - lead
         inside = te.all(c < C, y >= pt, y < pt + H, x >= pl, x < pl + W)
         return te.if_then_else(inside, data[n, c, y - pt, x - pl], te.const(0, data.dtype))
 
@@ -175,7 +175,7 @@ def _tap_constant(taps: list, p, t):
 def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Tensor, value: te.Tensor,
                               geom: PatternConvGeometry, taps: tuple, out_dtype: str = "float32") -> te.Tensor:
     """data [N, C, H, W]; length [K, P] int32; channel [K, P, max_len] int32 (input channel * plane);
-    value [K, P, max_len, T]; taps [P][T]: flat offsets kh * row + kw of each pattern's taps."""
+    value [K, P, max_len, T]; taps [P][T]: flat offsets kh * row + columns[kw] of each pattern's taps."""
     sh = geom.strides[0]
     pad = padded_input(data, geom)
     Ho, _ = geom.out_hw
