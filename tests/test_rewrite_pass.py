@@ -68,6 +68,18 @@ def test_non_constant_weight_is_left_dense():
     assert "not a compile-time constant" in report[0].reason
 
 
+def test_conv_whose_padded_input_needs_64_bit_indices_is_left_dense():
+    w = project_pattern_connectivity(np.random.randn(4, 4, 3, 3).astype("float32"), LIB, 2.0)
+    x = relax.Var("x", relax.TensorType([2, 4, 16384, 16384], "float32"))   # 2 * 4 * 16386^2 > 2^31
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        bb.emit_func_output(bb.emit(relax.op.nn.conv2d(x, relax.const(w), padding=1)))
+    report = []
+    with tp.targets.host():
+        tp.PatternConvRewrite(report=report)(bb.get())
+    assert not report[0].rewritten and "needs 64-bit indices" in report[0].reason
+
+
 def test_rewritten_layers_are_named_by_their_torch_modules():
     model = torch.nn.Sequential(pruned_conv(3, 8, connectivity=1.0), torch.nn.ReLU(),
                                 torch.nn.Sequential(pruned_conv(8, 8), torch.nn.BatchNorm2d(8).eval()))

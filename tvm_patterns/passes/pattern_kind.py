@@ -22,6 +22,7 @@ DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
 # "offsets": runtime tap offsets (every target); "patterns": per-pattern code with compile-time taps
 # (x86 and ARM CPUs); "auto": per-pattern where the x86 schedule prefers it (by_pattern.preferred).
 IMPLEMENTATIONS = ("auto", "offsets", "patterns")
+INDEX_LIMIT = 2 ** 31       # the kernels index their padded input with int32
 
 
 def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
@@ -79,6 +80,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     target = Target.current(allow_none=True)
     geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], target),
                                align=x86.row_alignment(geom.out_hw[1], strides, target))
+    if geom.N * geom.pad_size >= INDEX_LIMIT:
+        raise LeaveDense(f"padded input of {geom.N * geom.pad_size} elements needs 64-bit indices (int32 only)")
     impl = implementation(ctx, geom)
     if impl == "patterns":
         tables = pattern_tables(packed, geom.plane)
