@@ -1,7 +1,10 @@
-"""Tuning on the slowest VGG-16 layers: our kernels at the default point vs tuned (from a log),
-and TVM's dense conv tuned by MetaSchedule's own design space with the same trial budget.
+"""Tuning on the slowest layers of a network (VGG-16 by default): our kernels at the default point vs
+tuned (from a log), and TVM's dense conv tuned by MetaSchedule's own design space with the same trial budget.
 
-    python scripts/bench_tuning.py [--log tuning_logs] [--layers 4] [--kernels pattern|all] [--trials 8] [--csv out/bench_tuning.csv]
+    python scripts/bench_tuning.py [--model vgg16] [--log tuning_logs] [--layers 4] [--kernels pattern|all] [--trials 8] [--csv out/bench_tuning.csv]
+
+The network is pruned as ``tvm-patterns tune`` and ``demo`` prune it (``pruned_network``), so its
+kernels are the ones the log was tuned on.
 
 Each kernel runs alone with the real index tables of its layer, and a layer's default, its copy and
 its pick run on the same buffers (so their ratios are about code, not where buffers landed);
@@ -21,7 +24,6 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
 import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
@@ -30,8 +32,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 import tvm_patterns as tp
 from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
 from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
-from tvm_patterns.models import get_network
-from tvm_patterns.prune import pattern_prune
+from tvm_patterns.models import NETWORKS, pruned_network
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
 from tvm_patterns.tuning import measure
 
@@ -58,9 +59,14 @@ def kernel(sch_mod, target, task, dev, args=None):
 
 
 def geometry(task) -> tuple:
-    """(input shape, output channels) of a conv kernel: pattern (length table [K]) or dense (weight [K, C, 3, 3])."""
-    data = ArgInfo.from_prim_func(task.mod["main"])[0]
-    return tuple(int(d) for d in data.shape), int(task.constants[1].shape[0])
+    """(input shape, output shape) of a conv kernel."""
+    info = ArgInfo.from_prim_func(task.mod["main"])
+    return tuple(int(d) for d in info[0].shape), tuple(int(d) for d in info[-1].shape)
+
+
+def is_3x3(task) -> bool:
+    """Whether a dense conv kernel's weight (its second argument) is [K, C, 3, 3]."""
+    return tuple(task.constants[1].shape[2:]) == (3, 3)
 
 
 def dense_ms(task, target, trials, work_dir):
@@ -76,6 +82,7 @@ def dense_ms(task, target, trials, work_dir):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="vgg16", choices=sorted(NETWORKS))
     ap.add_argument("--log", default="tuning_logs")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--layers", type=int, default=4, help="the slowest N kernels (default point)")
@@ -87,11 +94,9 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", default="out/bench_tuning.csv")
     args = ap.parse_args(argv)
     target, dev = tp.targets.host(), tvm.cpu()
-    model = get_network("vgg16", args.image_size)
-    x = torch.randn(1, 3, args.image_size, args.image_size)
-    dense_tasks, _ = extract_tasks(tp.from_pytorch(model, x), target, sparse=False)
-    pattern_prune(model)
-    tasks, _ = extract_tasks(tp.from_pytorch(model, x), target)
+    _, _, mod = pruned_network(args.model, args.image_size)
+    dense_tasks, _ = extract_tasks(mod, target, sparse=False)   # the same layers, every conv dense
+    tasks, _ = extract_tasks(mod, target)
     db = load_database(args.log, target)
     print(f"log: {log_dir_for(args.log, target)}")
     ours = [t for t in tasks if args.kernels == "all" or t.block in PATTERN_BLOCKS]
@@ -109,7 +114,7 @@ def main(argv=None) -> int:
         if tuned is not None:   # measured even when it is the default schedule: that ratio is the noise
             fns["tuned"] = kernel(tuned.mod, target, t, dev, shared[t.name])
         dense = None if t.block not in PATTERN_BLOCKS else next(   # the same layer, dense
-            (d for d in dense_tasks if d.block == "conv2d_nchw" and geometry(d) == geometry(t)), None)
+            (d for d in dense_tasks if d.block == "conv2d_nchw" and is_3x3(d) and geometry(d) == geometry(t)), None)
         if dense is not None:
             fns["dense_default"] = kernel(dense.default_schedule(target).mod, target, dense, dev)
             if not args.no_dense:
