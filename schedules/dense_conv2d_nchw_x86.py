@@ -7,10 +7,10 @@ odd ones), so a tap's inputs for consecutive outputs are consecutive (vector loa
 A conv whose output channels fill whole vectors and that has MIN_INPUT_CHANNELS or more is
 vectorized over its output channels instead (``apply_channel_vectors``): the weights are copied
 transposed ([C, KH, KW, K]) once per block of channels, every input pixel is a broadcast scalar, and
-a tile is KV vectors of channels x WT pixels of a row. On Zen5 against row vectors: ResNet-50's 1x1
-convs x2.4..x12.6 (its 7-wide rows ran scalar); 3x3 convs x1.1..x1.5 at 224 to 56 wide, x2.2..x7
-at 28 and 14 wide; with 3 input channels (a first conv) x0.44..x0.60, where a row vector load
-feeds every channel of the tile.
+a tile is KV vectors of channels x WT pixels of a row. On Zen5 against row vectors (with the first
+default tile, 1 x 28 pixels): ResNet-50's 1x1 convs x2.4..x12.6 (its 7-wide rows ran scalar); 3x3
+convs x1.1..x1.5 at 224 to 56 wide, x2.2..x7 at 28 and 14 wide; with 3 input channels (a first
+conv) x0.44..x0.60, where a row vector load feeds every channel of the tile.
 Used for dense layers in every build, so dense-vs-sparse comparisons share it.
 """
 from __future__ import annotations
@@ -58,8 +58,13 @@ def deinterleave_rows(sch: s_tir.Schedule, block, pad) -> None:
 
 
 MIN_INPUT_CHANNELS = 16    # fewer (a first conv): row vectors, each load feeding the whole tile
-MAX_ROW_PIXELS = 28        # pixels of a row in a channel-vector tile (its default)
-CHANNEL_ACCUMULATORS = 14  # the default tile's accumulators where the row tile allows more vectors
+# The default channel-vector tile: the most accumulators up to CHANNEL_ACCUMULATORS, then the most
+# channel vectors up to CHANNEL_VECTORS (2 x 7 pixels where the width allows). Found by tuning
+# ResNet-50 (tuning_logs/README.md) and measured on Zen5 against the former default, one vector x
+# 28 (or 14) pixels, whose 28 accumulators spill: VGG-16's dense 3x3 convs x2.1..x2.9 (x1.05 at 14
+# wide), ResNet-50's 3x3 x1.0..x2.4 and its 1x1 x0.87..x1.22 (slower only where K is 4 C: x0.87..x0.97).
+CHANNEL_ACCUMULATORS = 14
+CHANNEL_VECTORS = 2
 
 
 def padded_input(sch: s_tir.Schedule, block):
@@ -75,10 +80,12 @@ def channel_vectors(sch: s_tir.Schedule, block, lanes: int) -> bool:
 
 
 def channel_vector_knobs(K: int, W: int, lanes: int, max_accumulators: int) -> dict:
-    """The widest row tile up to MAX_ROW_PIXELS (and the ISA's accumulators), then as many channel
-    vectors as make CHANNEL_ACCUMULATORS accumulators."""
-    wt = max(d for d in range(1, W + 1) if W % d == 0 and d <= min(MAX_ROW_PIXELS, max_accumulators))
-    kv = max(d for d in range(1, K // lanes + 1) if (K // lanes) % d == 0 and d * wt <= max(wt, CHANNEL_ACCUMULATORS))
+    """The tile (kv channel vectors x wt pixels, both dividing their extents) with the most
+    accumulators up to CHANNEL_ACCUMULATORS (and the ISA's), then the most vectors up to CHANNEL_VECTORS."""
+    limit = min(CHANNEL_ACCUMULATORS, max_accumulators)
+    tiles = [(kv * wt, kv, wt) for kv in range(1, min(CHANNEL_VECTORS, K // lanes) + 1) if (K // lanes) % kv == 0
+             for wt in range(1, W + 1) if W % wt == 0 and kv * wt <= limit]
+    _, kv, wt = max(tiles)
     return {"kv": kv, "wt": wt, "unroll": 0}
 
 

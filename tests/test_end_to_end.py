@@ -9,6 +9,7 @@ from tvm.tirx import ForKind
 
 import tvm_patterns as tp
 from schedules import pattern_conv2d_nchw_x86 as x86
+from schedules.dense_conv2d_nchw_x86 import channel_vector_knobs
 from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns import demo
 from tvm_patterns.targets import host, target_name
@@ -95,6 +96,15 @@ def test_a_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channel
     conv = sch.get_sblock("conv2d_nchw_update")
     vectorized = [int(sch.get(loop).extent) for loop in sch.get_loops(conv) if sch.get(loop).kind == ForKind.VECTORIZED]
     assert vectorized == [vector]
+
+
+@pytest.mark.parametrize("K, W, tile", [(64, 224, (2, 7)), (256, 28, (2, 7)), (512, 7, (2, 7)), (32, 30, (2, 6)),
+                                        (16, 30, (1, 10)), (64, 13, (1, 13))])
+def test_the_default_channel_vector_tile_is_up_to_14_accumulators_in_up_to_2_channel_vectors(K, W, tile):
+    """16 lanes (AVX-512): as tuning ResNet-50 found, 2 vectors x 7 pixels where the width allows;
+    the former default, 1 x 28 pixels, spilled its 28 accumulators."""
+    knobs = channel_vector_knobs(K, W, lanes=16, max_accumulators=30)
+    assert (knobs["kv"], knobs["wt"]) == tile
 
 
 @pytest.mark.parametrize("kernel", [1, 3])
