@@ -62,7 +62,7 @@ MIN_INPUT_CHANNELS = 16    # fewer (a first conv): row vectors, each load feedin
 # channel vectors up to CHANNEL_VECTORS (2 x 7 pixels where the width allows). Found by tuning
 # ResNet-50 (tuning_logs/README.md) and measured on Zen5 against the former default, one vector x
 # 28 (or 14) pixels, whose 28 accumulators spill: VGG-16's dense 3x3 convs x2.1..x2.9 (x1.05 at 14
-# wide), ResNet-50's 3x3 x1.0..x2.4 and its 1x1 x0.87..x1.22 (slower only where K is 4 C: x0.87..x0.97).
+# wide), ResNet-50's 3x3 x1.0..x2.4 and its 1x1 x0.87..x1.22 (slower only where K is 2 C or 4 C: x0.87..x0.97).
 CHANNEL_ACCUMULATORS = 14
 CHANNEL_VECTORS = 2
 
