@@ -8,13 +8,15 @@ kernels are the ones the log was tuned on.
 
 Each kernel runs alone with the real index tables of its layer, and a layer's default, its copy and
 its pick run on the same buffers (so their ratios are about code, not where buffers landed);
-timings are interleaved medians (tvm_patterns.benchmark). The tuned schedule is the log's verified
-pick (``<log>/best``). Every layer also times a second compiled copy of its default schedule (``default_again``): that ratio is this
-machine's noise, and a tuned kernel counts as faster only beyond the widest noise ratio of the run
-(the last line sets that count against the bar of issue 4: faster on half the layers, never more
-than 5% slower). Where the pick is the default schedule itself, its ratio is noise too. The dense
-tuning runs here (it needs no log) and takes a while. ``--kernels all`` measures every tuned kernel
-of the network (the dense first conv and the linear layers too), not only the pattern convs.
+times are interleaved medians, ratios the medians of each round's ratio (``paired_speedup``).
+The tuned schedule is the log's verified pick (``<log>/best``). Every layer also times a second
+compiled copy of its default schedule (``default_again``): that ratio is this machine's noise. A
+tuned kernel counts as faster beyond the noise when it beats the widest noise ratio of the run
+(the last lines set that count against the bar of issue 4: faster on half the layers, never more
+than 5% slower), and the count beyond each layer's own noise ratio is printed too. Where the pick
+is the default schedule itself, its ratio is noise too. The dense tuning runs here (it needs no
+log) and takes a while. ``--kernels all`` measures every tuned kernel of the network (the dense
+first conv and the linear layers too), not only the pattern convs.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
+from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, paired_speedup, write_csv
 from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
 from tvm_patterns.models import NETWORKS, pruned_network
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
@@ -125,11 +127,11 @@ def main(argv=None) -> int:
                     mod = dense_ms(dense, target, args.trials, wd)
                     if mod is not None:
                         fns["dense_ms_tuned"] = kernel(mod, target, dense, dev)
-        t_ = {k: median(v) * 1e3 for k, v in measure_interleaved(fns, rounds=args.rounds).items()}
-        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": v for k, v in t_.items()},
-               "noise_speedup": t_["default"] / t_["default_again"]}
-        if "tuned_ms" in row:
-            row["tuned_speedup"] = row["default_ms"] / row["tuned_ms"]
+        samples = measure_interleaved(fns, rounds=args.rounds)
+        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": median(v) * 1e3 for k, v in samples.items()},
+               "noise_speedup": paired_speedup(samples["default"], samples["default_again"])}
+        if "tuned" in samples:
+            row["tuned_speedup"] = paired_speedup(samples["default"], samples["tuned"])
             row["tuned_is_default"] = is_default
         rows.append(row)
         print(fmt_table([row], list(row)), flush=True)
@@ -143,7 +145,11 @@ def main(argv=None) -> int:
     noise = [r["noise_speedup"] for r in rows] + same
     print(f"the default schedule against a copy of itself (this machine's noise): x{min(noise):.3f}..x{max(noise):.3f}")
     if tuned:
-        beyond = sum(x > max(noise) for x in other)
+        widest = max(max(noise), 1 / min(noise))   # x0.95 is as far from x1 as x1.05
+        beyond = sum(x > widest for x in other)
+        own = sum(r["tuned_speedup"] > max(r["noise_speedup"], 1 / r["noise_speedup"])
+                  for r in tuned if not r["tuned_is_default"])
+        print(f"tuned faster beyond its own layer's noise (default against its copy) on {own}/{len(rows)} layers")
         worst = min(other, default=1.0)   # picks that are the default itself measure noise, not a loss
         print(f"bar: tuned faster beyond the noise on {beyond}/{len(rows)} layers measured "
               f"({'met' if 2 * beyond >= len(rows) else 'not met'}: half); worst tuned/default "

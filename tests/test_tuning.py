@@ -228,15 +228,33 @@ def test_the_verification_rotates_each_kernels_candidates_so_none_is_always_meas
     assert [where[o[4]] for o in orders] == [(1, 0), (1, 1), (1, 0), (1, 1)]
 
 
-def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_percent():
+def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_percent_round_by_round():
     from tvm_patterns.tuning.verify import DEFAULTS, pick
 
+    def rounds(*secs):   # the same seconds in three rounds
+        return [secs[0]] * 3
+
     assert DEFAULTS == 2                                       # candidates 0 and 1: the default, built twice
-    assert pick({0: 1.00, 1: 0.95, 2: 0.92}) == 0              # beats the first default by 8%, the copy by 3%
-    assert pick({0: 1.00, 1: 1.01, 2: 0.96}) == 0              # 4% below both: noise here
-    assert pick({0: 1.00, 1: 1.01, 2: 0.96, 3: 0.94}) == 3     # the fastest record, below both by 5%
-    assert pick({0: 1.00, 2: 0.90}) == 2                       # the copy failed to run: the one default left
-    assert pick({0: 1.00, 1: 0.99}) == 0                       # no record re-measured
+    assert pick({0: rounds(1.00), 1: rounds(0.95), 2: rounds(0.92)}) == 0   # beats the first default by 8%, the copy by 3%
+    assert pick({0: rounds(1.00), 1: rounds(1.01), 2: rounds(0.96)}) == 0   # 4% below both: noise here
+    assert pick({0: rounds(1.00), 1: rounds(1.01), 2: rounds(0.96), 3: rounds(0.94)}) == 3   # below both by 5%
+    assert pick({0: rounds(1.00), 2: rounds(0.90)}) == 2   # the copy failed to run: the one default left
+    assert pick({0: rounds(1.00), 1: rounds(0.99)}) == 0   # no record re-measured
+    # The machine slows down after the first round: every round the record is 10% faster than both
+    # builds of the default, measured beside them, so it is kept.
+    assert pick({0: [1.0, 1.5, 1.5], 1: [1.0, 1.5, 1.5], 2: [0.9, 1.35, 1.35]}) == 2
+    # A round where the record failed is left out of its comparisons, not counted as a loss.
+    assert pick({0: [1.0, 1.0, 1.0], 1: [1.0, 1.0, 1.0], 2: [0.9, None, 0.9]}) == 2
+    # Faster than each default only in rounds where the other was not measured: no common round.
+    assert pick({0: [1.0, None], 1: [None, 1.0], 2: [None, 0.5]}) == 0
+
+
+def test_a_paired_speedup_compares_the_samples_of_each_round():
+    from tvm_patterns.benchmark import paired_speedup
+
+    assert paired_speedup([1.0, 2.0, 4.0], [0.5, 1.0, 2.0]) == 2.0
+    assert paired_speedup([1.0, 2.0, 1.0], [1.0, None, 0.5]) == 1.5   # the round it failed is left out
+    assert paired_speedup([None], [1.0]) is None
 
 
 def test_every_point_of_a_space_is_a_distinct_kernel_and_the_default_is_one_of_them(tiny):
@@ -264,6 +282,7 @@ def test_every_point_of_a_space_is_a_distinct_kernel_and_the_default_is_one_of_t
 
 
 def test_the_in_process_rounds_time_each_kernel_on_its_real_arguments_and_fail_a_broken_one(tiny, tmp_path):
+    """Two builds of one kernel (a default and its copy, or two candidates) run on the same buffers."""
     from tvm_patterns.tuning import batch, measure
     from tvm_patterns.tuning.tasks import save_constants
     from tvm_patterns.tuning.verify import InProcessRounds
@@ -276,15 +295,17 @@ def test_the_in_process_rounds_time_each_kernel_on_its_real_arguments_and_fail_a
     inputs = str(tmp_path / "inputs.npz")
     save_constants(tasks, inputs)
     builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
-    built, runner_inputs, _ = batch.build_inputs(builder, [(t.default_schedule(target), t) for t in tasks],
-                                                 target, "cpu")
+    items = [(t.default_schedule(target), t) for t in tasks] + [(tasks[0].default_schedule(target), tasks[0])]
+    built, runner_inputs, _ = batch.build_inputs(builder, items, target, "cpu")
     broken = ms.runner.RunnerInput(str(tmp_path / "missing.so"), "cpu", runner_inputs[0].args_info)
     rounds = InProcessRounds(measure.TrueArguments(inputs), FAST)
     first, second = rounds([*runner_inputs, broken]), rounds(runner_inputs)
     batch.remove_artifacts(built)
-    assert len(first) == 3 and first[2] is None
-    assert all(s is not None and 0 < s < 1 for s in first[:2] + second)
-    assert len(rounds.loaded) == 2                      # each kernel loaded and given arguments once
+    assert len(tasks) == 2 and len(first) == 4 and first[3] is None
+    assert all(s is not None and 0 < s < 1 for s in first[:3] + second)
+    assert len(rounds.loaded) == 3                      # each build loaded once
+    (_, _, args_a), (_, _, args_b), (_, _, args_again) = (rounds.loaded[str(i.artifact_path)] for i in runner_inputs)
+    assert args_again is args_a and args_b is not args_a and len(rounds.arguments) == 2
 
 
 def test_local_tuning_verifies_in_this_process_and_the_tuned_build_matches_torch(tiny, tmp_path):

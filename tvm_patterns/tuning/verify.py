@@ -4,14 +4,16 @@ keep the winner in ``<log>/best/`` (what ``build`` applies).
 The search keeps the fastest of many noisy measurements, so its best record is biased low (the
 winner's curse): on a 2-core machine a candidate 5% slower than the default often "wins" by a lucky
 run. Here the default (twice: two builds of it, ``DEFAULTS``) and the top candidates are measured
-again in alternation, ``ROUNDS`` times, and a candidate replaces the default only when its median
-beats both of the default's by ``MIN_GAIN`` (``pick``): the two copies differ only by noise.
+again in alternation, ``ROUNDS`` times, and a candidate replaces the default only when it beats
+both builds of the default by ``MIN_GAIN`` (``pick``), each compared round by round
+(``paired_speedup``: adjacent measurements share the machine's load of the moment).
 
 Where the kernels run (``InProcessRounds`` when the tuning machine is the one tuned for, else
 ``RunnerRounds`` through the runner): in process, as the network runs them, each kernel loaded once
-with its real arguments allocated once. Through LocalRunner every measurement was a fresh process
-with fresh buffers, and three of its picks on Zen5 were no gain in process (a 56x56 one verified at
-x1.06 measured x0.94..x0.95 there).
+with its real arguments allocated once and shared by the candidates of one kernel (so that their
+ratios are about code, not where buffers landed). Through LocalRunner every measurement was a
+fresh process with fresh buffers, and three of its picks on Zen5 were no gain in process (a 56x56
+one verified at x1.06 measured x0.94..x0.95 there).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
+from ..benchmark import paired_speedup
 from .batch import build_inputs, remove_artifacts
 from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
 
@@ -58,15 +61,19 @@ class InProcessRounds:
     (``run_evaluator_common`` with ``evaluator``)."""
 
     def __init__(self, alloc, evaluator):
-        self.alloc, self.evaluator, self.loaded = alloc, evaluator, {}
+        self.alloc, self.evaluator, self.loaded, self.arguments = alloc, evaluator, {}, {}
 
     def _loaded(self, inp):
-        """(module, device, [arguments]) of a runner input, loaded on first use."""
+        """(module, device, [arguments]) of a runner input, loaded on first use. Kernels with the
+        same argument list (the candidates of one task) share one set of arguments."""
         key = str(inp.artifact_path)
         if key not in self.loaded:
             dev = tvm.runtime.device(str(inp.device_type), 0)
-            args = self.alloc(dev, tuple(a.as_json() for a in inp.args_info), 1)
-            self.loaded[key] = (tvm.runtime.load_module(key), dev, args)
+            info = tuple(a.as_json() for a in inp.args_info)
+            where = (str(inp.device_type), repr(info))
+            if where not in self.arguments:
+                self.arguments[where] = self.alloc(dev, info, 1)
+            self.loaded[key] = (tvm.runtime.load_module(key), dev, self.arguments[where])
         return self.loaded[key]
 
     def __call__(self, inputs) -> list[float | None]:
@@ -100,14 +107,18 @@ def _candidates(task, target, database) -> list[s_tir.Schedule]:
     return found
 
 
-def pick(medians: dict[int, float]) -> int:
-    """The candidate to keep from the medians of those re-measured ({candidate: seconds}; the first
-    ``DEFAULTS`` are the default point): the fastest other one if it beats every measurement of the
-    default by ``MIN_GAIN``, else 0 (the default)."""
-    floor = min(medians[j] for j in range(DEFAULTS) if j in medians)
-    others = [j for j in medians if j >= DEFAULTS]
-    best = min(others, key=medians.get, default=0)
-    return best if best and medians[best] < floor * (1 - MIN_GAIN) else 0
+def pick(rounds: dict[int, list]) -> int:
+    """The candidate to keep from the seconds of those re-measured ({candidate: one per round, None
+    where it failed}; the first ``DEFAULTS`` are the default point): the other one that beats every
+    build of the default by ``MIN_GAIN`` the most (``paired_speedup``), else 0 (the default)."""
+    defaults = [j for j in range(DEFAULTS) if j in rounds]
+
+    def gain(j):   # against the default build it beats least
+        speedups = [paired_speedup(rounds[d], rounds[j]) for d in defaults]
+        return 0.0 if not speedups or None in speedups else min(speedups)
+
+    best = max((j for j in rounds if j >= DEFAULTS), key=gain, default=0)
+    return best if best and defaults and gain(best) * (1 - MIN_GAIN) > 1 else 0
 
 
 def round_order(where: list[tuple[int, int]], r: int) -> list[int]:
@@ -130,32 +141,34 @@ def verify(tasks, target, builder, measure, database, db_dir: str, device_type: 
     built, inputs, positions = build_inputs(
         builder, [(plans[i][1][j], plans[i][0]) for i, j in flat], target, device_type)
     where = [flat[pos] for pos in positions]
-    times: dict[tuple[int, int], list[float]] = {k: [] for k in where}
+    times: dict[tuple[int, int], list[float | None]] = {k: [None] * rounds for k in where}
     how = "in this process" if isinstance(measure, InProcessRounds) else "through the runner"
     out(f"verifying: {len(inputs)} schedules of {len(tasks)} kernels, {rounds} alternating rounds {how}")
     for r in range(rounds):
         order = round_order(where, r)
         for n, secs in zip(order, measure([inputs[n] for n in order])):
-            if secs is not None:
-                times[where[n]].append(secs)
+            times[where[n]][r] = secs
     remove_artifacts(built)
 
     rows, picks = [], []
     for i, (task, cands) in enumerate(plans):
-        med = {j: statistics.median(times[(i, j)]) for j in range(len(cands)) if times.get((i, j))}
+        measured = {j: times[(i, j)] for j in range(len(cands))
+                    if any(s is not None for s in times.get((i, j), ()))}
+        med = {j: statistics.median(s for s in secs if s is not None) for j, secs in measured.items()}
         if 0 not in med:
             out(f"  {task.name}: the default point could not be re-measured; no verified record")
             continue
-        best = pick(med)
+        best = pick(measured)
         picks.append((task, cands[best], med[best]))
         rows.append({"task": task.name, "default_ms": med[0] * 1e3, "verified_ms": med[best] * 1e3,
                      "pick": "default" if best == 0 else f"record {best - DEFAULTS + 1}"})
         again = "".join(f" / {med[j] * 1e3:.3f}" for j in range(1, DEFAULTS) if j in med)
-        runner_up = min((j for j in med if j >= DEFAULTS), key=med.get, default=None)
+        speedup = {j: paired_speedup(measured[0], measured[j]) or 0.0 for j in measured if j >= DEFAULTS}
+        runner_up = max(speedup, key=speedup.get, default=None)
         kept = "kept" + ("" if runner_up is None else
-                         f" (best record {med[runner_up] * 1e3:.3f} ms, x{med[0] / med[runner_up]:.2f})")
+                         f" (best record {med[runner_up] * 1e3:.3f} ms, x{speedup[runner_up]:.2f})")
         out(f"  {task.name}: default {med[0] * 1e3:.3f}{again} ms, "
-            + (kept if best == 0 else f"tuned {med[best] * 1e3:.3f} ms (x{med[0] / med[best]:.2f})"))
+            + (kept if best == 0 else f"tuned {med[best] * 1e3:.3f} ms (x{speedup[best]:.2f})"))
     _write_best(db_dir, target, picks)
     return rows
 
