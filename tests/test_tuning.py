@@ -316,6 +316,7 @@ def test_local_tuning_verifies_in_this_process_and_the_tuned_build_matches_torch
     result = quick_tune(mod, tmp_path, trials=2, out=lines.append)
     assert not result.stopped and not result.interrupted
     assert all(r["verified"] for r in result.rows) and len(result.rows) == 2
+    assert all(r["best_ms"] <= r["default_ms"] for r in result.rows)     # a pick beat the default round by round
     assert any(line.startswith("verifying:") and line.endswith("in this process") for line in lines), lines
     assert len(record_lines(os.path.join(result.log_dir, "best"))) == 2
     assert tuned_error(model, x, mod, tmp_path) < 1e-4
