@@ -82,6 +82,11 @@ def dense_ms(task, target, trials, work_dir):
     return None if sch is None else sch.mod
 
 
+def distance(ratio: float) -> float:
+    """How far a ratio lies from x1, as a ratio above 1: x0.95 is as far as x1.05."""
+    return max(ratio, 1 / ratio)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="vgg16", choices=sorted(NETWORKS))
@@ -137,7 +142,8 @@ def main(argv=None) -> int:
         print(fmt_table([row], list(row)), flush=True)
     print(fmt_table(rows, sorted({k for r in rows for k in r}, key=lambda k: (k != "layer", k))))
     tuned = [r for r in rows if "tuned_speedup" in r]
-    other = [r["tuned_speedup"] for r in tuned if not r["tuned_is_default"]]
+    picked = [r for r in tuned if not r["tuned_is_default"]]
+    other = [r["tuned_speedup"] for r in picked]
     same = [r["tuned_speedup"] for r in tuned if r["tuned_is_default"]]
     if tuned:
         print(f"the tuned schedule is another point than the default on {len(other)}/{len(tuned)} layers"
@@ -145,10 +151,9 @@ def main(argv=None) -> int:
     noise = [r["noise_speedup"] for r in rows] + same
     print(f"the default schedule against a copy of itself (this machine's noise): x{min(noise):.3f}..x{max(noise):.3f}")
     if tuned:
-        widest = max(max(noise), 1 / min(noise))   # x0.95 is as far from x1 as x1.05
+        widest = max(distance(x) for x in noise)
         beyond = sum(x > widest for x in other)
-        own = sum(r["tuned_speedup"] > max(r["noise_speedup"], 1 / r["noise_speedup"])
-                  for r in tuned if not r["tuned_is_default"])
+        own = sum(r["tuned_speedup"] > distance(r["noise_speedup"]) for r in picked)
         print(f"tuned faster beyond its own layer's noise (default against its copy) on {own}/{len(rows)} layers")
         worst = min(other, default=1.0)   # picks that are the default itself measure noise, not a loss
         print(f"bar: tuned faster beyond the noise on {beyond}/{len(rows)} layers measured "

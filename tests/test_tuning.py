@@ -231,8 +231,8 @@ def test_the_verification_rotates_each_kernels_candidates_so_none_is_always_meas
 def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_percent_round_by_round():
     from tvm_patterns.tuning.verify import DEFAULTS, pick
 
-    def rounds(*secs):   # the same seconds in three rounds
-        return [secs[0]] * 3
+    def rounds(secs):   # the same seconds in three rounds
+        return [secs] * 3
 
     assert DEFAULTS == 2                                       # candidates 0 and 1: the default, built twice
     assert pick({0: rounds(1.00), 1: rounds(0.95), 2: rounds(0.92)}) == 0   # beats the first default by 8%, the copy by 3%
@@ -245,7 +245,7 @@ def test_a_record_is_kept_only_if_it_beats_both_builds_of_the_default_by_five_pe
     assert pick({0: [1.0, 1.5, 1.5], 1: [1.0, 1.5, 1.5], 2: [0.9, 1.35, 1.35]}) == 2
     # A round where the record failed is left out of its comparisons, not counted as a loss.
     assert pick({0: [1.0, 1.0, 1.0], 1: [1.0, 1.0, 1.0], 2: [0.9, None, 0.9]}) == 2
-    # Faster than each default only in rounds where the other was not measured: no common round.
+    # No round in which the first default and the record both ran: no comparison, no pick.
     assert pick({0: [1.0, None], 1: [None, 1.0], 2: [None, 0.5]}) == 0
 
 
