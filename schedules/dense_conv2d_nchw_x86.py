@@ -63,8 +63,19 @@ MIN_INPUT_CHANNELS = 16    # fewer (a first conv): row vectors, each load feedin
 # ResNet-50 (tuning_logs/README.md) and measured on Zen5 against the former default, one vector x
 # 28 (or 14) pixels, whose 28 accumulators spill: VGG-16's dense 3x3 convs x2.1..x2.9 (x1.05 at 14
 # wide), ResNet-50's 3x3 x1.0..x2.4 and its 1x1 x0.87..x1.22 (slower only where K is 2 C or 4 C: x0.87..x0.97).
+# With 16 vector registers (AVX2) a tile of 14 leaves too few for its weight vectors and the
+# broadcast pixel, so there the limit is half the registers: measured on Zen3 (in process, paired)
+# against 2 x 7, 2 x 4 or 1 x 7 were x1.13..x2.06 on 14 of ResNet-50's 15 distinct 1x1 convs (x0.90
+# on one 7 wide) and x1.70..x1.84 on VGG-16's dense 3x3 convs 224 to 56 wide; 1 x 14 was
+# x0.87..x1.04. The tuner's picks on Zen3 had 8 accumulators too (2 x 4 or 4 x 2).
 CHANNEL_ACCUMULATORS = 14
 CHANNEL_VECTORS = 2
+
+
+def channel_accumulator_limit(max_accumulators: int) -> int:
+    """CHANNEL_ACCUMULATORS, or half the vector registers where that is fewer (an ISA's
+    ``max_accumulators`` leaves two of its registers free: AVX2 8 of 16, AVX-512 14)."""
+    return min(CHANNEL_ACCUMULATORS, (max_accumulators + 2) // 2)
 
 
 def padded_input(sch: s_tir.Schedule, block):
@@ -81,8 +92,8 @@ def channel_vectors(sch: s_tir.Schedule, block, lanes: int) -> bool:
 
 def channel_vector_knobs(K: int, W: int, lanes: int, max_accumulators: int) -> dict:
     """The tile (kv channel vectors x wt pixels, both dividing their extents) with the most
-    accumulators up to CHANNEL_ACCUMULATORS (and the ISA's), then the most vectors up to CHANNEL_VECTORS."""
-    limit = min(CHANNEL_ACCUMULATORS, max_accumulators)
+    accumulators up to ``channel_accumulator_limit``, then the most vectors up to CHANNEL_VECTORS."""
+    limit = channel_accumulator_limit(max_accumulators)
     tiles = [(kv * wt, kv, wt) for kv in range(1, min(CHANNEL_VECTORS, K // lanes) + 1) if (K // lanes) % kv == 0
              for wt in range(1, W + 1) if W % wt == 0 and kv * wt <= limit]
     _, kv, wt = max(tiles)
