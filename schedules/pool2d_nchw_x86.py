@@ -9,11 +9,12 @@ Loop nest after scheduling:
 
 The padding stage is inlined into the window reads. Measured on Zen5 against the generic fallback
 (which ran it scalar): ResNet-18's 3x3/2 max pool 2.30 -> 0.12 ms, VGG-16's 2x2/2 ones 4.12 ->
-0.36, 0.47 -> 0.16 and 0.20 -> 0.14 ms (224, 112 and 56 wide inputs). Explicit TVM vectors over tiles of output columns were 1.5x..4x slower at every
-tile tried (2 to 16 columns, strides 1 and 2): a stride-2 window read becomes a gather, while LLVM
-turns the plain loop into contiguous loads and permutes. For AVX2 CPUs (Zen 1 and 3, Haswell) LLVM's cost model leaves
-the stride-2 loops scalar (no cheap two-register permute); not measured against other schedules there. So the schedule has no knob and no
-design space: pools are not tuning tasks.
+0.36, 0.47 -> 0.16 and 0.20 -> 0.14 ms (224, 112 and 56 wide inputs). Explicit TVM vectors over
+tiles of output columns were 1.5x..4x slower at every tile tried (2 to 16 columns, strides 1 and 2):
+a stride-2 window read becomes a gather, while LLVM turns the plain loop into contiguous loads and
+permutes. For AVX2 CPUs (Zen 1 and 3, Haswell) LLVM's cost model leaves the stride-2 loops scalar
+(no cheap two-register permute); not measured against other schedules there. So the schedule has
+no knob and no design space: pools are not tuning tasks.
 """
 from __future__ import annotations
 
