@@ -37,10 +37,19 @@ MIN_VECTORS_PER_ROW = 4
 #                  lines are loaded once for the whole row block; the block's accumulators live in memory
 #   kernels_inner  (n, ho, k) | wo | p | j | t hi wm wv   -- one width tile's accumulators stay in
 #                  registers over all of the filter's kernels (written back per width tile)
+#   channels_blocked (n, ho, kb) | jo | ki | p | ji | wo | t hi wm wv
+#                  -- a block of filters walks each pattern's kernel list in chunks (the offset-table
+#                  order of the same name): the lists are in channel order, so chunk jo reads about
+#                  the same slice of the input rows for every filter of the block, and that slice
+#                  stays in L2 while the block uses it
 # Measured on Zen5 (8 rows of one zmm vector): kernels_inner x1.06..x1.11 of the default on
 # VGG-16's 112x112 layer of 64 input channels, x0.89..x1.08 on its 224- and 112-wide layers of
-# 64 and 128 input channels: a knob for the tuner, not a better default.
-ORDERS = ("kernels_outer", "kernels_inner")
+# 64 and 128 input channels: a knob for the tuner, not a better default. channels_blocked on Zen3
+# (AVX2, 512 KB of L2 a core): verified picks on VGG-16's 112- and 56-wide layers x1.06..x1.20 and
+# ResNet-50's first 56-wide one x1.11 (tuning_logs/README.md, host-znver3), blocks of 2 to 64
+# filters, some of a single chunk (the filters of a block then share one parallel iteration and
+# write back together); none on the 28-wide ones, where its best records were x1.02..x1.06.
+ORDERS = ("kernels_outer", "kernels_inner", "channels_blocked")
 
 
 def preferred(out_w_padded: int, target) -> bool:
@@ -65,18 +74,24 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: x86.Knobs | None = None
     ho, hi = x86.perfect_tile(sch, h, knobs and knobs.rows, max_accumulators)
     w_, wv = sch.split(w, [None, vector])
     wo, wm = x86.perfect_tile(sch, w_, knobs and knobs.vectors, x86.MAX_VECTORS)
+    first = p                 # the outermost reduction loop
     if order == "kernels_outer":
         sch.reorder(n, ho, k, p, j, wo, t, hi, wm, wv)
-    else:
+        outer = sch.fuse(n, ho, k)
+    elif order == "kernels_inner":
         sch.reorder(n, ho, k, wo, p, j, t, hi, wm, wv)
-    outer = sch.fuse(n, ho, k)
-    sch.reverse_compute_at(wb, outer if order == "kernels_outer" else wo, preserve_unit_loops=True)
+        outer = sch.fuse(n, ho, k)
+    else:
+        kb, ki, first, j = x86.channel_blocks(sch, k, j, knobs)
+        sch.reorder(n, ho, kb, first, ki, p, j, wo, t, hi, wm, wv)
+        outer = sch.fuse(n, ho, kb)
+    sch.reverse_compute_at(wb, wo if order == "kernels_inner" else outer, preserve_unit_loops=True)
     sch.parallel(outer)
     for loop in (p, t, hi, wm):
         sch.unroll(loop)
     sch.vectorize(wv)
     x86.unroll_knob(sch, j, knobs and knobs.unroll)
-    sch.decompose_reduction(block, p)
+    sch.decompose_reduction(block, first)
     x86.vectorize_write_back(sch, wb, vector)
 
 

@@ -201,6 +201,20 @@ def unroll_knob(sch: s_tir.Schedule, loop, steps: int | None) -> None:
     sch.annotate(loop, "pragma_auto_unroll_max_step", categorical_knob(sch, UNROLL_STEPS, steps, "unroll"))
 
 
+def channel_blocks(sch: s_tir.Schedule, k, j, knobs: Knobs | None) -> tuple:
+    """(kb, ki, jo, ji): the filter loop ``k`` split into blocks of ``knobs.filter_block`` and the
+    kernel-list loop ``j`` into ``knobs.chunks`` chunks (both sampled where ``knobs`` is None)."""
+    max_len = int(sch.get(j).extent)
+    if knobs is not None:
+        if not (knobs.filter_block and knobs.chunks):
+            raise ValueError(f"the channels_blocked order needs filter_block and chunks, got {knobs}")
+        if max_len % knobs.chunks:
+            raise ValueError(f"{knobs.chunks} chunks do not divide the kernel lists ({max_len} rows)")
+    kb, ki = perfect_tile(sch, k, knobs and knobs.filter_block, MAX_FILTER_BLOCK)
+    jo, ji = perfect_tile(sch, j, knobs and max_len // knobs.chunks, max_len)
+    return kb, ki, jo, ji
+
+
 def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *, vector: int = VECTOR,
           max_accumulators: int = MAX_ACCUMULATORS) -> None:
     """The schedule of one loop order; ``knobs`` None leaves tiles and unroll to the tuner (sampled),
@@ -229,14 +243,7 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, *,
         sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
         inner = wo
     elif order == "channels_blocked":
-        max_len = int(sch.get(j).extent)
-        if knobs is not None:
-            if not (knobs.filter_block and knobs.chunks):
-                raise ValueError(f"the channels_blocked order needs filter_block and chunks, got {knobs}")
-            if max_len % knobs.chunks:
-                raise ValueError(f"{knobs.chunks} chunks do not divide the kernel lists ({max_len} rows)")
-        kb, ki = perfect_tile(sch, k, knobs and knobs.filter_block, MAX_FILTER_BLOCK)
-        jo, ji = perfect_tile(sch, j, knobs and max_len // knobs.chunks, max_len)
+        kb, ki, jo, ji = channel_blocks(sch, k, j, knobs)
         sch.reorder(n, ho, kb, jo, ki, ji, wo, t, hi, wm, wv)
         outer = sch.fuse(n, ho, kb)
         sch.reverse_compute_at(wb, outer, preserve_unit_loops=True)

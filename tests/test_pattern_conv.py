@@ -248,18 +248,19 @@ def test_an_avx512_cpu_gets_16_lane_tiles_where_the_width_allows_and_8_lanes_els
         assert [k[0] for k in x86.space_points(Schedule(task2.mod), avx2)] == [8] * len(x86.ORDERS)
 
 
-def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name():
+@pytest.mark.parametrize("implementation,schedule", [("offsets", x86), ("patterns", by_pattern)])
+def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name(implementation, schedule):
     conv = pattern_conv(8, 8)
     mod = tp.from_pytorch(conv, torch.randn(1, 8, 9, 9))
-    (task,), _ = extract_tasks(mod, host(), options={"pattern": {"implementation": "offsets"}})
-    max_len = int(task.constants[2].shape[1])
+    (task,), _ = extract_tasks(mod, host(), options={"pattern": {"implementation": implementation}})
+    max_len = int(task.constants[2].shape[-1 if implementation == "patterns" else 1])
     with pytest.raises(ValueError, match="needs filter_block and chunks"):
         sch = Schedule(task.mod)
-        x86.apply(sch, sch.get_sblock(task.block), "channels_blocked", x86.Knobs(rows=1, vectors=1))
+        schedule.apply(sch, sch.get_sblock(task.block), "channels_blocked", x86.Knobs(rows=1, vectors=1))
     with pytest.raises(ValueError, match=f"{max_len + 1} chunks do not divide the kernel lists"):
         sch = Schedule(task.mod)
-        x86.apply(sch, sch.get_sblock(task.block), "channels_blocked",
-                  x86.Knobs(rows=1, vectors=1, filter_block=1, chunks=max_len + 1))
+        schedule.apply(sch, sch.get_sblock(task.block), "channels_blocked",
+                       x86.Knobs(rows=1, vectors=1, filter_block=1, chunks=max_len + 1))
 
 
 def lowered_host_code(mod, target, options) -> str:
