@@ -63,8 +63,9 @@ def preferred(out_w_padded: int, target) -> bool:
 
 def apply(sch: s_tir.Schedule, block, order: str, knobs: x86.Knobs | None = None, *,
           vector: int = x86.VECTOR, max_accumulators: int = x86.MAX_ACCUMULATORS) -> None:
-    """The nest of one loop order (ORDERS); ``knobs`` None samples rows, vectors and unroll, otherwise
-    they are the fixed decisions of the same instructions (``knobs.order`` is not read: ``order`` is)."""
+    """The nest of one loop order (ORDERS); ``knobs`` None samples rows, vectors and unroll (and for
+    channels_blocked filter blocks and chunks), otherwise they are the fixed decisions of the same
+    instructions (``knobs.order`` is not read: ``order`` is)."""
     if knobs is not None and knobs.lanes != vector:
         raise ValueError(f"knobs of {knobs.lanes} lanes for a {vector}-lane schedule: {knobs}")
     if order not in ORDERS:
