@@ -253,7 +253,7 @@ def test_channel_blocking_knobs_that_do_not_fit_are_refused_by_name(implementati
     conv = pattern_conv(8, 8)
     mod = tp.from_pytorch(conv, torch.randn(1, 8, 9, 9))
     (task,), _ = extract_tasks(mod, host(), options={"pattern": {"implementation": implementation}})
-    max_len = int(task.constants[2].shape[-1 if implementation == "patterns" else 1])
+    max_len = int(task.constants[3].shape[-2])    # value [K, (P,) max_len, taps]
     with pytest.raises(ValueError, match="needs filter_block and chunks"):
         sch = Schedule(task.mod)
         schedule.apply(sch, sch.get_sblock(task.block), "channels_blocked", x86.Knobs(rows=1, vectors=1))
