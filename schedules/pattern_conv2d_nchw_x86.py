@@ -25,21 +25,26 @@ from tvm_patterns.computes.pattern_conv2d import CROP_BLOCK, MAIN_BLOCK, PAD_BLO
 from .registry import register_schedule
 
 VECTOR = 8
-MAX_ACCUMULATORS = 14   # of AVX2's 16 ymm registers; one holds the broadcast weight
 
 
 @dataclass(frozen=True)
 class Isa:
-    """What a register tile may use: vector widths (float lanes, narrowest first) and accumulators."""
+    """What a register tile may use: vector widths (float lanes, narrowest first), vector registers,
+    and accumulators (the registers less two: a broadcast weight and an input vector)."""
 
     lanes: tuple
-    max_accumulators: int
+    registers: int
+
+    @property
+    def max_accumulators(self) -> int:
+        return self.registers - 2
 
 
-AVX2 = Isa((VECTOR,), MAX_ACCUMULATORS)
+AVX2 = Isa((VECTOR,), 16)
 # 32 vector registers (ymm16-31 too, through AVX-512VL); Zen4 runs a zmm FMA as two ymm halves, so
 # 16 lanes halve the instructions and loads of a tile rather than doubling its FLOP rate.
-AVX512 = Isa((VECTOR, 16), 30)
+AVX512 = Isa((VECTOR, 16), 32)
+MAX_ACCUMULATORS = AVX2.max_accumulators   # 14: ``apply``'s default, and a whole column of rows by default
 
 
 def isa_of(target: Target | None) -> Isa:

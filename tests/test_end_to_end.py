@@ -9,7 +9,7 @@ from tvm.tirx import ForKind
 
 import tvm_patterns as tp
 from schedules import pattern_conv2d_nchw_x86 as x86
-from schedules.dense_conv2d_nchw_x86 import channel_vector_knobs
+from schedules.dense_conv2d_nchw_x86 import INPUT_LAYOUTS, channel_vector_knobs
 from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns import demo
 from tvm_patterns.targets import host, target_name
@@ -103,7 +103,7 @@ def test_a_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channel
 def test_the_default_channel_vector_tile_is_up_to_14_accumulators_in_up_to_2_channel_vectors(K, W, tile):
     """16 lanes (AVX-512): as tuning ResNet-50 found, 2 vectors x 7 pixels where the width allows;
     the former default, 1 x 28 pixels, spilled its 28 accumulators."""
-    knobs = channel_vector_knobs(K, W, lanes=16, max_accumulators=30)
+    knobs = channel_vector_knobs(K, W, x86.AVX512)
     assert (knobs["kv"], knobs["wt"]) == tile
 
 
@@ -112,27 +112,42 @@ def test_the_default_channel_vector_tile_is_up_to_14_accumulators_in_up_to_2_cha
 def test_with_16_vector_registers_the_default_channel_vector_tile_is_up_to_8_accumulators(K, W, tile):
     """8 lanes (AVX2): half the registers, so the weight vectors and the broadcast pixel fit beside
     the tile (2 x 7 was x1.13..x2.06 slower on Zen3)."""
-    knobs = channel_vector_knobs(K, W, lanes=8, max_accumulators=14)
+    knobs = channel_vector_knobs(K, W, x86.AVX2)
     assert (knobs["kv"], knobs["wt"]) == tile
 
 
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_every_point_of_the_channel_vector_space_matches_torch(kernel, tmp_path):
-    """Channel tiles, row tiles and unroll of a strided, padded conv on a batch of 2; the default
-    is one of the points."""
+    """Channel tiles, row tiles and unroll of a strided, padded conv on a batch of 2, with the input
+    read as NCHW and packed channels-last; the default is a point of the NCHW space."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(16, 2 * WIDEST, kernel, 2, 1), torch.nn.ReLU()).eval()
     x = torch.randn(2, 16, 6, 13)
     mod = tp.from_pytorch(model, x)
     (task,), _ = extract_tasks(mod, host())
-    space = task.design_space(Schedule(task.mod))
-    points = every_point(space)
-    assert any(tvm_ffi.structural_equal(replayed(space, p, task.mod).mod, task.default_schedule(host()).mod)
-               for p in points)
-    for n, point in enumerate(points):
-        db_dir = tmp_path / str(n) / target_name(host())
-        write_log(db_dir, host(), [(task, replayed(space, point, task.mod))])
-        assert tuned_error(model, x, mod, db_dir) < 1e-4, point
+    spaces = task.design_space(Schedule(task.mod))
+    assert len(spaces) == len(INPUT_LAYOUTS)
+    assert any(tvm_ffi.structural_equal(replayed(spaces[0], p, task.mod).mod, task.default_schedule(host()).mod)
+               for p in every_point(spaces[0]))
+    for layout, space in zip(INPUT_LAYOUTS, spaces):
+        for n, point in enumerate(every_point(space)):
+            db_dir = tmp_path / layout / str(n) / target_name(host())
+            write_log(db_dir, host(), [(task, replayed(space, point, task.mod))])
+            assert tuned_error(model, x, mod, db_dir) < 1e-4, (layout, point)
+
+
+def test_the_channels_last_space_copies_the_padded_input_once_along_its_channels():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 2 * WIDEST, 1, 2, 0)).eval()
+    (task,), _ = extract_tasks(tp.from_pytorch(model, torch.randn(1, 16, 14, 14)), host())
+    nchw, last = task.design_space(Schedule(task.mod))
+    assert [b.name_hint for b in _blocks(nchw)] == [b.name_hint for b in _blocks(last)][1:]
+    pad = last.get(last.get_sblock("pad_temp"))
+    assert [int(d) for d in pad.writes[0].source.shape] == [1, 14, 14, 16]   # N, H, W, C
+
+
+def _blocks(sch: Schedule) -> list:
+    return [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
 
 
 def test_demo_checks_a_network_against_pytorch_and_prints_the_latency_table(capsys, tmp_path):
