@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from tvm import s_tir, sym
 
-from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, Isa, inline_epilogue, isa_of, perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import (ACCUMULATOR_SCOPE, Isa, inline_epilogue, isa_of, one_space_per_order, perfect_tile,
+                                      unroll_knob)
 from .registry import register_schedule
 
 KI = 4            # output channels per tile
@@ -189,12 +190,8 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     if not channel_vectors(sch, block, isa.lanes[-1]):
         apply(sch, block)
         return [sch]
-    spaces = []
-    for layout in INPUT_LAYOUTS:
-        s = sch.copy()
-        apply_channel_vectors(s, s.get_sblock(MAIN_BLOCK), None, isa.lanes[-1], isa.max_accumulators, layout)
-        spaces.append(s)
-    return spaces
+    return one_space_per_order(sch, MAIN_BLOCK, INPUT_LAYOUTS, lambda s, b, layout: apply_channel_vectors(
+        s, b, None, isa.lanes[-1], isa.max_accumulators, layout))
 
 
 @register_schedule(MAIN_BLOCK, "cpu")

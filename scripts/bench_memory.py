@@ -61,10 +61,11 @@ def bench(task, dev, target, channels: int, rounds: int) -> dict:
     t = measure_interleaved({"real": lambda: f(*args), "real_again": lambda: f(*args),
                              "confined": lambda: f(*small)}, rounds=rounds)
     taps = next(a for a in task.constants.values() if a.dtype == np.float32 and a.ndim >= 3).shape[-1]
-    (n, _, ho, wo) = geometry(task)[1]
+    shape_in, shape_out = geometry(task)
+    n, _, ho, wo = shape_out
     flops = 2 * n * int(task.constants[lengths].sum()) * taps * ho * wo
     real, conf = median(t["real"]), median(t["confined"])
-    return {"layer": task.name, "kernel": task.block, "input": geometry(task)[0], "output": geometry(task)[1],
+    return {"layer": task.name, "kernel": task.block, "input": shape_in, "output": shape_out,
             "real_ms": real * 1e3, "confined_ms": conf * 1e3,
             "memory_share": 1 - 1 / paired_speedup(t["real"], t["confined"]),
             "noise": paired_speedup(t["real"], t["real_again"]),
