@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -306,6 +307,53 @@ def test_the_in_process_rounds_time_each_kernel_on_its_real_arguments_and_fail_a
     assert len(rounds.loaded) == 3                      # each build loaded once
     (_, _, args_a), (_, _, args_b), (_, _, args_again) = (rounds.loaded[str(i.artifact_path)] for i in runner_inputs)
     assert args_again is args_a and args_b is not args_a and len(rounds.arguments) == 2
+
+
+def test_a_search_on_a_machine_that_slowed_down_is_measured_on_the_speed_the_defaults_had(tiny, tmp_path):
+    """Each batch runs between two runs of its task's default point and is rescaled by how much
+    slower that default has become; a failed candidate keeps its error, a task without a reference
+    is measured as it is."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    from tvm_patterns.tuning import batch, measure
+    from tvm_patterns.tuning.database import mean_seconds
+    from tvm_patterns.tuning.drift import DriftCorrectedRunner, key
+    from tvm_patterns.tuning.tasks import save_constants
+
+    @derived_object
+    class TwiceAsSlow(ms.runner.PyRunner):
+        """The real LocalRunner's measurements, doubled: the machine under twice the load."""
+
+        def __init__(self, runner):
+            super().__init__()
+            self.runner = runner
+
+        def run(self, runner_inputs):
+            return [LocalRunnerFuture(error_message=r.error_msg) if r.error_msg else
+                    LocalRunnerFuture(res=[2 * float(s) for s in r.run_secs])
+                    for r in (f.result() for f in self.runner.run(runner_inputs))]
+
+    _, _, mod = tiny
+    target = host()
+    tasks, _ = extract_tasks(mod, target)
+    inputs = str(tmp_path / "inputs.npz")
+    save_constants(tasks, inputs)
+    builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
+    items = [(tasks[0].default_schedule(target), tasks[0])] * 2 + [(tasks[1].default_schedule(target), tasks[1])]
+    built, (default, again, other), _ = batch.build_inputs(builder, items, target, "cpu")
+    local = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=5, repeat=5, min_repeat_ms=20),
+                                  f_alloc_argument=measure.TrueArguments(inputs))
+    before = statistics.median(mean_seconds(f.result().run_secs) for f in local.run([default] * 3))
+    broken = ms.runner.RunnerInput(str(tmp_path / "missing.so"), "cpu", default.args_info)
+    corrected = DriftCorrectedRunner(TwiceAsSlow(local), {key(default): (default, before)})
+    same, failed = (f.result() for f in corrected.run([again, broken]))
+    (unreferenced,) = (f.result() for f in corrected.run([other]))
+    batch.remove_artifacts(built)
+    assert len(corrected.drift) == 1 and 1.4 < corrected.drift[0] < 2.9
+    assert 0.7 < mean_seconds(same.run_secs) / before < 1.4          # doubled, then halved back
+    assert failed.error_msg and failed.run_secs is None
+    assert unreferenced.error_msg is None and len(corrected.drift) == 1   # no default to bracket it with
 
 
 def test_local_tuning_verifies_in_this_process_and_the_tuned_build_matches_torch(tiny, tmp_path):

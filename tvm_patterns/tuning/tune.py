@@ -6,7 +6,9 @@
     ex = build(mod, target, tuning_log=result.log_dir)
 
 Every task's hand schedule (the default point of its space) is measured first and stored like any
-other record, so the search starts from it. Records are appended to the log as they are measured:
+other record, so the search starts from it; it is measured again around every batch of its task,
+whose times are rescaled by its drift (``drift``), so that records measured at any time of the run
+compare as if side by side. Records are appended to the log as they are measured:
 an interrupted or failed run keeps everything measured so far. At the end the default and the best
 records are re-measured side by side (``verify``; in this process when this machine is the one tuned
 for): a kernel keeps its default point unless a candidate really beats it, and ``build`` applies
@@ -34,7 +36,7 @@ from tvm.support.popen_pool import PopenPoolExecutor
 from .. import export
 from ..remote import parse_tracker
 from ..targets import host, target_name
-from . import batch, measure, verify
+from . import batch, drift, measure, verify
 from .database import FAILED, mean_seconds, repair_log
 from .tasks import Task, extract_tasks, save_constants
 
@@ -118,12 +120,16 @@ def _device_type(target) -> str:
     return "cpu" if target.kind.name in ("llvm", "c") else target.kind.name
 
 
-def _measure_defaults(tasks, target, builder, runner, database, out) -> list[float | None]:
-    """Measure each task's hand schedule and store it as a record; returns seconds (None: failed)."""
+def _measure_defaults(tasks, target, builder, runner, database, out):
+    """Measure each task's hand schedule and store it as a record. Returns (seconds per task, None
+    where it failed; the references of ``DriftCorrectedRunner``; the builds, which the caller
+    removes once the search is over)."""
     scheds = [t.default_schedule(target) for t in tasks]
     built, inputs, index = batch.build_inputs(builder, list(zip(scheds, tasks)), target, _device_type(target))
     run = {i: f.result() for i, f in zip(index, runner.run(inputs))}
+    by_task = dict(zip(index, inputs))
     secs: list[float | None] = []
+    references = {}
     for i, (t, s, b) in enumerate(zip(tasks, scheds, built)):
         result = run.get(i)
         ok = result is not None and result.error_msg is None
@@ -131,10 +137,11 @@ def _measure_defaults(tasks, target, builder, runner, database, out) -> list[flo
         database.commit_tuning_record(ms.database.TuningRecord(
             s.trace, database.commit_workload(t.mod), run_secs, target, ArgInfo.from_prim_func(t.mod["main"])))
         secs.append(mean_seconds(run_secs))
+        if secs[-1] is not None:
+            references[drift.key(by_task[i])] = (by_task[i], secs[-1])
         error = b.error_msg or (result.error_msg if result is not None else None)
         out(f"  default point {t.name}: {_ms(secs[-1])}" + (f" ({_first_line(error)})" if error else ""))
-    batch.remove_artifacts(built)
-    return secs
+    return secs, references, built
 
 
 class _CtrlC:
@@ -182,11 +189,12 @@ class _StoppableBuilder(ms.builder.PyBuilder):
 
 @derived_object
 class _Progress(ms.measure_callback.PyMeasureCallback):
-    """Prints one line per measured batch with the task's best so far; stops a run whose runner
-    fails on everything (a device gone, a tracker without servers)."""
+    """Prints one line per measured batch with the task's best so far (and the machine's drift,
+    ``DriftCorrectedRunner.drift``); stops a run whose runner fails on everything (a device gone,
+    a tracker without servers)."""
 
-    def __init__(self, tasks, defaults, trials, out, ctrl_c):
-        self.tasks, self.trials, self.out, self.ctrl_c = tasks, trials, out, ctrl_c
+    def __init__(self, tasks, defaults, trials, out, ctrl_c, drift=()):
+        self.tasks, self.trials, self.out, self.ctrl_c, self.drift = tasks, trials, out, ctrl_c, drift
         self.best = list(defaults)
         self.defaults = list(defaults)
         self.done = [0] * len(tasks)
@@ -217,6 +225,8 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         t, best, default = self.tasks[task_id], self.best[task_id], self.defaults[task_id]
         line = (f"[{time.perf_counter() - self.t0:6.0f} s] {t.name}: {self.done[task_id]}/{self.trials} trials, "
                 f"best {_ms(best)} (default {_ms(default)}{_speedup(default, best)})")
+        if self.drift:
+            line += f", the defaults now x{self.drift[-1]:.2f} of their time before the search"
         if len(runner_results) - ok:
             line += f", {len(runner_results) - ok} failed: {first_error[:120]}"
         self.out(line)
@@ -287,24 +297,25 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
         cost_model = ms.cost_model.XGBModel(
             extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=False, num_tuning_cores=cores,
             num_warmup_samples=max(per_iter, min(100, total // 4)))   # the default 100 would never train
-        progress, defaults, verified = None, None, {}
+        progress, defaults, verified, default_builds = None, None, {}, []
         ctrl_c = _CtrlC(out)   # entered inside the try, left in its finally
         try:
             ctrl_c.__enter__()
             with _without_tensor_intrin_import():
                 contexts = [_context(t, target, population, seed, cores) for t in tasks]
-            defaults = _measure_defaults(tasks, target, builder, run, database, out)
+            defaults, references, default_builds = _measure_defaults(tasks, target, builder, run, database, out)
             if ctrl_c.pressed:
                 raise KeyboardInterrupt
             if not any(d is not None for d in defaults) and not isinstance(runner, ms.runner.Runner):
                 result.stopped = "stopping: the default points could not be measured (is the runner reachable?)"
                 out(result.stopped)
             else:
-                progress = _Progress(tasks, defaults, trials, out, ctrl_c)
+                corrected = drift.DriftCorrectedRunner(run, references)
+                progress = _Progress(tasks, defaults, trials, out, ctrl_c, corrected.drift)
                 ms.task_scheduler.TaskScheduler.create("gradient").tune(
                     tasks=contexts, task_weights=[float(t.weight) for t in tasks], max_trials_global=total,
                     max_trials_per_task=trials, num_trials_per_iter=per_iter,
-                    builder=_StoppableBuilder(builder, ctrl_c), runner=run,
+                    builder=_StoppableBuilder(builder, ctrl_c), runner=corrected,
                     measure_callbacks=ms.measure_callback.MeasureCallback.create("default") + [progress],
                     database=database, cost_model=cost_model)
                 result.stopped = progress.stopped
@@ -327,6 +338,7 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
                 raise
         finally:
             ctrl_c.__exit__()
+            batch.remove_artifacts(default_builds)
             for pool_owner in (builder, run):
                 pool = getattr(pool_owner, "pool", None)
                 if pool is not None:
