@@ -23,7 +23,8 @@ from .database import mean_seconds
 
 
 def key(runner_input) -> str:
-    """The task a runner input belongs to, by its argument list (``measure.signature``)."""
+    """The task a runner input belongs to, by its argument list (``measure.signature``): tasks with
+    the same one share a reference, as they share their inputs in ``measure.TrueArguments``."""
     return measure.signature([a.as_json() for a in runner_input.args_info])
 
 
