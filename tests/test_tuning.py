@@ -285,19 +285,12 @@ def test_every_point_of_a_space_is_a_distinct_kernel_and_the_default_is_one_of_t
 def test_the_in_process_rounds_time_each_kernel_on_its_real_arguments_and_fail_a_broken_one(tiny, tmp_path):
     """Two builds of one kernel (a default and its copy, or two candidates) run on the same buffers."""
     from tvm_patterns.tuning import batch, measure
-    from tvm_patterns.tuning.tasks import save_constants
     from tvm_patterns.tuning.verify import InProcessRounds
 
-    from .tuning_helpers import FAST
+    from .tuning_helpers import FAST, built_defaults
 
     _, _, mod = tiny
-    target = host()
-    tasks, _ = extract_tasks(mod, target)
-    inputs = str(tmp_path / "inputs.npz")
-    save_constants(tasks, inputs)
-    builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
-    items = [(t.default_schedule(target), t) for t in tasks] + [(tasks[0].default_schedule(target), tasks[0])]
-    built, runner_inputs, _ = batch.build_inputs(builder, items, target, "cpu")
+    tasks, inputs, built, runner_inputs = built_defaults(mod, tmp_path, [0, 1, 0])
     broken = ms.runner.RunnerInput(str(tmp_path / "missing.so"), "cpu", runner_inputs[0].args_info)
     rounds = InProcessRounds(measure.TrueArguments(inputs), FAST)
     first, second = rounds([*runner_inputs, broken]), rounds(runner_inputs)
@@ -319,7 +312,8 @@ def test_a_search_on_a_machine_that_slowed_down_is_measured_on_the_speed_the_def
     from tvm_patterns.tuning import batch, measure
     from tvm_patterns.tuning.database import mean_seconds
     from tvm_patterns.tuning.drift import DriftCorrectedRunner, key
-    from tvm_patterns.tuning.tasks import save_constants
+
+    from .tuning_helpers import built_defaults
 
     @derived_object
     class TwiceAsSlow(ms.runner.PyRunner):
@@ -335,13 +329,7 @@ def test_a_search_on_a_machine_that_slowed_down_is_measured_on_the_speed_the_def
                     for r in (f.result() for f in self.runner.run(runner_inputs))]
 
     _, _, mod = tiny
-    target = host()
-    tasks, _ = extract_tasks(mod, target)
-    inputs = str(tmp_path / "inputs.npz")
-    save_constants(tasks, inputs)
-    builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
-    items = [(tasks[0].default_schedule(target), tasks[0])] * 2 + [(tasks[1].default_schedule(target), tasks[1])]
-    built, (default, again, other), _ = batch.build_inputs(builder, items, target, "cpu")
+    _, inputs, built, (default, again, other) = built_defaults(mod, tmp_path, [0, 0, 1])
     local = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=5, repeat=5, min_repeat_ms=20),
                                   f_alloc_argument=measure.TrueArguments(inputs))
     before = statistics.median(mean_seconds(f.result().run_secs) for f in local.run([default] * 3))

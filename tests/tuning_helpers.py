@@ -19,9 +19,10 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
 from tvm_patterns.prune import pattern_prune
-from tvm_patterns.tuning import tune
+from tvm_patterns.tuning import batch, extract_tasks, measure, tune
 from tvm_patterns.tuning.database import RECORDS
 from tvm_patterns.tuning.points import replayed, sampled
+from tvm_patterns.tuning.tasks import save_constants
 
 FAST = ms.runner.EvaluatorConfig(number=1, repeat=2, min_repeat_ms=1)
 
@@ -40,6 +41,19 @@ def tiny_model():
 def quick_tune(mod, log_dir, trials=4, verify_rounds=2, **kw):
     return tune(mod, trials=trials, log_dir=str(log_dir), evaluator=FAST, population=16,
                 verify_rounds=verify_rounds, **kw)
+
+
+def built_defaults(mod, tmp_path, picks):
+    """The default points of ``mod``'s host tasks at positions ``picks`` (repeats allowed) built for
+    the runners, their real inputs saved: (tasks, inputs .npz path, builder results, runner inputs)."""
+    target = tp.targets.host()
+    tasks, _ = extract_tasks(mod, target)
+    inputs = str(tmp_path / "inputs.npz")
+    save_constants(tasks, inputs)
+    builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
+    built, runner_inputs, _ = batch.build_inputs(
+        builder, [(tasks[i].default_schedule(target), tasks[i]) for i in picks], target, "cpu")
+    return tasks, inputs, built, runner_inputs
 
 
 def write_log(db_dir, target, points, secs=1e-3) -> None:
