@@ -6,8 +6,8 @@ setup(
     description="Pattern- and block-sparse convolutions for Apache TVM (PatDNN-style compression-compilation co-design)",
     python_requires=">=3.11",
     packages=find_packages(include=["tvm_patterns", "tvm_patterns.*", "schedules", "schedules.*"]),
-    # The C++ the emulated aarch64 device is cross-built from (tvm_patterns.emulated_arm.build).
-    package_data={"tvm_patterns.emulated_arm": ["cpp/Makefile", "cpp/*.cc", "cpp/**/*.h"]},
+    # The C++ the emulated aarch64 device is cross-built from (tvm_patterns.devices.emulated_arm.build).
+    package_data={"tvm_patterns.devices.emulated_arm": ["cpp/Makefile", "cpp/*.cc", "cpp/**/*.h"]},
     install_requires=[
         "apache-tvm==0.27.0.post1",
         # 0.1.15.x segfaults in tvm.ir.save_json, which MetaSchedule's database needs.
@@ -15,7 +15,7 @@ setup(
         # The CPU build of exactly this version lies on the machine's disk.
         "torch==2.13.0",
         "numpy",
-        "xgboost",
+        "xgboost-cpu",   # the CPU build (the "xgboost" wheel pulls a 300 MB NCCL wheel); same version and API
         "scikit-learn",
         "matplotlib",
         "psutil",
@@ -24,5 +24,5 @@ setup(
         "pyopencl",   # runs the generated Mali/Adreno OpenCL kernels on PoCL in the tests
         "pytest",
     ],
-    entry_points={"console_scripts": ["tvm-patterns=tvm_patterns.cli:main"]},
+    entry_points={"console_scripts": ["tvm-patterns=tvm_patterns.apps.cli:main"]},
 )

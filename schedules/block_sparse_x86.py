@@ -13,12 +13,8 @@ Loop nest of the main block after scheduling (conv; the linear layer has no h lo
           write-back: crop / transpose + fused epilogue (bias, residual, relu) from the registers
 
 The index ``col_idx[block, j]`` is shared by the whole register tile, so the gather costs one
-scalar load per RT*HI*WM vector FMAs. Zen1 issues one 8-lane FMA per cycle with a 5-cycle
-latency: tiles of 8..12 accumulators hide it. The hot loop (``inspect_source("asm")``) is 8
-``vfmadd231ps`` on 2 ``vmovups`` + 4 ``vbroadcastss`` + one ``imul`` for the gathered row.
-Measured on Zen1, 1 thread: ~22-30 useful GFLOP/s (PyTorch dense ~38); unrolling j by 2 or 4,
-channel-vector tiles (no padding of 7/14/28-wide rows) and tiles with one broadcast and 8 loads
-were all slower or no better.
+scalar load per RT*HI*WM vector FMAs; tiles of 8..12 accumulators hide the FMA latency
+(docs/design.md#block-sparse-tile).
 """
 from __future__ import annotations
 
@@ -50,7 +46,7 @@ class Knobs:
     h_rows: int      # HI: output rows per register tile (conv; divides Ho); 1 for linear
     vectors: int     # WM: vectors along w / tokens per register tile row
     tiles_outer: bool = False  # w / token tiles outside the blocks (input tile reused across blocks);
-                               # measured neutral on ResNet-50 1x1, 7% slower on BERT's 3072->768
+                               # a knob, no better default (docs/design.md#block-sparse-tile)
     unroll: int = 0  # pragma_auto_unroll_max_step of the loop under the parallel one (UNROLL_STEPS)
 
     @property
@@ -66,9 +62,8 @@ def default_knobs(block_rows: int, out_h: int, width_vectors: int, *, max_accumu
                   max_tile_rows: int = MAX_TILE_ROWS, max_h_rows: int = TARGET_ACCUMULATORS,
                   max_vectors: int = TARGET_ACCUMULATORS, **_) -> Knobs:
     """The most accumulators up to ``max_accumulators``; among equals the squarest tile (fewest
-    loads + broadcasts per FMA), then the most rows of the block. Measured on Zen1 (ResNet-50 1x1 layers):
-    8x1 beats 2x7 on 7x7 outputs - each pass over the block's channels re-reads the input tile, so
-    more rows per tile means fewer passes."""
+    loads + broadcasts per FMA), then the most rows of the block: each pass over the block's channels
+    re-reads the input tile, so more rows per tile means fewer passes (docs/design.md#block-sparse-tile)."""
     best = None
     for rt in (d for d in _divisors(block_rows) if d <= max_tile_rows):
         for hi in (d for d in _divisors(out_h) if d <= max_h_rows):

@@ -7,10 +7,7 @@ odd ones), so a tap's inputs for consecutive outputs are consecutive (vector loa
 A conv whose output channels fill whole vectors and that has MIN_INPUT_CHANNELS or more is
 vectorized over its output channels instead (``apply_channel_vectors``): the weights are copied
 transposed ([C, KH, KW, K]) once per block of channels, every input pixel is a broadcast scalar, and
-a tile is KV vectors of channels x WT pixels of a row. On Zen5 against row vectors (with the first
-default tile, 1 x 28 pixels): ResNet-50's 1x1 convs x2.4..x12.6 (its 7-wide rows ran scalar); 3x3
-convs x1.1..x1.5 at 224 to 56 wide, x2.2..x7 at 28 and 14 wide; with 3 input channels (a first
-conv) x0.44..x0.60, where a row vector load feeds every channel of the tile.
+a tile is KV vectors of channels x WT pixels of a row (docs/design.md#dense-channel-vectors).
 Used for dense layers in every build, so dense-vs-sparse comparisons share it.
 """
 from __future__ import annotations
@@ -59,16 +56,10 @@ def deinterleave_rows(sch: s_tir.Schedule, block, pad) -> None:
 
 
 MIN_INPUT_CHANNELS = 16    # fewer (a first conv): row vectors, each load feeding the whole tile
-# The default channel-vector tile: the most accumulators up to CHANNEL_ACCUMULATORS, then the most
-# channel vectors up to CHANNEL_VECTORS (2 x 7 pixels where the width allows). Found by tuning
-# ResNet-50 (tuning_logs/README.md) and measured on Zen5 against the former default, one vector x
-# 28 (or 14) pixels, whose 28 accumulators spill: VGG-16's dense 3x3 convs x2.1..x2.9 (x1.05 at 14
-# wide), ResNet-50's 3x3 x1.0..x2.4 and its 1x1 x0.87..x1.22 (slower only where K is 2 C or 4 C: x0.87..x0.97).
-# With 16 vector registers (AVX2) a tile of 14 leaves too few for its weight vectors and the
-# broadcast pixel, so there the limit is half the registers: measured on Zen3 (in process, paired)
-# against 2 x 7, 2 x 4 or 1 x 7 were x1.13..x2.06 on 14 of ResNet-50's 15 distinct 1x1 convs (x0.90
-# on one 7 wide) and x1.70..x1.84 on VGG-16's dense 3x3 convs 224 to 56 wide; 1 x 14 was
-# x0.87..x1.04. The tuner's picks on Zen3 had 8 accumulators too (2 x 4 or 4 x 2).
+# The default channel-vector tile: the most accumulators up to CHANNEL_ACCUMULATORS (half the
+# registers with AVX2's 16, which also hold the weight vectors and the broadcast pixel), then the most
+# channel vectors up to CHANNEL_VECTORS: 2 x 7 pixels where the width allows, as tuning picked
+# (docs/design.md#dense-default-tile).
 CHANNEL_ACCUMULATORS = 14
 CHANNEL_VECTORS = 2
 
@@ -106,10 +97,8 @@ def channel_vector_knobs(K: int, W: int, isa: Isa) -> dict:
 #   channels_last  -- the padded input copied once per call to [N, H, W, C], so that the pixels of a
 #                     tile are read along consecutive channels: whole cache lines, where an NCHW row of
 #                     a narrow layer fills part of one and a stride-2 conv uses every other pixel
-# Measured on Zen3 (AVX2, 512 KB of L2 a core; in process, paired, at the default tile): ResNet-50's
-# 1x1 convs 14 and 7 wide x1.12..x1.54 (x1.02 on the 256 -> 1024 one, whose input fits L2 either
-# way), the stride-2 28 -> 14 one x1.38; 28 and 56 wide x0.78..x1.11; its 7x7 first conv x0.67. A
-# knob for the tuner (the default was fitted on Zen5, whose L2 is 1 MB), not a better default.
+# channels_last wins on narrow layers of small-L2 machines only: a knob for the tuner, not the
+# default (docs/design.md#dense-channels-last).
 INPUT_LAYOUTS = ("nchw", "channels_last")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from .generic_x86 import schedule as generic
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue, perfect_tile, unroll_knob
 from .registry import register_schedule
 
@@ -39,9 +40,8 @@ def apply(sch: s_tir.Schedule, block, vectors: int | None = None, unroll: int | 
 
 
 def default_vectors(N: int) -> int:
-    """The divisor of N's vector columns nearest ``VECTORS`` (ties: the wider). Measured on Zen4 at
-    batch 1: 4 vectors beat 2 and 8 on the 4096-wide layers (x1.6, x1.1), and 5 beat 1 on the
-    1000-wide one (125 columns, x3.5): one tile streams a longer piece of each weight row."""
+    """The divisor of N's vector columns nearest ``VECTORS`` (ties: the wider): one tile streams a
+    longer piece of each weight row (docs/design.md#dense-matmul-vectors)."""
     cols = N // LANES if N % LANES == 0 else N
     return min((d for d in range(1, MAX_VECTORS + 1) if cols % d == 0), key=lambda d: (abs(d - VECTORS), -d))
 
@@ -60,6 +60,5 @@ def design_space(sch: s_tir.Schedule, target=None) -> s_tir.Schedule:
 def schedule(sch: s_tir.Schedule, block, target) -> None:
     loops = sch.get_loops(block)
     if len(loops) != 3:          # batched matmul: leave it to the generic schedule
-        from .generic_x86 import schedule as generic
         return generic(sch, block, target)
     apply(sch, block, default_vectors(int(sch.get(loops[1]).extent)), 0)

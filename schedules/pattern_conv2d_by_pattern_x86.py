@@ -24,12 +24,9 @@ from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK
 from . import pattern_conv2d_nchw_x86 as x86
 from .registry import register_schedule
 
-# Measured on Zen5 (VGG-16's layers, scripts/bench_layers.py --implementations offsets,patterns):
-# x1.13..x1.26 of the offset-table kernel where a padded row holds 4 or more vectors (224, 112 and
-# 56 wide); at one vector (14 and 7 wide), once the register tile became a stack array (global
-# scope), x1.22..x1.30 on VGG-16's 14x14 layers and x1.14..x1.27 on ResNet-50's 14x14 and 7x7 ones
-# (the whole output of a row block stays in registers over all kernels, and a pattern's taps share
-# loads); at two (28 wide) x0.89..x0.95, so the offset tables keep that width.
+# Per-pattern code pays where a padded row holds one vector (the row block's accumulators stay in
+# registers over all kernels) or this many and more; at two the offset tables are faster
+# (docs/design.md#per-pattern-code).
 MIN_VECTORS_PER_ROW = 4
 
 # Loop orders (the offset-table schedule's names for the same places of the width tile):
@@ -42,13 +39,8 @@ MIN_VECTORS_PER_ROW = 4
 #                  order of the same name): the lists are in channel order, so chunk jo reads about
 #                  the same slice of the input rows for every filter of the block, and that slice
 #                  stays in L2 while the block uses it
-# Measured on Zen5 (8 rows of one zmm vector): kernels_inner x1.06..x1.11 of the default on
-# VGG-16's 112x112 layer of 64 input channels, x0.89..x1.08 on its 224- and 112-wide layers of
-# 64 and 128 input channels: a knob for the tuner, not a better default. channels_blocked on Zen3
-# (AVX2, 512 KB of L2 a core): verified picks on VGG-16's 112- and 56-wide layers x1.06..x1.20 and
-# ResNet-50's first 56-wide one x1.11 (tuning_logs/README.md, host-znver3), blocks of 2 to 64
-# filters, some of a single chunk (the filters of a block then share one parallel iteration and
-# write back together); none on the 28-wide ones, where its best records were x1.02..x1.06.
+# The two other orders win on some layers and machines only: knobs for the tuner, not defaults
+# (docs/design.md#per-pattern-orders).
 ORDERS = ("kernels_outer", "kernels_inner", "channels_blocked")
 
 

@@ -41,8 +41,8 @@ class Isa:
 
 
 AVX2 = Isa((VECTOR,), 16)
-# 32 vector registers (ymm16-31 too, through AVX-512VL); Zen4 runs a zmm FMA as two ymm halves, so
-# 16 lanes halve the instructions and loads of a tile rather than doubling its FLOP rate.
+# 32 vector registers (ymm16-31 too, through AVX-512VL); 16 lanes halve a tile's instructions and
+# loads even where a zmm FMA runs as two halves (docs/design.md#avx512-lanes).
 AVX512 = Isa((VECTOR, 16), 32)
 MAX_ACCUMULATORS = AVX2.max_accumulators   # 14: ``apply``'s default, and a whole column of rows by default
 
@@ -67,11 +67,9 @@ ORDERS = ("kernels_outer", "kernels_inner", "filters_inner", "channels_blocked")
 UNROLL_STEPS = (0, 16, 64)   # pragma_auto_unroll_max_step of the loop inside the parallel one
 MAX_VECTORS = 4
 MAX_FILTER_BLOCK = 128       # filters of one channel-blocked tile (its accumulators live in L2)
-# Scope of a CPU kernel's accumulator tile (its cache_write). TVM 0.27 lowers a "local" buffer on a
-# CPU to a TVMBackendAllocWorkspace call in every parallel iteration, and LLVM then keeps part of the
-# tile in memory (6 of 14 zmm accumulators were loaded and stored for every kernel of a 14x14 layer);
-# a "global" one under 1 KB (runtime::kMaxStackAlloca) is a stack array, which LLVM promotes to
-# registers: x1.14..x1.21 on VGG-16's 14x14 layers on Zen5. Larger tiles go to the workspace either way.
+# Scope of a CPU kernel's accumulator tile (its cache_write): TVM 0.27 makes a CPU "local" buffer a
+# workspace allocation per parallel iteration, which LLVM keeps partly in memory; a "global" one under
+# 1 KB is a stack array that LLVM promotes to registers (docs/design.md#accumulator-scope).
 ACCUMULATOR_SCOPE = "global"
 
 
@@ -106,19 +104,16 @@ def is_x86(target: Target | None) -> bool:
 def row_lanes(out_w: int, target: Target | None) -> int:
     """The vector width a pattern conv's output rows are padded to (the compute's ``vector_width``):
     on x86 the ISA's width that covers a row with the fewest vectors (ties: the narrower, less
-    padding), 8 elsewhere. On AVX-512 a 56-wide row becomes 4 zmm vectors instead of 7 ymm ones:
-    measured on Zen5 (VGG-16's 56x56 layers), x1.13..x1.17 for both implementations despite the
-    8 padded columns."""
+    padding), 8 elsewhere: on AVX-512 a 56-wide row becomes 4 zmm vectors instead of 7 ymm ones
+    (docs/design.md#avx512-lanes)."""
     if not is_x86(target):
         return VECTOR
     return min(isa_of(target).lanes, key=lambda lanes: -(-out_w // lanes))
 
 
 # Input rows are aligned to the vector (the compute's ``align``) where an output row holds two or more
-# vectors. Measured on Zen5 (both implementations, interleaved in one process): x1.05..x1.14 on
-# VGG-16's 224- to 28-wide layers (rows 6% to 41% longer), x1.06..x1.08 on ResNet-50's 56- and 28-wide
-# ones, stride 2 included; at one vector (14 wide, rows of 18 become 32) x0.88..x0.93, the input no
-# longer fits L2 as well.
+# vectors, so the middle tap column loads aligned vectors; one-vector rows stay packed, since padding
+# them costs more in cache than it gains (docs/design.md#row-alignment).
 MIN_VECTORS_TO_ALIGN = 2
 
 
@@ -133,10 +128,9 @@ def row_alignment(out_w: int, strides: tuple, target: Target | None) -> int:
 
 def default_knobs(out_h: int, out_w_padded: int, isa: Isa = AVX2) -> Knobs:
     """One vector column of up to 8 rows (the whole column when it is 14 rows or fewer), kernels
-    outside the width tiles, the widest vector that fits. Measured on Zen1 over VGG-16 shapes:
-    taller single-vector tiles beat wider ones (fewer distinct input lines per tap); kernels-outer
-    streams each input row once. On Zen4 the same tiles with 16 lanes are x0.95..x1.18 of 8 lanes
-    (14x14 layers gain most), and tiles of 16 rows or more lose there too (x0.67..x0.96)."""
+    outside the width tiles, the widest vector that fits: taller single-vector tiles read fewer
+    distinct input lines per tap, and kernels-outer streams each input row once
+    (docs/design.md#pattern-default-tile)."""
     rows = out_h if out_h <= MAX_ACCUMULATORS else max(d for d in _divisors(out_h) if d <= 8)
     return Knobs(rows=rows, vectors=1, order="kernels_outer", lanes=usable_lanes(out_w_padded, isa)[-1])
 

@@ -7,25 +7,22 @@ Loop nest after scheduling:
         window rows x window columns (unrolled)
       write-back: epilogue (the average's division) per output column
 
-The padding stage is inlined into the window reads. Measured on Zen5 against the generic fallback
-(which ran it scalar): ResNet-18's 3x3/2 max pool 2.30 -> 0.12 ms, VGG-16's 2x2/2 ones 4.12 ->
-0.36, 0.47 -> 0.16 and 0.20 -> 0.14 ms (224, 112 and 56 wide inputs). Explicit TVM vectors over
-tiles of output columns were 1.5x..4x slower at every tile tried (2 to 16 columns, strides 1 and 2):
-a stride-2 window read becomes a gather, while LLVM turns the plain loop into contiguous loads and
-permutes. For AVX2 CPUs (Zen 1 and 3, Haswell) LLVM's cost model leaves the stride-2 loops scalar
-(no cheap two-register permute); not measured against other schedules there. So the schedule has
-no knob and no design space: pools are not tuning tasks.
+The padding stage is inlined into the window reads. Explicit TVM vectors lost to LLVM's loop
+vectorizer at every tile tried (a stride-2 window read becomes a gather, where LLVM emits contiguous
+loads and permutes), so the schedule has no knob and no design space: pools are not tuning tasks
+(docs/design.md#pool2d).
 """
 from __future__ import annotations
 
 from tvm import s_tir
 
+from .generic_x86 import schedule as generic
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue
 from .registry import register_schedule
 
 POOL_BLOCKS = ("pool_max", "pool_sum")   # topi's 2-D pooling reductions (average: pool_sum, then a division)
 # Output rows of at most this many columns keep the generic schedule (every output element a
-# parallel iteration): at 7 and 14 columns it was x1.7..x1.9 faster than a vectorized row on Zen5.
+# parallel iteration), which was faster there (docs/design.md#pool2d).
 MIN_COLUMNS = 16
 
 
@@ -45,7 +42,6 @@ def inline_producers(sch: s_tir.Schedule, block) -> None:
 def _schedule(sch: s_tir.Schedule, block, target) -> None:
     loops = sch.get_loops(block)
     if len(loops) != 6 or int(sch.get(loops[3]).extent) <= MIN_COLUMNS:   # not NCHW 2-D, or a narrow row
-        from .generic_x86 import schedule as generic
         return generic(sch, block, target)
     n, c, h, w, r0, r1 = loops
     inline_producers(sch, block)

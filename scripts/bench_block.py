@@ -3,7 +3,7 @@
 Layers: the 1x1 convolutions of MobileNet-V2 and ResNet-50 (batch 1, 224x224 input) and BERT-base's
 linear layers at 128 tokens. For every layer, PyTorch dense, TVM dense (the same TE layout and
 schedule with every column kept) and ours at each (sparsity, block rows) are timed interleaved in
-one process (``tvm_patterns.benchmark``); medians are reported.
+one process (``tvm_patterns.devices.timing``); medians are reported.
 
     python scripts/bench_block.py --csv results/bench_block.csv          # everything (~10 min)
     python scripts/bench_block.py --quick                                  # ResNet-50 + BERT, 75%, R=8
@@ -47,7 +47,8 @@ from tvm import te  # noqa: E402
 
 from schedules import block_sparse_x86 as sched  # noqa: E402
 from tvm_patterns import targets  # noqa: E402
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv  # noqa: E402
+from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
+from tvm_patterns.devices.timing import measure_interleaved, median  # noqa: E402
 from tvm_patterns.computes.block_sparse import (CONV_BLOCK, DENSE_BLOCK, Conv1x1Geometry,  # noqa: E402
                                                 block_sparse_conv2d_1x1, block_sparse_dense)
 from tvm_patterns.sparsity.block import pack_block_punched, project_block_punched  # noqa: E402

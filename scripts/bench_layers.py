@@ -20,9 +20,10 @@ import tvm
 from tvm import relax
 
 import tvm_patterns as tp
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, sgemm_gflops, write_csv
-from tvm_patterns.models import get_network
-from tvm_patterns.prune import pattern_prune
+from tvm_patterns.apps.report import fmt_table, write_csv
+from tvm_patterns.devices.timing import cpu_name, measure_interleaved, median, sgemm_gflops
+from tvm_patterns.apps.models import get_network
+from tvm_patterns.compress import pattern_prune
 
 COLUMNS = ["net", "layer", "cin", "cout", "hw", "stride", "kind", "mac_ratio",
            "ours_ms", "pytorch_ms", "tvm_dense_ms", "speedup_vs_pytorch", "speedup_vs_tvm_dense",
@@ -81,7 +82,8 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=()):
             "speedup_vs_pytorch": t["pytorch"] / t["ours"], "speedup_vs_tvm_dense": t["tvm_dense"] / t["ours"],
             "ratio_to_mac_ratio": t["pytorch"] / t["ours"] / mac_ratio,
             "ours_gflops_nonzero": 2 * macs / t["ours"] / 1e9, "pytorch_gflops": 2 * dense_macs / t["pytorch"] / 1e9,
-            "sgemm_gflops": roof, "max_rel_error": err,
+            "sgemm_gflops": roof, "max_rel_error": err, "cpu": cpu_name(),
+            "mcpu": tp.targets.host().export()["mcpu"], "threads": tvm.runtime.num_threads(),
             **{f"{impl}_ms": t[impl] * 1e3 for impl in implementations if impl in t}}
 
 

@@ -22,9 +22,10 @@ import tvm
 from tvm import s_tir
 
 import tvm_patterns as tp
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, paired_speedup, write_csv
+from tvm_patterns.apps.report import fmt_table, write_csv
+from tvm_patterns.devices.timing import measure_interleaved, median, paired_speedup
 from tvm_patterns.computes.pattern_conv2d import PAD_BLOCK
-from tvm_patterns.models import NETWORKS, pruned_network
+from tvm_patterns.apps.models import NETWORKS, pruned_network
 from tvm_patterns.tuning import extract_tasks
 
 from bench_tuning import PATTERN_BLOCKS, arguments, geometry

@@ -5,7 +5,7 @@ record that beats the default by less than this machine's noise is no gain.)
     python scripts/bench_space.py [--kernels NAME,NAME | --slowest 2] [--max-points 400] [--csv out/bench_space.csv]
 
 VGG-16, pattern-pruned as ``tvm-patterns tune`` prunes it. For each kernel, every point of every
-space (tvm_patterns.tuning.points.every_point) is compiled and run on the same real arguments;
+space (tvm_patterns.tuning.tasks.every_point) is compiled and run on the same real arguments;
 all are screened in ``--screen-rounds`` interleaved rounds, then the ``--top`` fastest, the default
 and a second build of the default (the noise) are timed again in ``--rounds`` rounds. Spaces of more
 than ``--max-points`` points are skipped (said so). CSV: the final round's points.
@@ -22,11 +22,12 @@ import tvm_ffi
 from tvm import s_tir
 
 import tvm_patterns as tp
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, write_csv
-from tvm_patterns.models import get_network
-from tvm_patterns.prune import pattern_prune
+from tvm_patterns.apps.report import fmt_table, write_csv
+from tvm_patterns.devices.timing import measure_interleaved, median
+from tvm_patterns.apps.models import get_network
+from tvm_patterns.compress import pattern_prune
 from tvm_patterns.tuning import extract_tasks
-from tvm_patterns.tuning.points import every_point, replayed
+from tvm_patterns.tuning.tasks import every_point, replayed
 
 from bench_tuning import arguments, kernel
 

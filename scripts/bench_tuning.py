@@ -32,9 +32,10 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
-from tvm_patterns.benchmark import fmt_table, measure_interleaved, median, paired_speedup, write_csv
+from tvm_patterns.apps.report import fmt_table, write_csv
+from tvm_patterns.devices.timing import measure_interleaved, median, paired_speedup
 from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
-from tvm_patterns.models import NETWORKS, pruned_network
+from tvm_patterns.apps.models import NETWORKS, pruned_network
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
 from tvm_patterns.tuning import measure
 

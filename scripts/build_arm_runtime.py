@@ -12,8 +12,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from tvm_patterns.emulated_arm import build_runtime, default_cache_dir  # noqa: E402
-from tvm_patterns.emulated_arm.device import QEMU, SYSROOT  # noqa: E402
+from tvm_patterns.devices.emulated_arm import build_runtime, default_cache_dir  # noqa: E402
+from tvm_patterns.devices.emulated_arm.device import QEMU, SYSROOT  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 def require_emulated_arm() -> None:
     """Fail (never skip) when the emulated aarch64 device's Debian packages are missing."""
-    from tvm_patterns.emulated_arm import missing_packages
+    from tvm_patterns.devices.emulated_arm import missing_packages
 
     missing = missing_packages()
     if missing:
@@ -18,7 +18,7 @@ def require_emulated_arm() -> None:
 @pytest.fixture(scope="module")
 def arm_device():
     """One emulated aarch64 RPC server for the module (qemu-user; the runtime is built once and cached)."""
-    from tvm_patterns.emulated_arm import EmulatedDevice
+    from tvm_patterns.devices.emulated_arm import EmulatedDevice
 
     require_emulated_arm()
     with EmulatedDevice() as dev:

@@ -18,10 +18,10 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
-from tvm_patterns.prune import pattern_prune
-from tvm_patterns.tuning import batch, extract_tasks, measure, tune
+from tvm_patterns.compress import pattern_prune
+from tvm_patterns.tuning import extract_tasks, measure, tune
 from tvm_patterns.tuning.database import RECORDS
-from tvm_patterns.tuning.points import replayed, sampled
+from tvm_patterns.tuning.tasks import replayed, sampled
 from tvm_patterns.tuning.tasks import save_constants
 
 FAST = ms.runner.EvaluatorConfig(number=1, repeat=2, min_repeat_ms=1)
@@ -51,7 +51,7 @@ def built_defaults(mod, tmp_path, picks):
     inputs = str(tmp_path / "inputs.npz")
     save_constants(tasks, inputs)
     builder = ms.builder.LocalBuilder(max_workers=1, f_build=measure.build_artifact)
-    built, runner_inputs, _ = batch.build_inputs(
+    built, runner_inputs, _ = measure.build_inputs(
         builder, [(tasks[i].default_schedule(target), tasks[i]) for i in picks], target, "cpu")
     return tasks, inputs, built, runner_inputs
 

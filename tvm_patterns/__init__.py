@@ -10,10 +10,10 @@ import os
 os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
 
 from . import targets  # noqa: E402
-from .build import build, pipeline  # noqa: E402
-from .export import export_library  # noqa: E402
+from .build import build  # noqa: E402
+from .devices.export import export_library  # noqa: E402
 from .importer import from_pytorch  # noqa: E402
-from .passes import LayerDecision, PatternConvRewrite, SparseRewrite  # noqa: E402
+from .passes import LayerDecision, PatternConvRewrite, SparseRewrite, pipeline  # noqa: E402
 from .sparsity import PatternLibrary  # noqa: E402
 from .tuning import tune  # noqa: E402
 

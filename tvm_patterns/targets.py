@@ -18,8 +18,7 @@ ARM_BOARDS = {
 # guarded reduction leaves behind for skipped table rows, so the j loop really ends at the row's length.
 LLVM_FLAGS = {"fast-math-nsz": True}
 # Functions start on a 64-byte line, so a hot loop sits at the same offset in a fetch line whether the
-# code runs JIT-compiled in this process (``build``) or from an exported .so (what the tuner measures):
-# on Zen4 the two placements made the same schedule up to 9% apart, more than most tuning gains.
+# code runs JIT-compiled in this process or from an exported .so (docs/design.md#function-alignment).
 HOST_LLVM_FLAGS = {**LLVM_FLAGS, "cl-opt": ["-align-all-functions:int=6"]}
 
 

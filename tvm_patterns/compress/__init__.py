@@ -8,7 +8,7 @@ torch only: the projections wrap the numpy ones of ``tvm_patterns.sparsity``.
 """
 from .admm import ADMMPruner
 from .kinds import KINDS, Constraint, parse_config, register_kind
-from .oneshot import MaskPruner, oneshot_prune
+from .oneshot import MaskPruner, oneshot_prune, pattern_prune, prunable_3x3_convs
 from .projections import (
     project_block_punched,
     project_connectivity,
@@ -16,5 +16,6 @@ from .projections import (
     project_patterns,
 )
 
-__all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "parse_config", "register_kind", "KINDS", "Constraint",
-           "project_patterns", "project_connectivity", "project_pattern_connectivity", "project_block_punched"]
+__all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
+           "register_kind", "KINDS", "Constraint", "project_patterns", "project_connectivity",
+           "project_pattern_connectivity", "project_block_punched"]

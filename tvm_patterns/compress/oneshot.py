@@ -3,6 +3,9 @@
     pruner = oneshot_prune(model, [{"module": "features.3", "kind": "pattern", "connectivity": 3.6}])
     ...fine-tune: the masks keep the pruned weights at zero...
     pruner.squash()
+
+``pattern_prune(model)`` is the same path for every prunable 3x3 conv at once, masks baked in
+(PatDNN's recipe without retraining, as the demo and benchmarks prune).
 """
 from __future__ import annotations
 
@@ -69,3 +72,24 @@ def oneshot_prune(model: nn.Module, config, library: PatternLibrary | None = Non
     pruner = MaskPruner(model, config, library)
     pruner.prune()
     return pruner
+
+
+def prunable_3x3_convs(model: nn.Module, skip_first: bool = True) -> list[tuple[str, nn.Conv2d]]:
+    """The 3x3, groups=1 convs; the first conv of the network (3 input channels) is usually kept dense."""
+    convs = [(n, m) for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1]
+    if skip_first:
+        convs = [(n, m) for n, m in convs if m.in_channels > 3]
+    return convs
+
+
+def pattern_prune(model: nn.Module, library: PatternLibrary | None = None, connectivity: float = 3.6,
+                  skip_first: bool = True) -> list[str]:
+    """Pattern + connectivity projection of every prunable 3x3 conv, in place, masks baked in
+    (``oneshot_prune`` then ``squash``); returns the pruned module names.
+    library: default PatDNN's 8 patterns of 4 taps."""
+    names = [n for n, _ in prunable_3x3_convs(model, skip_first)]
+    if names:
+        oneshot_prune(model, [{"module": n, "kind": "pattern", "connectivity": connectivity} for n in names],
+                      library or PatternLibrary.patdnn()).squash()
+    return names

@@ -3,3 +3,4 @@ from . import block_kind, pattern_kind  # noqa: F401  (register the "block" and 
 from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind, sparse_kinds
 from .rewrite import LayerDecision, PatternConvRewrite, SparseRewrite, weight_key
 from .schedule_pass import ApplySchedules
+from .pipeline import pipeline

@@ -2,6 +2,8 @@
 
 A log is read line by line: a corrupt or truncated line (a tuning run killed mid-write, a bad merge)
 is reported and skipped, never costing the good records. A log tuned for another target is refused.
+``ApplyTuningLog`` puts the best records in the build pipeline after fusion: kernels with a
+(successful) record get its schedule; the others are left to ``ApplySchedules``'s default point.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import warnings
 
 import tvm
 import tvm_ffi
+from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
 from ..targets import target_name
@@ -169,3 +172,14 @@ def mean_seconds(run_secs) -> float | None:
         return None
     secs = sum(float(s) for s in run_secs) / len(run_secs)
     return None if secs >= FAILED else secs
+
+
+def ApplyTuningLog(path: str, target) -> tvm.transform.Pass:   # noqa: N802  (a pass, named like TVM's)
+    db = load_database(path, target)   # reads and checks now, so a bad log fails before compiling
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_patterns.ApplyTuningLog")
+    def _pass(mod, _ctx):
+        with db:
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+    return _pass

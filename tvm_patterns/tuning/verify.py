@@ -11,85 +11,31 @@ both builds of the default by ``MIN_GAIN`` (``pick``), each compared round by ro
 Where the kernels run (``InProcessRounds`` when the tuning machine is the one tuned for, else
 ``RunnerRounds`` through the runner): in process, as the network runs them, each kernel loaded once
 with its real arguments allocated once and shared by the candidates of one kernel (so that their
-ratios are about code, not where buffers landed). Through LocalRunner every measurement was a
-fresh process with fresh buffers, and three of its picks on Zen5 were no gain in process (a 56x56
-one verified at x1.06 measured x0.94..x0.95 there).
+ratios are about code, not where buffers landed; docs/design.md#tuning-verify).
 """
 from __future__ import annotations
 
 import os
 import statistics
 import tempfile
-import time
 
-import tvm
 import tvm_ffi
 from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 
-from ..benchmark import paired_speedup
-from .batch import build_inputs, remove_artifacts
+from ..devices.timing import paired_speedup
+from .measure import InProcessRounds, build_inputs, remove_artifacts
 from .database import BEST, RECORDS, WORKLOADS, mean_seconds, read_log
 
-# Candidates re-measured per task, besides the default. The search's ranking is noisy (one LocalRunner
-# measurement varies by 9% on Zen 3) and the gains to find are 5-15%: on VGG-16 the same records
-# verified with 3 candidates gave 12 picks of 16, with 6 14 picks (conv4_3's and fc8's among them),
-# and bench_tuning.py measured 13 of the 14 faster (x0.975..x1.295).
+# Candidates re-measured per task, besides the default: the search's ranking is noisy and the gains to
+# find are small, so a wider field finds more of them (docs/design.md#tuning-verify).
 TOP = 6
 ROUNDS = 5          # alternating measurement rounds
-# A candidate must beat the default's medians by this fraction. At 3%, two picks verified at x1.03 and
-# x1.04 on Zen5 measured x0.935 and x0.987 of their default in process: on this machine a gain under
-# 5% in the runner's measurement is noise.
+# A candidate must beat the default by this fraction: smaller gains did not hold up when measured
+# again (docs/design.md#tuning-verify).
 MIN_GAIN = 0.05
 DEFAULTS = 2        # candidates 0 and 1: the default point, built twice
-SETTLE_SECONDS = 0.02   # pause before each in-process measurement (tvm_patterns.benchmark's reason)
-
-
-class RunnerRounds:
-    """Each measurement one request to the runner (a device behind the RPC tracker, or a caller's own
-    runner): seconds, or None where it failed."""
-
-    def __init__(self, runner):
-        self.runner = runner
-
-    def __call__(self, inputs) -> list[float | None]:
-        results = [fut.result() for fut in self.runner.run(inputs)]
-        return [mean_seconds(r.run_secs) if r.error_msg is None else None for r in results]
-
-
-class InProcessRounds:
-    """Each kernel loaded into this process once, with its real arguments (``alloc``, the runner's
-    ``f_alloc_argument``) allocated once, then timed in every round as LocalRunner times it
-    (``run_evaluator_common`` with ``evaluator``)."""
-
-    def __init__(self, alloc, evaluator):
-        self.alloc, self.evaluator, self.loaded, self.arguments = alloc, evaluator, {}, {}
-
-    def _loaded(self, inp):
-        """(module, device, [arguments]) of a runner input, loaded on first use. Kernels with the
-        same argument list (the candidates of one task) share one set of arguments."""
-        key = str(inp.artifact_path)
-        if key not in self.loaded:
-            dev = tvm.runtime.device(str(inp.device_type), 0)
-            info = tuple(a.as_json() for a in inp.args_info)
-            where = (str(inp.device_type), repr(info))
-            if where not in self.arguments:
-                self.arguments[where] = self.alloc(dev, info, 1)
-            self.loaded[key] = (tvm.runtime.load_module(key), dev, self.arguments[where])
-        return self.loaded[key]
-
-    def __call__(self, inputs) -> list[float | None]:
-        secs = []
-        for inp in inputs:
-            try:
-                mod, dev, args = self._loaded(inp)
-                time.sleep(SETTLE_SECONDS)
-                secs.append(mean_seconds(run_evaluator_common(mod, dev, self.evaluator, args)))
-            except Exception:  # noqa: BLE001  a kernel that fails here is not picked
-                secs.append(None)
-        return secs
 
 
 def _candidates(task, target, database) -> list[s_tir.Schedule]:
@@ -128,8 +74,7 @@ def pick(rounds: dict[int, list]) -> int:
 def round_order(where: list[tuple[int, int]], r: int) -> list[int]:
     """Positions in ``where`` ([(task, candidate)], grouped by task) in the order of round ``r``:
     each task's candidates rotated by ``r``, so none is always the first measured after another
-    kernel. With one fixed order, the defaults of three VGG-16 kernels on Zen4 measured 7-9% slower
-    than candidates that in-process timing put at x0.98-x0.99 of them."""
+    kernel (a fixed order biased the first one; docs/design.md#tuning-verify)."""
     groups: dict[int, list[int]] = {}
     for n, (task, _) in enumerate(where):
         groups.setdefault(task, []).append(n)

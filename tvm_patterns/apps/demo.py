@@ -1,0 +1,130 @@
+"""The main job: compress -> import -> build (dense and pattern) -> check against PyTorch -> latency.
+
+    tvm-patterns demo [--quick] [--nets vgg16,resnet18] [--csv FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import tvm
+from tvm import relax
+
+from .. import targets
+from ..build import build
+from ..importer import from_pytorch
+from ..compress import pattern_prune
+from ..devices.timing import cpu_name, kernel_times, measure_interleaved, median
+from ..tuning import log_dir_for
+from ..tuning.database import RECORDS
+from .models import get_network
+from .report import fmt_table, write_csv
+
+TOLERANCE = 1e-4   # relative max error against PyTorch
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def tuning_log_for(path: str | None, target) -> str | None:
+    """``path`` when it holds a tuning log for ``target`` (e.g. the shipped tuning_logs/host-znver1), else None."""
+    if not path or path == "none":
+        return None
+
+    if os.path.exists(os.path.join(log_dir_for(path, target), RECORDS)):
+        say(f"tuning log: {log_dir_for(path, target)} (kernels without a record keep their default schedule)")
+        return path
+    say(f"no tuning log for {targets.target_name(target)} in {path}: default schedules "
+        f"(tvm-patterns tune --model vgg16 makes one)")
+    return None
+
+
+def run_network(name: str, image_size: int, connectivity: float, rounds: int, target,
+                tuning_log: str | None = None) -> tuple[dict, list]:
+    model = get_network(name, image_size)
+    pruned = pattern_prune(model, connectivity=connectivity)
+    x = torch.randn(1, 3, image_size, image_size)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    say(f"[{name}] pruned {len(pruned)} 3x3 convs (8 patterns x 4 taps, {connectivity}x connectivity); importing")
+    mod = from_pytorch(model, x)
+    vms, report = {}, []
+    for label, sparse in (("tvm_dense", False), ("tvm_pattern", True)):
+        t0 = time.perf_counter()
+        ex = build(mod, target, report=report if sparse else None, sparse=sparse, tuning_log=tuning_log)
+        vms[label] = relax.VirtualMachine(ex, tvm.cpu())
+        say(f"[{name}] built {label} in {time.perf_counter() - t0:.1f} s")
+    rewritten = [r for r in report if r.rewritten]
+    say(f"[{name}] pattern build rewrote {len(rewritten)} of {len(report)} convs:")
+    for r in report:
+        say(f"    {r.layer:24s} {'pattern' if r.rewritten else 'dense  '}  {r.reason}")
+    xt = tvm.runtime.tensor(x.numpy())
+    errors = {label: rel_error(vm["main"](xt).numpy(), ref) for label, vm in vms.items()}
+    for label, err in errors.items():
+        say(f"[{name}] {label}: relative max error vs PyTorch {err:.2e} ({'ok' if err < TOLERANCE else 'FAIL'})")
+    say(f"[{name}] timing ({rounds} interleaved rounds)")
+    torch.set_num_threads(tvm.runtime.num_threads())
+    fns = {"pytorch_dense": lambda: model(x)}
+    fns.update({label: (lambda vm=vm: vm["main"](xt)) for label, vm in vms.items()})
+    with torch.no_grad():
+        t = {k: median(v) for k, v in measure_interleaved(fns, rounds=rounds).items()}
+    macs_dense = sum(r.macs_dense for r in rewritten)
+    macs_sparse = sum(r.macs_sparse for r in rewritten)
+    row = {"network": name, "image": image_size, "cpu": cpu_name(), "mcpu": target.export()["mcpu"],
+           "threads": tvm.runtime.num_threads(),
+           "pytorch_dense_ms": t["pytorch_dense"] * 1e3, "tvm_dense_ms": t["tvm_dense"] * 1e3,
+           "tvm_pattern_ms": t["tvm_pattern"] * 1e3,
+           "speedup_vs_pytorch": t["pytorch_dense"] / t["tvm_pattern"],
+           "speedup_vs_tvm_dense": t["tvm_dense"] / t["tvm_pattern"],
+           "conv3x3_mac_ratio": macs_dense / max(macs_sparse, 1),
+           "max_rel_error": max(errors.values()), "correct": all(e < TOLERANCE for e in errors.values())}
+    kt_sparse = kernel_times(vms["tvm_pattern"], xt)
+    total = sum(kt_sparse.values())
+    layers = [{"network": name, "kernel": k, "ms": v * 1e3, "share": v / total}
+              for k, v in sorted(kt_sparse.items(), key=lambda kv: -kv[1])[:6]]
+    return row, layers
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="tvm-patterns demo", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small input (64x64) and fewer timing rounds")
+    ap.add_argument("--nets", default="vgg16,resnet18")
+    ap.add_argument("--connectivity", type=float, default=3.6)
+    ap.add_argument("--image-size", type=int)
+    ap.add_argument("--csv", help="write the per-network table here")
+    ap.add_argument("--tuning-log", default="tuning_logs",
+                    help="tvm-patterns tune records for both TVM builds, when there are some for this CPU ('none': off)")
+    args = ap.parse_args(argv)
+    image = args.image_size or (64 if args.quick else 224)
+    rounds = 3 if args.quick else 7
+    target = targets.host()
+    say(f"target: {target.export()['mcpu']}, {tvm.runtime.num_threads()} threads; input {image}x{image}, batch 1")
+    log = tuning_log_for(args.tuning_log, target)
+    rows, layers = [], []
+    t0 = time.perf_counter()
+    for name in args.nets.split(","):
+        row, top = run_network(name.strip(), image, args.connectivity, rounds, target, log)
+        rows.append(row)
+        layers += top
+    say("\nLatency per network (medians, ms):")
+    say(fmt_table(rows, ["network", "image", "pytorch_dense_ms", "tvm_dense_ms", "tvm_pattern_ms",
+                         "speedup_vs_pytorch", "speedup_vs_tvm_dense", "conv3x3_mac_ratio", "max_rel_error"]))
+    say("\nSlowest kernels of the pattern build:")
+    say(fmt_table(layers, ["network", "kernel", "ms", "share"]))
+    if args.csv:
+        write_csv(args.csv, rows)
+    say(f"\ndone in {time.perf_counter() - t0:.0f} s")
+    return 0 if all(r["correct"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""Where built models run and how long they take: shared libraries for another machine (``export``),
+a device behind an RPC tracker (``remote``), the emulated aarch64 device (``emulated_arm``), the
+OpenCL kernels of a build on PoCL (``opencl_launcher``), and timing (``timing``)."""
+from .export import export_library
+
+__all__ = ["export_library"]
