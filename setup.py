@@ -24,5 +24,8 @@ setup(
         "pyopencl",   # runs the generated Mali/Adreno OpenCL kernels on PoCL in the tests
         "pytest",
     ],
+    # The engines scripts/bench_peers.py compares against that run in our venv (ExecuTorch and
+    # DeepSparse need venvs of their own: bench_peers.py --make-venvs).
+    extras_require={"peers": ["onnx", "onnxruntime", "openvino"]},
     entry_points={"console_scripts": ["tvm-patterns=tvm_patterns.apps.cli:main"]},
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tvm_patterns.apps.report import write_csv
 from tvm_patterns.compress import ADMMPruner, oneshot_prune
 from tvm_patterns.sparsity import PatternLibrary
 
@@ -212,14 +212,6 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[Row], path: str) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()})
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", help="CSV file (default: OUT_DIR/compress_digits.csv)")
@@ -235,8 +227,7 @@ def main(argv=None) -> int:
     print(format_table(rows))
     print(f"total {time.perf_counter() - t0:.1f} s")
     path = args.csv or os.path.join(args.out_dir, "compress_digits.csv")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    write_csv(rows, path)
+    write_csv(path, [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(r).items()} for r in rows])
     print(f"wrote {path}")
     return 0
 

@@ -5,8 +5,8 @@ benchmark scripts wrote, so a new run updates the docs instead of someone rewrit
 
 Reads ``docs/results/*.csv`` and ``docs/sweep/sweep.csv``; each CSV's kind is known by its columns:
 ``tvm-patterns demo --csv`` (whole networks), ``scripts/bench_layers.py --csv`` (per layer) and
-``tvm-patterns sweep`` (TOTAL rows). README.md shows the demo CSV named in its marker line
-``<!-- results: docs/results/FILE.csv -->`` up to ``<!-- /results -->``. ``--check`` exits 1 when
+``tvm-patterns sweep`` (TOTAL rows) and ``scripts/bench_peers.py``. README.md shows each CSV named
+in a marker line ``<!-- results: docs/results/FILE.csv -->`` up to ``<!-- /results -->``. ``--check`` exits 1 when
 a file is not what the CSVs render (the tests run it).
 """
 from __future__ import annotations
@@ -34,12 +34,17 @@ KINDS = [
       ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"), ("pytorch_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"),
       ("speedup_vs_pytorch", "x PyTorch"), ("ratio_to_mac_ratio", "x PyTorch / MAC ratio"),
       ("ours_gflops_nonzero", "ours GFLOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s")]),
+    ("peers", "engine",
+     [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
+      ("median_ms", "median ms"), ("p10_ms", "p10 ms"), ("p90_ms", "p90 ms"), ("speedup_vs_pytorch", "x PyTorch"),
+      ("max_rel_err", "max rel. error"), ("disturbed_rounds", "disturbed rounds"), ("error", "error")]),
     ("sweep", "config",
      [("network", "network"), ("config", "configuration"), ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"),
       ("tvm_dense_ms", "TVM dense ms"), ("pytorch_ms", "PyTorch ms"), ("speedup_vs_pytorch", "x PyTorch"),
       ("speedup_vs_tvm_dense", "x TVM dense")]),
 ]
-TITLES = {"networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",
+TITLES = {"peers": "Peers side by side (`scripts/bench_peers.py`)",
+          "networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",
           "sweep": "Latency sweep, whole networks (`tvm-patterns sweep`, TOTAL rows)"}
 
 
@@ -56,7 +61,7 @@ def kind_of(rows: list[dict], path: Path) -> tuple[str, list]:
     raise ValueError(f"{path}: not a CSV of a known benchmark (columns {sorted(columns)})")
 
 
-TEXT_COLUMNS = {"network", "layer", "config", "kind"}   # shown as written ("0.10" is a layer name)
+TEXT_COLUMNS = {"network", "layer", "config", "kind", "engine", "variant", "version", "error"}   # shown as written ("0.10" is a layer name)
 
 
 def cell(value: str) -> str:
@@ -74,6 +79,26 @@ def table(rows: list[dict], shown: list) -> str:
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join((r.get(c) or "") if c in TEXT_COLUMNS else cell(r.get(c) or "") for c, _ in cols)
               + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def speedup_pivot(rows: list[dict]) -> str:
+    """Peers in short: an engine a row, a network x variant a column, the speed-up over PyTorch in each
+    cell (a dash where the engine did not run)."""
+    cols = list(dict.fromkeys((r["network"], r["variant"]) for r in rows))
+    # the compressed variant's order first: it has every engine, ours beside PyTorch
+    engines = list(dict.fromkeys(r["engine"] for r in sorted(rows, key=lambda r: r["variant"] != "compressed")))
+    value = {(r["engine"], r["network"], r["variant"]): r for r in rows}
+    lines = ["| engine (speed-up over PyTorch) | " + " | ".join(f"{n} {v}" for n, v in cols) + " |",
+             "|" + "---|" * (len(cols) + 1)]
+    for e in engines:
+        cells = []
+        for n, v in cols:
+            r = value.get((e, n, v))
+            cells.append(cell(r["speedup_vs_pytorch"]) if r and r.get("speedup_vs_pytorch") and not r.get("error")
+                         else "-")
+        if any(c != "-" for c in cells):
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -108,16 +133,19 @@ def results_md() -> str:
 
 
 def readme(text: str) -> str:
-    start = text.find(BEGIN)
-    if start < 0:
-        return text
-    head_end = text.index("-->", start) + 3
-    path = ROOT / text[start + len(BEGIN):text.index(" -->", start)].strip()
-    end = text.index(END, head_end)
-    rows = read(path)
-    kind, shown = kind_of(rows, path)
-    body = f"\n{machine(rows)} (`{path.relative_to(ROOT)}`):\n\n{table(rows, shown)}\n"
-    return text[:head_end] + body + text[end:]
+    """README with each ``<!-- results: FILE -->`` ... ``<!-- /results -->`` section rendered from FILE
+    (a demo CSV as its table, a peers CSV in short)."""
+    out, pos = [], 0
+    while (start := text.find(BEGIN, pos)) >= 0:
+        head_end = text.index("-->", start) + 3
+        path = ROOT / text[start + len(BEGIN):text.index(" -->", start)].strip()
+        end = text.index(END, head_end)
+        rows = read(path)
+        kind, shown = kind_of(rows, path)
+        body = speedup_pivot(rows) if kind == "peers" else table(rows, shown)
+        out += [text[pos:head_end], f"\n{machine(rows)} (`{path.relative_to(ROOT)}`):\n\n{body}\n"]
+        pos = end
+    return "".join(out) + text[pos:]
 
 
 def main(argv=None) -> int:

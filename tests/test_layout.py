@@ -54,7 +54,14 @@ def imports(name: str, path: Path) -> list[tuple[str, int, bool]]:
     """(imported module, line, at module level) of every import of ours in a module."""
     tree = ast.parse(path.read_text())
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    top = {id(n) for n in tree.body}
+    # module level: the body, and the bodies of module-level if / try (not functions or classes)
+    top, level = set(), list(tree.body)
+    while level:
+        node = level.pop()
+        top.add(id(node))
+        if isinstance(node, (ast.If, ast.Try)):
+            level += node.body + node.orelse + getattr(node, "finalbody", []) + \
+                [x for h in getattr(node, "handlers", []) for x in h.body]
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):

@@ -2,24 +2,42 @@
 from __future__ import annotations
 
 import tvm
+from tvm import relax
 
 from .passes.pipeline import pipeline
-from .targets import host
+from .passes.registry import check_options
+from .targets import as_target
 from .tuning.database import ApplyTuningLog
+
+
+def check_inputs(mod: tvm.IRModule) -> None:
+    """Refuse a model whose ``main`` takes an empty tensor (a dimension of 0: batch 0, no channels)
+    before any pass or schedule runs, where it would fail deep inside TVM."""
+    main = mod["main"] if "main" in [gv.name_hint for gv in mod.get_global_vars()] else None
+    if not isinstance(main, relax.Function):
+        raise ValueError("the module has no Relax function 'main' (import the model with tvm_patterns.from_pytorch)")
+    for param in main.params:
+        shape = getattr(param.ty, "shape", None)
+        dims = [d for d in (shape.values if shape is not None and hasattr(shape, "values") else [])]
+        if any(isinstance(d, tvm.tirx.IntImm) and int(d) == 0 for d in dims):
+            raise ValueError(f"input {param.name_hint!r} has shape {[int(d) for d in dims]}: a dimension of 0 "
+                             "(batch 0 or no channels) leaves nothing to compute; give at least one of each")
 
 
 def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_density=None,
           options=None, report=None, sparse: bool = True, tuning_log: str | None = None):
     """Compile a Relax module with our sparse kernels; returns a ``tvm.runtime.Executable``.
 
-    target: a ``tvm.target.Target`` (default: ``targets.host()``); library / max_density: options of
+    target: a ``tvm.target.Target``, a dict, a preset name or a target string (default:
+    ``targets.host()``); library / max_density: options of
     the "pattern" kind; options: {kind: {option: value}} for any kind; report: a list receiving one
     ``LayerDecision`` per operator looked at; tuning_log: a ``tvm-patterns tune`` log directory
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
     the others their default schedule.
     """
-    target = target or host()
-    options = dict(options or {})
+    target = as_target(target)
+    options = check_options(options)
+    check_inputs(mod)
     pattern_opts = dict(options.get("pattern", {}))
     if library is not None:
         pattern_opts["library"] = library

@@ -57,6 +57,24 @@ def adreno(triple: str = "aarch64-linux-android") -> Target:
 PRESETS = {"host": host, "arm_cpu": arm_cpu, "mali": mali, "adreno": adreno}
 
 
+def as_target(target) -> Target:
+    """A target as a ``tvm.target.Target``, from a Target, a dict, a preset name (``by_name``) or a
+    TVM target string ("llvm -mcpu=znver4"); None is ``host()``."""
+    if target is None:
+        return host()
+    if isinstance(target, Target):
+        return target
+    if isinstance(target, str) and target in PRESETS:
+        return by_name(target)
+    if isinstance(target, (str, dict)):
+        try:
+            return Target(target)
+        except Exception as e:  # noqa: BLE001  TVM's own message says what is wrong with it
+            raise ValueError(f"target {target!r} is not a TVM target ({str(e).strip().splitlines()[-1]}); "
+                             f"give a tvm.target.Target, a dict, one of {sorted(PRESETS)} or a target string") from None
+    raise ValueError(f"target must be a tvm.target.Target, a dict or a string, not {type(target).__name__}")
+
+
 def by_name(name: str) -> Target:
     """``host`` | ``arm_cpu`` | ``mali`` | ``adreno`` -> Target."""
     if name not in PRESETS:

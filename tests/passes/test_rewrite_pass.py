@@ -135,3 +135,23 @@ def test_bias_and_relu_fuse_into_the_pattern_kernel():
     names = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     (name,) = names  # one kernel: conv (either implementation), bias and ReLU together
     assert name.startswith("fused_pattern_conv2d") and name.endswith("_add_relu")
+
+
+def test_a_model_pruned_with_its_own_library_is_rewritten_without_being_told_the_library():
+    """README's path: oneshot_prune fits a library to the weights; build finds it in them."""
+    from tvm_patterns.compress import oneshot_prune
+
+    from ..layer_check import assert_matches_torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 24, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(24, 8, 3, stride=2, padding=1)).eval()
+    pruner = oneshot_prune(model, [{"module": m, "kind": "pattern", "patterns": 6, "connectivity": 2.0}
+                                   for m in ("2", "4")])
+    pruner.squash()
+    patdnn = {m.tobytes() for m in LIB.masks}
+    assert not any(m.tobytes() in patdnn for m in pruner.pattern_library.masks)   # fitted, none of PatDNN's
+    report = []
+    assert_matches_torch(model, torch.randn(2, 3, 13, 11), report=report)
+    assert [(r.layer, r.rewritten) for r in report] == [("0", False), ("2", True), ("4", True)]

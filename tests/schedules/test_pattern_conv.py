@@ -146,8 +146,11 @@ def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
     assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report, library=PatternLibrary.extract(w, 3, 4))
     assert report[0].rewritten
     report = []
-    assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report)  # PatDNN library: does not fit
-    assert not report[0].rewritten and "fit no library pattern" in report[0].reason
+    assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report)  # no library: the weight's own found
+    assert report[0].rewritten and report[0].reason.startswith("3x4 patterns")
+    report = []
+    assert_matches_torch(conv, torch.randn(1, 8, 10, 10), report=report, library=PatternLibrary.patdnn())
+    assert not report[0].rewritten and "fit no library pattern" in report[0].reason   # a given library is kept
 
 
 HOST_POINTS = [(lanes, order) for lanes in x86.isa_of(host()).lanes for order in x86.ORDERS]

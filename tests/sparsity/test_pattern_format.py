@@ -152,3 +152,29 @@ def test_pattern_tables_group_each_filters_kernels_by_pattern_in_channel_order()
                     dense[k, c, taps[p][tap] // row, taps[p][tap] % row] = t.value[k, p, j, tap]
     assert t.length.sum() == packed.nnz_kernels
     assert np.array_equal(dense, w)
+
+
+def test_of_weight_finds_the_library_a_pruned_weight_uses():
+    rng = np.random.default_rng(3)
+    lib = PatternLibrary.extract(rng.normal(size=(16, 8, 3, 3)), n_patterns=12)
+    w = project_pattern_connectivity(rng.normal(size=(16, 8, 3, 3)).astype("float32"), lib, 2.0)
+    w[0, np.flatnonzero(np.abs(w[0]).sum(axis=(1, 2)))[0], 1, 1] = 0.0   # a kept tap that became exactly 0
+    found = PatternLibrary.of_weight(w)
+    assert found is not None and found.taps == 4
+    assert {m.tobytes() for m in found.masks} <= {m.tobytes() for m in lib.masks}
+    assert np.array_equal(pack(w, found).to_dense(), w)
+
+
+@pytest.mark.parametrize("case", ["dense", "too many patterns", "mixed tap counts outside any full kernel"])
+def test_of_weight_finds_no_library_in_a_weight_that_is_not_pattern_pruned(case):
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(8, 8, 3, 3)).astype("float32")
+    if case == "too many patterns":
+        w = project_patterns(w, PatternLibrary.extract(rng.normal(size=(64, 64, 3, 3)), n_patterns=40))
+        assert PatternLibrary.of_weight(w, max_patterns=4) is None
+        return
+    if case == "mixed tap counts outside any full kernel":
+        w = project_patterns(w, PatternLibrary.from_taps([(1, 3, 4, 5)]))
+        w[0, 0] = 0.0
+        w[0, 0, 0, 0] = 1.0   # a one-tap kernel outside the only 4-tap mask
+    assert PatternLibrary.of_weight(w) is None

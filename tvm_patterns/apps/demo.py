@@ -18,7 +18,8 @@ from .. import targets
 from ..build import build
 from ..importer import from_pytorch
 from ..compress import pattern_prune
-from ..devices.timing import cpu_name, kernel_times, measure_interleaved, median
+from ..devices.profiling import kernel_times
+from ..devices.timing import cpu_name, measure_interleaved, median
 from ..tuning import log_dir_for
 from ..tuning.database import RECORDS
 from .models import get_network

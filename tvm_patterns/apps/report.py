@@ -1,20 +1,34 @@
 """Results as files and text: CSV with a header row, plain-text tables."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import tempfile
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
-    """Rows of dicts -> CSV with a header row (columns in first-seen order)."""
+    """Rows of dicts -> CSV with a header row (columns in first-seen order), crash-safe: written to a
+    temporary file beside ``path`` and renamed over it, so a failed write (disk full, Ctrl-C) leaves
+    the previous file whole."""
     cols: list[str] = []
     for row in rows:
         cols += [k for k in row if k not in cols]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def fmt_table(rows: list[dict], cols: list[str]) -> str:

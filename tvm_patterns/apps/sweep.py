@@ -33,11 +33,12 @@ from ..build import build
 from ..importer import from_pytorch
 from ..compress import pattern_prune, prunable_3x3_convs
 from ..devices.remote import RemoteDevice
-from ..devices.timing import call_times, cpu_name, measure_interleaved, median
+from ..devices.profiling import call_times
+from ..devices.timing import cpu_name, measure_interleaved, median
 from ..passes.registry import sparse_kinds
 from ..sparsity import PatternLibrary
 from ..sparsity.block import project_block_punched
-from .models import get_network
+from .models import NETWORKS, get_network
 from .report import write_csv
 
 COLUMNS = ["network", "config", "kind", "patterns", "connectivity", "block_sparsity", "layer", "position",
@@ -60,6 +61,8 @@ class Config:
 
 
 def configurations(patterns, connectivity, block_sparsity) -> list[Config]:
+    """Every configuration of the axes, each once (a value repeated on an axis is measured once)."""
+    patterns, connectivity, block_sparsity = (list(dict.fromkeys(a)) for a in (patterns, connectivity, block_sparsity))
     return ([Config("pattern", p, c) for p, c in itertools.product(patterns, connectivity)]
             + [Config("block", block_sparsity=s) for s in block_sparsity])
 
@@ -87,8 +90,14 @@ class Sweep:
     def __init__(self, args):
         self.args = args
         self.csv = os.path.join(args.out, "sweep.csv")
-        self.rows = read_rows(self.csv)
-        self.done = {(r["network"], r["config"]) for r in self.rows if r["layer"] == "TOTAL"}
+        rows = read_rows(self.csv)
+        # A configuration is done when its TOTAL row is whole; the rows of any other (an interrupted
+        # run's) are removed, and it is measured again.
+        self.done = {(r["network"], r["config"]) for r in rows if is_complete_total(r)}
+        self.rows = [r for r in rows if (r.get("network"), r.get("config")) in self.done]
+        if len(self.rows) < len(rows):
+            print(f"{self.csv}: {len(rows) - len(self.rows)} rows of unfinished configurations removed; "
+                  "they are measured again", flush=True)
         self.target = targets.by_name(args.target)
         if bool(args.rpc_tracker) != bool(args.rpc_key):
             raise ValueError("--rpc-tracker and --rpc-key go together")
@@ -171,10 +180,36 @@ class Sweep:
 
 
 def read_rows(path: str) -> list[dict]:
+    """The rows of a sweep CSV that have every column (a line cut short by a crash is reported and
+    left out)."""
     if not os.path.exists(path):
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="", errors="replace") as f:
+        lines = list(csv.reader(f))
+    if not lines:
+        return []
+    header, rows = lines[0], []
+    for n, fields in enumerate(lines[1:], 2):
+        if len(fields) != len(header):
+            print(f"{path} line {n}: {len(fields)} fields, not {len(header)}; left out", flush=True)
+            continue
+        rows.append(dict(zip(header, fields)))
+    return rows
+
+
+def number(text) -> float | None:
+    """A CSV cell as a float, None when it is empty or not a number."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def is_complete_total(row: dict) -> bool:
+    """A TOTAL row that says how its configuration ended: an error, or all its times."""
+    if row.get("layer") != "TOTAL" or not row.get("network") or not row.get("config"):
+        return False
+    return bool(row.get("error")) or all(number(row.get(c)) is not None for c in ("mac_ratio", "ours_ms", "tvm_dense_ms"))
 
 
 def plot(csv_path: str, out_dir: str) -> list[str]:
@@ -185,7 +220,7 @@ def plot(csv_path: str, out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     rows = [r for r in read_rows(csv_path) if not r.get("error")]
-    totals = [r for r in rows if r["layer"] == "TOTAL"]
+    totals = [r for r in rows if is_complete_total(r)]
     paths = []
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -194,7 +229,7 @@ def plot(csv_path: str, out_dir: str) -> list[str]:
         ax.plot(*zip(*pts), "o-", label=f"{net}: ours")
         dense = [float(r["tvm_dense_ms"]) for r in totals if r["network"] == net][0]
         ax.axhline(dense, ls="--", lw=1, color=ax.lines[-1].get_color(), label=f"{net}: TVM dense")
-        torch_ms = [r["pytorch_ms"] for r in totals if r["network"] == net and r["pytorch_ms"]]
+        torch_ms = [r["pytorch_ms"] for r in totals if r["network"] == net and number(r.get("pytorch_ms"))]
         if torch_ms:
             ax.axhline(float(torch_ms[0]), ls=":", lw=1, color=ax.lines[-1].get_color(), label=f"{net}: PyTorch dense")
     ax.set(xlabel="MAC reduction of the pruned layers (x)", ylabel="latency (ms)", yscale="log",
@@ -202,7 +237,8 @@ def plot(csv_path: str, out_dir: str) -> list[str]:
     ax.legend(fontsize=7)
     paths.append(_save(fig, out_dir, "latency_vs_mac.png"))
 
-    layers = [r for r in rows if r["layer"] != "TOTAL" and r.get("mac_ratio") and float(r["mac_ratio"]) > 1]
+    layers = [r for r in rows if r["layer"] != "TOTAL" and (number(r.get("mac_ratio")) or 0) > 1
+              and number(r.get("speedup_vs_tvm_dense")) is not None]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for cfg in sorted({(r["network"], r["config"]) for r in layers}):
         sel = [r for r in layers if (r["network"], r["config"]) == cfg]
@@ -253,10 +289,20 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    unknown = [n for n in nets if n not in NETWORKS]
+    if not nets or unknown:
+        ap.error(f"--nets: {'unknown network(s) ' + ', '.join(unknown) if unknown else 'no network given'} "
+                 f"(choose from {', '.join(sorted(NETWORKS))})")
+    try:
+        configs = configurations([int(p) for p in _floats(args.patterns)], _floats(args.connectivity),
+                                 _floats(args.block_sparsity))
+    except ValueError as e:
+        ap.error(f"--patterns / --connectivity / --block-sparsity: {e}")
+    if not configs:
+        ap.error("no configuration: give --patterns and --connectivity, or --block-sparsity")
     os.makedirs(args.out, exist_ok=True)
-    configs = configurations([int(p) for p in _floats(args.patterns)], _floats(args.connectivity),
-                             _floats(args.block_sparsity))
-    Sweep(args).run([n.strip() for n in args.nets.split(",") if n.strip()], configs)
+    Sweep(args).run(nets, configs)
     for p in plot(os.path.join(args.out, "sweep.csv"), args.out):
         print("wrote", p)
     return 0

@@ -1,18 +1,18 @@
-"""How long things take: interleaved timing of candidates, medians and paired ratios, the SGEMM
-roof, and per-kernel times of a Relax VM run (through the VM's call instrumentation).
+"""How long things take: interleaved timing of candidates, medians, spreads and paired ratios, the
+SGEMM roof, and a guard that tells the rounds other processes disturbed.
 
 The machines this runs on are noisy: every candidate is timed in the same rounds, round-robin, and
-the median of the rounds is reported (``docs/design.md#measuring``).
+the median of the rounds is reported (``docs/design.md#measuring``). Only the standard library is
+imported here: a peer engine's worker runs this file in a venv of its own (``devices/peers.py``).
 """
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
+from dataclasses import dataclass, field
 from typing import Callable
-
-import tvm
-from tvm import relax
 
 
 def _calibrate(fn: Callable[[], object], min_time: float) -> int:
@@ -34,25 +34,95 @@ def _calibrate(fn: Callable[[], object], min_time: float) -> int:
 SETTLE_SECONDS = 0.02
 
 
-def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 7,
-                        min_time: float = 0.05) -> dict[str, list[float]]:
-    """Seconds per call of each function, one sample per round, candidates interleaved."""
+# A round is disturbed when other processes kept more than this share of the machine's cores busy
+# during it: on 2 cores a 2-thread PyTorch then slows 10-50x while TVM barely moves.
+DISTURBED_SHARE = 0.10
+
+
+class ForeignLoad:
+    """The share of the machine's CPU time that other processes took since the last ``share()``
+    (``/proc/stat`` busy time less this process's own; None where ``/proc/stat`` is missing)."""
+
+    def __init__(self):
+        self.cores = os.cpu_count() or 1
+        self._last = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / ticks   # less idle, iowait
+        own = sum(os.times()[:4])   # this process and its waited-for children: user + system
+        return busy, own, time.perf_counter()
+
+    def share(self) -> float | None:
+        now = self._read()
+        last, self._last = self._last, now
+        if now is None or last is None or now[2] <= last[2]:
+            return None
+        foreign = (now[0] - last[0]) - (now[1] - last[1])
+        return max(0.0, foreign / ((now[2] - last[2]) * self.cores))
+
+
+@dataclass
+class Rounds:
+    """Interleaved samples: seconds per call of each candidate, one per round, and the share of the
+    machine other processes took in each round (``foreign``; None where it cannot be read)."""
+
+    samples: dict[str, list[float]]
+    foreign: list = field(default_factory=list)
+
+    def disturbed(self, limit: float = DISTURBED_SHARE) -> list[int]:
+        return [r for r, s in enumerate(self.foreign) if s is not None and s > limit]
+
+    def quiet(self, limit: float = DISTURBED_SHARE) -> dict[str, list[float]]:
+        """The samples of the undisturbed rounds (all of them when fewer than 3 are undisturbed)."""
+        bad = set(self.disturbed(limit))
+        kept = {k: [x for r, x in enumerate(v) if r not in bad] for k, v in self.samples.items()}
+        return kept if all(len(v) >= 3 for v in kept.values()) else self.samples
+
+
+def measure_rounds(fns: dict[str, Callable[[], object]], rounds: int = 7, min_time: float = 0.05) -> Rounds:
+    """Seconds per call of each function, one sample per round, candidates interleaved (the order
+    rotated every round), with each round's foreign load."""
     numbers = {name: _calibrate(fn, min_time) for name, fn in fns.items()}
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    result = Rounds({name: [] for name in fns})
     names = list(fns)
+    load = ForeignLoad()
     for r in range(rounds):
+        load.share()
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn, number = fns[name], numbers[name]
             time.sleep(SETTLE_SECONDS)
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
-            samples[name].append((time.perf_counter() - t0) / number)
-    return samples
+            result.samples[name].append((time.perf_counter() - t0) / number)
+        result.foreign.append(load.share())
+    return result
+
+
+def measure_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 7,
+                        min_time: float = 0.05) -> dict[str, list[float]]:
+    """Seconds per call of each function, one sample per round, candidates interleaved."""
+    return measure_rounds(fns, rounds, min_time).samples
 
 
 def median(xs) -> float:
     return float(statistics.median(xs))
+
+
+def percentile(xs, q: float) -> float:
+    """The ``q``-th percentile (0..100) of ``xs``, linearly interpolated."""
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
 def paired_speedup(base, other) -> float | None:
@@ -83,38 +153,3 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def call_times(vm: relax.VirtualMachine, *inputs, runs: int = 3) -> list[tuple[str, float]]:
-    """[(kernel symbol, median seconds)] for each PrimFunc call of ``main``, in execution order.
-
-    A symbol appears once per call (structurally equal PrimFuncs are shared between layers).
-    """
-    per_run: list[list[tuple[str, float]]] = []
-    calls: list[tuple[str, float]] = []
-    start: list[float] = []
-
-    def instrument(func, symbol, before, ret, *args):
-        if before:
-            start.append(time.perf_counter())
-        else:
-            calls.append((symbol, time.perf_counter() - start.pop()))
-        return 0
-
-    vm.set_instrument(tvm.runtime.convert(instrument))
-    try:
-        for _ in range(runs):
-            calls.clear()
-            vm["main"](*inputs)
-            per_run.append([c for c in calls if not c[0].startswith("vm.builtin")])
-    finally:
-        vm.set_instrument(None)
-    return [(sym, statistics.median(r[i][1] for r in per_run)) for i, (sym, _) in enumerate(per_run[-1])]
-
-
-def kernel_times(vm: relax.VirtualMachine, *inputs, runs: int = 3) -> dict[str, float]:
-    """{kernel symbol: median seconds per run, summed over its calls}."""
-    totals: dict[str, float] = {}
-    for sym, t in call_times(vm, *inputs, runs=runs):
-        totals[sym] = totals.get(sym, 0.0) + t
-    return totals

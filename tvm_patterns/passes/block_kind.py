@@ -121,7 +121,8 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
                 macs_sparse=int(round(macs * density)))
 
 
-@register_sparse_kind("block", ["relax.nn.conv2d", "relax.matmul"])
+@register_sparse_kind("block", ["relax.nn.conv2d", "relax.matmul"],
+                      options=("block_rows", "block_rows_candidates", "max_density", "tolerance"))
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         return _plan_conv(call, ctx)

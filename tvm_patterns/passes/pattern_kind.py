@@ -56,7 +56,25 @@ def check_conv_attrs(attrs, weight_shape) -> tuple:
     return strides, tuple(int(p) for p in attrs.padding)
 
 
-@register_sparse_kind("pattern", ["relax.nn.conv2d"])
+def pack_with_library(w: np.ndarray, library: PatternLibrary | None):
+    """(library, packed weight), or LeaveDense. Without a library: PatDNN's, else the patterns the
+    weight itself uses (a model pruned with a library fitted to its weights, as ``oneshot_prune``
+    and ``ADMMPruner`` fit one, is recognised without being told it)."""
+    try:
+        lib = library or PatternLibrary.patdnn()
+        return lib, pack(w, lib)
+    except NotPatternSparse as e:
+        reason = e
+    own = None if library is not None else PatternLibrary.of_weight(w)
+    if own is not None:
+        try:
+            return own, pack(w, own)
+        except NotPatternSparse:
+            pass
+    raise LeaveDense(f"not pattern-sparse: {reason}")
+
+
+@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", "max_density", "implementation"))
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
@@ -67,11 +85,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     N, C, H, W = static_shape(call.args[0])
     if call.args[0].ty.dtype != "float32":
         raise LeaveDense(f"input dtype {call.args[0].ty.dtype} (only float32)")
-    library: PatternLibrary = ctx.options.get("library") or PatternLibrary.patdnn()
-    try:
-        packed = pack(w, library)
-    except NotPatternSparse as e:
-        raise LeaveDense(f"not pattern-sparse: {e}") from None
+    library, packed = pack_with_library(w, ctx.options.get("library"))
     max_density = ctx.options.get("max_density", DEFAULT_MAX_DENSITY)
     density = packed.mac_density()
     if density > max_density:

@@ -6,6 +6,7 @@ kind registered for the call's operator, in registration order, and takes the fi
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -44,18 +45,20 @@ class SparseKind:
     name: str
     ops: tuple                     # Relax operator names, e.g. ("relax.nn.conv2d",)
     plan: Callable[[relax.Call, LayerContext], Plan]
+    options: tuple = ()            # the option names its plan reads (``check_options`` refuses others)
 
 
 _KINDS: dict[str, SparseKind] = {}
 
 
-def register_sparse_kind(name: str, ops):
-    """Decorator: ``@register_sparse_kind("pattern", ["relax.nn.conv2d"])`` on a plan function."""
+def register_sparse_kind(name: str, ops, options=()):
+    """Decorator: ``@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", ...))``
+    on a plan function; ``options`` are the keys its ``LayerContext.options`` may hold."""
 
     def wrap(plan_fn):
         if name in _KINDS:
             raise ValueError(f"sparse kind {name!r} is registered twice")
-        _KINDS[name] = SparseKind(name, tuple(ops), plan_fn)
+        _KINDS[name] = SparseKind(name, tuple(ops), plan_fn, tuple(options))
         return plan_fn
 
     return wrap
@@ -67,8 +70,37 @@ def sparse_kinds(names=None) -> list[SparseKind]:
         return list(_KINDS.values())
     unknown = [n for n in names if n not in _KINDS]
     if unknown:
-        raise ValueError(f"unknown sparse kind(s) {unknown}; registered: {sorted(_KINDS)}")
+        raise ValueError(f"unknown sparse kind(s) {unknown}{_did_you_mean(unknown[0], _KINDS)}; "
+                         f"registered: {sorted(_KINDS)}")
     return [_KINDS[n] for n in names]
+
+
+def _did_you_mean(word, choices) -> str:
+    near = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def check_options(options) -> dict:
+    """``{kind name: {option: value}}`` checked against the registry: an unknown kind or option is a
+    ``ValueError`` naming it and the closest valid one (a misspelt option would otherwise be ignored
+    and its default used). Returns the options as a plain dict of dicts."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be a dict {{kind: {{option: value}}}}, got {type(options).__name__}")
+    checked = {}
+    for kind, opts in options.items():
+        if kind not in _KINDS:
+            raise ValueError(f"options: unknown sparse kind {kind!r}{_did_you_mean(kind, _KINDS)}; "
+                             f"registered: {sorted(_KINDS)}")
+        if not isinstance(opts, dict):
+            raise ValueError(f"options[{kind!r}] must be a dict of options, got {type(opts).__name__}")
+        for key in opts:
+            if key not in _KINDS[kind].options:
+                raise ValueError(f"options[{kind!r}]: unknown option {key!r}{_did_you_mean(key, _KINDS[kind].options)}; "
+                                 f"the {kind} kind takes {list(_KINDS[kind].options)}")
+        checked[kind] = dict(opts)
+    return checked
 
 
 def constant_weight(call: relax.Call, index: int = 1):

@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .registry import LayerContext, LeaveDense, sparse_kinds
+from .registry import LayerContext, LeaveDense, check_options, sparse_kinds
 
 log = logging.getLogger("tvm_patterns")
 
@@ -109,7 +109,7 @@ def SparseRewrite(kinds=None, options: dict | None = None, report: list | None =
     ``LayerDecision`` per operator looked at (rewritten or not, and why).
     """
     selected = sparse_kinds(kinds)
-    options = options or {}
+    options = check_options(options)
     sink = report if report is not None else []
 
     @tvm.transform.module_pass(opt_level=0, name="SparseRewrite")

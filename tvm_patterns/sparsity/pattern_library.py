@@ -101,3 +101,25 @@ class PatternLibrary:
             raise ValueError("pattern library: no nonzero 3x3 kernel to extract patterns from")
         best = [np.frombuffer(b, dtype=bool).reshape(3, 3) for b, _ in counter.most_common(n_patterns)]
         return PatternLibrary(np.stack(best))
+
+    @staticmethod
+    def of_weight(w, max_patterns: int = 32) -> "PatternLibrary | None":
+        """The library a pruned [K, C, 3, 3] weight already uses: the distinct masks of its fullest
+        kernels (the most nonzero taps), when there are at most ``max_patterns`` of them and every
+        kernel lies inside one (a kept tap may have become exactly 0); else None. How the build
+        recognises a model pruned with a library of its own (``oneshot_prune``'s extracted one)."""
+        w = np.asarray(w)
+        if w.ndim != 4 or w.shape[2:] != (3, 3):
+            return None
+        nz = (w != 0).reshape(-1, 9)
+        nz = nz[nz.any(axis=1)]
+        counts = nz.sum(axis=1)
+        if len(nz) == 0 or counts.max() == 9:
+            return None
+        full = np.unique(nz[counts == counts.max()], axis=0)
+        if len(full) > max_patterns:
+            return None
+        inside = ~(nz[:, None, :] & ~full[None, :, :]).any(axis=2)
+        if not inside.any(axis=1).all():
+            return None
+        return PatternLibrary(full.reshape(-1, 3, 3))

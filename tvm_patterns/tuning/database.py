@@ -66,6 +66,9 @@ def read_log(db_dir: str):
                 raise ValueError(f"workload index {index} out of range")
             if workloads[int(index)] is None:
                 raise ValueError(f"its workload (line {int(index) + 1}) was unreadable")
+            # JSON of the wrong shape would pass the lines above and then break every later tune on
+            # this log inside MetaSchedule's database: a record must also parse as one.
+            ms.database.TuningRecord.from_json(rec, workloads[int(index)])
             records.append((n, int(index), rec))
         except Exception as e:  # noqa: BLE001
             problems.append(f"{RECORDS} line {n}: {_why(e)}; skipped")

@@ -33,7 +33,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from ..devices import export
-from ..targets import host, target_name
+from ..targets import as_target, target_name
 from . import measure, verify
 from .database import mean_seconds, repair_log
 from .measure import DriftCorrectedRunner, is_local, make_runner
@@ -239,7 +239,7 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
     verify_rounds: after the search, the default and the best records of each kernel are measured
     again in this many alternating rounds and the winner goes to ``<log>/best/`` (``verify``).
     """
-    target = target or host()
+    target = as_target(target)
     tasks, untunable = extract_tasks(mod, target, kinds=kinds, options=options, sparse=sparse)
     if not tasks:
         raise ValueError(f"no kernel of this model has a design space for {target_name(target)}")
