@@ -20,7 +20,7 @@ def check_inputs(mod: tvm.IRModule) -> None:
         shape = getattr(param.ty, "shape", None)
         dims = [d for d in (shape.values if shape is not None and hasattr(shape, "values") else [])]
         if any(isinstance(d, tvm.tirx.IntImm) and int(d) == 0 for d in dims):
-            raise ValueError(f"input {param.name_hint!r} has shape {[int(d) for d in dims]}: a dimension of 0 "
+            raise ValueError(f"input {param.name!r} has shape {[int(d) for d in dims]}: a dimension of 0 "
                              "(batch 0 or no channels) leaves nothing to compute; give at least one of each")
 
 

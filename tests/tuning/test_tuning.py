@@ -367,3 +367,12 @@ def test_local_tuning_verifies_in_this_process_and_the_tuned_build_matches_torch
     assert any(line.startswith("verifying:") and line.endswith("in this process") for line in lines), lines
     assert len(record_lines(os.path.join(result.log_dir, "best"))) == 2
     assert tuned_error(model, x, mod, tmp_path) < 1e-4
+
+
+def test_a_record_that_is_json_of_the_wrong_shape_is_set_aside_and_does_not_poison_the_log(log):
+    lines = record_lines(log)
+    (log / RECORDS).write_text("\n".join(lines[:2] + ['[0, {"not": "a record"}]', "[1, [1, 2]]"] + lines[2:]) + "\n")
+    problems = repair_log(str(log), host())
+    assert len(problems) == 2 and all("skipped" in p for p in problems)
+    assert len(record_lines(log)) == 4
+    assert len(ms.database.JSONDatabase(work_dir=str(log)).get_all_tuning_records()) == 4   # opens again

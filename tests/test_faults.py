@@ -1,0 +1,106 @@
+"""Bad input and interrupted work: each case gets a clear error naming what is wrong, or keeps the data."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import tvm_patterns as tp
+from tvm_patterns.apps.report import write_csv
+from tvm_patterns.apps.sweep import Config, configurations, is_complete_total, read_rows
+
+ROWS = [{"network": "vgg16", "config": "a", "layer": "TOTAL", "ours_ms": "1.0"},
+        {"network": "vgg16", "config": "b", "layer": "TOTAL", "ours_ms": "2.0"}]
+
+
+def test_a_results_file_survives_a_write_that_runs_out_of_disk(tmp_path):
+    path = tmp_path / "results.csv"
+    write_csv(str(path), ROWS)
+    before = path.read_text()
+    code = textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a full disk: writes fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 100}, {len(before) + 100}))
+        from tvm_patterns.apps.report import write_csv
+        try:
+            write_csv({str(path)!r}, {ROWS!r} * 1000)
+        except OSError as e:
+            print("failed:", e.errno)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "failed:" in proc.stdout, proc.stdout + proc.stderr
+    assert path.read_text() == before                        # the finished rows are still there
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]   # no temporary file left behind
+
+
+def test_a_sweep_resumes_only_whole_configurations_and_drops_the_rest(tmp_path):
+    path = tmp_path / "sweep.csv"
+    header = ["network", "config", "layer", "mac_ratio", "ours_ms", "tvm_dense_ms", "error"]
+    lines = [header,
+             ["vgg16", "done", "conv1", "8", "1", "2", ""], ["vgg16", "done", "TOTAL", "8", "10", "20", ""],
+             ["vgg16", "failed", "TOTAL", "", "", "", "RuntimeError: boom"],
+             ["vgg16", "cut", "conv1", "8", "1", "2", ""], ["vgg16", "cut", "TOTAL", "8", "1"]]   # cut short
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(lines)
+    rows = read_rows(str(path))
+    assert [r["config"] for r in rows] == ["done", "done", "failed", "cut"]        # the short line left out
+    assert {r["config"] for r in rows if is_complete_total(r)} == {"done", "failed"}
+
+
+def test_a_value_repeated_on_a_sweep_axis_is_measured_once():
+    assert configurations([8, 8], [3.6, 3.6, 2.0], [0.5, 0.5]) == [
+        Config("pattern", 8, 3.6), Config("pattern", 8, 2.0), Config("block", block_sparsity=0.5)]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nets", ""], "no network given"),
+    (["--nets", "vgg61"], "unknown network"),
+    (["--nets", "vgg16", "--patterns", "", "--connectivity", ""], "no configuration"),
+])
+def test_sweep_arguments_that_would_measure_nothing_end_with_a_usage_error(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "tvm_patterns.apps.cli", "sweep", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def tiny():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    return tp.from_pytorch(model, torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"patern": {}}, "unknown sparse kind 'patern' (did you mean 'pattern'?)"),
+    ({"pattern": {"max_densty": 0.3}}, "unknown option 'max_densty' (did you mean 'max_density'?)"),
+    ({"block": {"block_row": 8}}, "unknown option 'block_row' (did you mean 'block_rows'?)"),
+    ({"pattern": 0.3}, "options['pattern'] must be a dict"),
+])
+def test_a_misspelt_build_option_is_refused_by_name(options, message):
+    with pytest.raises(ValueError) as e:
+        tp.build(tiny(), options=options)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("target", ["host", "llvm", {"kind": "llvm"}])
+def test_a_target_may_be_a_preset_name_a_string_or_a_dict(target):
+    assert tp.build(tiny(), target) is not None
+
+
+def test_a_target_that_is_no_target_is_refused_by_name():
+    with pytest.raises(ValueError, match="target 'lvm' is not a TVM target"):
+        tp.build(tiny(), "lvm")
+
+
+def test_an_empty_input_is_refused_before_any_pass():
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((0, 3, 8, 8), "float32"))
+    with bb.function("main", [x]):
+        bb.emit_func_output(x)
+    empty = bb.get()
+    with pytest.raises(ValueError, match=r"input 'x' has shape \[0, 3, 8, 8\]: a dimension of 0"):
+        tp.build(empty)
