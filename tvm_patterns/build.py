@@ -13,12 +13,11 @@ from .tuning.database import ApplyTuningLog
 def check_inputs(mod: tvm.IRModule) -> None:
     """Refuse a model whose ``main`` takes an empty tensor (a dimension of 0: batch 0, no channels)
     before any pass or schedule runs, where it would fail deep inside TVM."""
-    main = mod["main"] if "main" in [gv.name_hint for gv in mod.get_global_vars()] else None
+    main = next((f for gv, f in mod.functions_items() if gv.name_hint == "main"), None)
     if not isinstance(main, relax.Function):
         raise ValueError("the module has no Relax function 'main' (import the model with tvm_patterns.from_pytorch)")
     for param in main.params:
-        shape = getattr(param.ty, "shape", None)
-        dims = [d for d in (shape.values if shape is not None and hasattr(shape, "values") else [])]
+        dims = list(getattr(getattr(param.ty, "shape", None), "values", None) or [])
         if any(isinstance(d, tvm.tirx.IntImm) and int(d) == 0 for d in dims):
             raise ValueError(f"input {param.name!r} has shape {[int(d) for d in dims]}: a dimension of 0 "
                              "(batch 0 or no channels) leaves nothing to compute; give at least one of each")

@@ -6,7 +6,7 @@
 Rows: one per network x configuration x kernel call (``layer``; the conv layers carry their torch
 names) and one ``TOTAL`` row per network x configuration with end-to-end medians. A configuration
 that fails is a row with its error, and the sweep goes on. Re-running skips configurations whose
-rows are already in ``DIR/sweep.csv``.
+TOTAL row in ``DIR/sweep.csv`` is whole, and measures the others again (their partial rows removed).
 
 Another target (``--target arm_cpu|mali|adreno --rpc-tracker HOST:PORT --rpc-key KEY``): each model
 is built for it, exported with its cross linker, uploaded to the device behind the tracker and timed

@@ -115,14 +115,11 @@ def _version(module: str) -> Callable[[], str]:
     return version
 
 
-def _openvino_bf16_label() -> str:
-    return _version("openvino")() + " (its default precision on this CPU)"
-
-
 ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("onnxruntime", "onnxruntime", _onnxruntime, _version("onnxruntime")),
     Engine("openvino", "openvino", _openvino("f32"), lambda: _version("openvino")() + " (f32 forced)"),
-    Engine("openvino-default", "openvino", _openvino(None), _openvino_bf16_label),
+    Engine("openvino-default", "openvino", _openvino(None),
+           lambda: _version("openvino")() + " (its default precision on this CPU)"),
     Engine("executorch", "executorch", _executorch, _version("executorch"),
            venv_packages=("executorch==1.5.1", "torch==2.13.0")),
     # 1.9.0 on PyPI is an end-of-life placeholder that fails to build; 1.8.0 needs numpy 1.x and onnx < 1.15.
