@@ -96,3 +96,14 @@ def test_disturbed_rounds_are_dropped_only_while_three_quiet_ones_remain():
     assert Rounds(samples, [0.0, 0.5, 0.0, None, 0.05]).quiet() == {"a": [1.0, 1.1, 1.2, 1.0],
                                                                      "b": [2.0, 2.1, 2.0, 2.2]}
     assert Rounds(samples, [0.5, 0.5, 0.5, 0.0, 0.0]).quiet() == samples   # too few quiet rounds: all kept
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--engines", "onnxruntme"], "unknown or empty --nets / --engines: ['onnxruntme']"),
+    (["--nets", ""], "none given"),
+    (["--rounds", "2"], "--rounds must be at least 3"),
+])
+def test_bench_peers_refuses_bad_arguments_before_any_work(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--csv", str(tmp_path / "p.csv"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "p.csv").exists()
