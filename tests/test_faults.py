@@ -104,3 +104,28 @@ def test_an_empty_input_is_refused_before_any_pass():
     empty = bb.get()
     with pytest.raises(ValueError, match=r"input 'x' has shape \[0, 3, 8, 8\]: a dimension of 0"):
         tp.build(empty)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_a_model_in_another_float_dtype_is_refused_naming_the_weight_and_dtype(dtype):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).to(dtype)
+    with pytest.raises(ValueError, match=rf"weight '0.weight' is {dtype}: only float32 .* model.float\(\)"):
+        tp.from_pytorch(model, torch.randn(1, 3, 8, 8, dtype=dtype))
+
+
+def test_a_float64_input_to_a_float32_model_is_refused():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    with pytest.raises(ValueError, match="input 0 is torch.float64"):
+        tp.from_pytorch(model, torch.randn(1, 3, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sparsity", [0.99, 0.999])
+def test_a_block_sparsity_near_one_keeps_one_column_per_block_not_zero(sparsity):
+    import numpy as np
+
+    from tvm_patterns.sparsity.block import project_block_punched
+
+    w = np.random.default_rng(0).standard_normal((16, 20)).astype("float32")
+    p = project_block_punched(w, 8, sparsity)
+    kept_columns = [(np.abs(p[r:r + 8]).sum(axis=0) > 0).sum() for r in (0, 8)]
+    assert kept_columns == [1, 1]

@@ -10,6 +10,18 @@ from tvm.relax.frontend.torch import from_exported_program
 from .passes.rewrite import LAYER_NAMES_ATTR, mask_key, weight_key
 
 
+def check_float32(model: torch.nn.Module, example_inputs) -> None:
+    """Refuse floating-point weights or inputs other than float32, naming the first one: TVM's
+    importer fails on them with an unrelated TypeError (mixed dtypes) or an unsupported ScalarType."""
+    tensors = [(f"weight '{n}'", t) for n, t in model.named_parameters()]
+    tensors += [(f"buffer '{n}'", t) for n, t in model.named_buffers()]
+    tensors += [(f"input {i}", t) for i, t in enumerate(example_inputs) if isinstance(t, torch.Tensor)]
+    for what, t in tensors:
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise ValueError(f"{what} is {t.dtype}: only float32 models are imported; convert with "
+                             "model.float() and pass float32 inputs")
+
+
 def from_pytorch(model: torch.nn.Module, example_inputs) -> tvm.IRModule:
     """Import a PyTorch model in eval mode; weights become Relax constants.
 
@@ -20,6 +32,7 @@ def from_pytorch(model: torch.nn.Module, example_inputs) -> tvm.IRModule:
     """
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
+    check_float32(model, example_inputs)
     model = model.eval()
     with torch.no_grad():
         ep = torch.export.export(model, tuple(example_inputs))

@@ -54,12 +54,12 @@ def test_bsr_round_trip(rows, cols, R, block):
 
 
 @pytest.mark.parametrize("rows,cols,R,sparsity", [(13, 10, 4, 0.7), (16, 64, 8, 0.75), (5, 9, 16, 0.5),
-                                                    (12, 7, 3, 0.0), (12, 7, 3, 1.0)])
+                                                    (12, 7, 3, 0.0), (12, 7, 3, 0.99)])
 def test_projection_structure(rows, cols, R, sparsity):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((rows, cols)).astype("float32")
     p = project_block_punched(w, R, sparsity)
-    keep = round((1 - sparsity) * cols)
+    keep = max(1, round((1 - sparsity) * cols))
     assert p.shape == w.shape and p.dtype == w.dtype
     for r0 in range(0, rows, R):
         blk_w, blk_p = w[r0:r0 + R], p[r0:r0 + R]
@@ -70,7 +70,7 @@ def test_projection_structure(rows, cols, R, sparsity):
         dropped = np.setdiff1d(np.arange(cols), kept)
         if kept.size and dropped.size:
             assert norms[kept].min() >= norms[dropped].max()                # the largest norms win
-    assert pack_block_punched(p, R).width == max(keep, 1)
+    assert pack_block_punched(p, R).width == keep
 
 
 @pytest.mark.parametrize("args,match", [
@@ -79,6 +79,7 @@ def test_projection_structure(rows, cols, R, sparsity):
     ((np.ones((4, 4)), 2, 1.5), "sparsity"),
     ((np.ones((4, 4)), 2, -0.1), "sparsity"),
     ((np.ones((4, 4)), 2, float("nan")), "sparsity"),
+    ((np.ones((4, 4)), 2, 1.0), "would remove the whole layer"),
     ((np.ones((4, 4, 1)), 2, 0.5), "2-D"),
 ])
 def test_projection_rejects(args, match):

@@ -55,16 +55,19 @@ def project_block_punched(w2d: np.ndarray, block_rows: int, sparsity: float) -> 
 
     w2d: [rows, cols]. Rows are cut into blocks of ``block_rows`` (last one may be shorter); in each
     block the ``round((1 - sparsity) * cols)`` columns with the largest L2 norm over the block's
-    rows are kept (ties: lower column index first), the others are set to zero.
+    rows are kept, at least one (ties: lower column index first), the others are set to zero.
     Returns a new array of the same shape and dtype.
     """
     w = _check_2d(w2d)
     br = _check_block(block_rows)
     s = _check_sparsity(sparsity)
+    if s == 1.0:
+        raise ValueError("sparsity 1.0 would remove the whole layer: use a value below 1 (at least one "
+                         "column per block is kept)")
     rows, cols = w.shape
-    keep = int(round((1.0 - s) * cols))
+    keep = max(1, int(round((1.0 - s) * cols)))   # never a whole layer removed (as connectivity keeps a kernel)
     out = np.zeros_like(w)
-    if keep == 0 or rows == 0:
+    if rows == 0 or cols == 0:
         return out
     for r0 in range(0, rows, br):
         blk = w[r0:r0 + br]
