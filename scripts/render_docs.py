@@ -26,9 +26,12 @@ BEGIN, END = "<!-- results: ", "<!-- /results -->"
 # (kind, a column only that kind has, the columns shown with their headers)
 KINDS = [
     ("networks", "tvm_pattern_ms",
-     [("network", "network"), ("image", "input"), ("pytorch_dense_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"),
-      ("tvm_pattern_ms", "ours ms"), ("speedup_vs_pytorch", "x PyTorch"), ("speedup_vs_tvm_dense", "x TVM dense"),
-      ("conv3x3_mac_ratio", "3x3 MAC ratio"), ("max_rel_error", "max rel. error")]),
+     [("network", "network"), ("image", "input"), ("pytorch_dense_ms", "PyTorch ms"),
+      ("pytorch_dense_p10_ms", "PyTorch p10"), ("pytorch_dense_p90_ms", "PyTorch p90"), ("tvm_dense_ms", "TVM dense ms"),
+      ("tvm_pattern_ms", "ours ms"), ("tvm_pattern_p10_ms", "ours p10"), ("tvm_pattern_p90_ms", "ours p90"),
+      ("speedup_vs_pytorch", "x PyTorch"), ("speedup_vs_tvm_dense", "x TVM dense"),
+      ("conv3x3_mac_ratio", "3x3 MAC ratio"), ("max_rel_error", "max rel. error"),
+      ("disturbed_rounds", "disturbed rounds")]),
     ("layers", "ratio_to_mac_ratio",
      [("layer", "layer"), ("cin", "C"), ("cout", "K"), ("hw", "HxW"), ("stride", "stride"), ("kind", "kind"),
       ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"), ("pytorch_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"),

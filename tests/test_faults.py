@@ -129,3 +129,85 @@ def test_a_block_sparsity_near_one_keeps_one_column_per_block_not_zero(sparsity)
     p = project_block_punched(w, 8, sparsity)
     kept_columns = [(np.abs(p[r:r + 8]).sum(axis=0) > 0).sum() for r in (0, 8)]
     assert kept_columns == [1, 1]
+
+
+# ---------------------------------------------------------------- the command line
+
+def run_cli(args, capsys) -> tuple[int, str]:
+    """(exit status, stderr) of ``tvm-patterns ARGS`` run in this process."""
+    from tvm_patterns.apps import cli
+
+    try:
+        code = cli.main(args)
+    except SystemExit as e:          # argparse's usage errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["sweep", "--patterns", "4.5"], "a pattern count is an integer in 1..126 (4 of 9 taps), got 4.5"),
+    (["sweep", "--patterns", "200"], "a pattern count is an integer in 1..126"),
+    (["sweep", "--connectivity", "0.5"], "connectivity is the kernels' reduction, a finite number >= 1, got 0.5"),
+    (["sweep", "--connectivity", "inf"], "a finite number >= 1"),
+    (["sweep", "--block-sparsity", "1"], "block sparsity is in [0, 1), got 1"),
+    (["sweep", "--rounds", "0"], "--rounds must be >= 1, got 0"),
+    (["demo", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["demo", "--nets", "vgg16,resnet81"], "unknown network(s) resnet81"),
+    (["tune", "--trials", "0"], "--trials must be >= 1, got 0"),
+    (["tune", "--connectivity", "0"], "--connectivity must be a finite number >= 1, got 0.0"),
+    (["build", "--out", "x.so", "--tuning-log", "/no/such/dir"], "--tuning-log: no directory '/no/such/dir'"),
+])
+def test_a_bad_value_on_the_command_line_is_a_one_line_usage_error_before_any_work(tmp_path, capsys, args, message):
+    if args[0] == "sweep":
+        args = [*args, "--out", str(tmp_path), "--nets", "vgg16"]
+    code, err = run_cli(args, capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_an_rpc_tracker_nobody_listens_at_is_reported_in_seconds_before_the_model_is_built(capsys):
+    import time
+
+    from .tuning_helpers import free_port
+
+    t0 = time.time()
+    code, err = run_cli(["tune", "--target", "arm_cpu", "--rpc-tracker", f"127.0.0.1:{free_port()}",
+                         "--rpc-key", "phone"], capsys)
+    assert code == 2 and "no RPC tracker answers at 127.0.0.1:" in err
+    assert time.time() - t0 < 15              # TVM's own connect would retry for a minute
+
+
+def test_a_device_key_the_tracker_does_not_know_is_reported_with_the_keys_it_knows(capsys):
+    from .tuning_helpers import rpc_server, tracker
+
+    with tracker() as (port, _), rpc_server(port, "board-a"):
+        code, err = run_cli(["build", "--out", "x.so", "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "board-b"],
+                            capsys)
+    assert code == 2 and "no RPC server with key 'board-b'" in err and "(registered: board-a)" in err
+
+
+def test_an_error_inside_a_command_is_one_line_and_verbose_shows_the_traceback(monkeypatch, capsys):
+    from tvm_patterns.apps import demo
+
+    def fails(argv):
+        raise ValueError("layer 'features.0': something the user can fix\nsecond line")
+
+    monkeypatch.setattr(demo, "main", fails)
+    code, err = run_cli(["demo"], capsys)
+    assert (code, err) == (2, "tvm-patterns demo: error: layer 'features.0': something the user can fix\n")
+    with pytest.raises(ValueError, match="something the user can fix"):
+        run_cli(["demo", "--verbose"], capsys)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    ({"trials": 0}, "trials must be an integer >= 1, got 0"),
+    ({"trials": 2.5}, "trials must be an integer >= 1, got 2.5"),
+    ({"population": -1}, "population must be an integer >= 1"),
+    ({"verify_rounds": -1}, "verify_rounds must be an integer >= 0"),
+    ({"timeout_sec": 0}, "timeout_sec must be a number of seconds > 0"),
+    ({"options": {"pattern": {"max_densty": 0.3}}}, "unknown option 'max_densty' (did you mean 'max_density'?)"),
+])
+def test_tune_refuses_a_bad_argument_before_any_work(tmp_path, arguments, message):
+    with pytest.raises(ValueError) as e:
+        tp.tune(tiny(), log_dir=str(tmp_path), **arguments)
+    assert message in str(e.value)
+    assert not any(tmp_path.iterdir())                  # no log directory made

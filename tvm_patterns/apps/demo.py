@@ -19,13 +19,15 @@ from ..build import build
 from ..importer import from_pytorch
 from ..compress import pattern_prune
 from ..devices.profiling import kernel_times
-from ..devices.timing import cpu_name, measure_interleaved, median
+from ..devices.timing import cpu_name, measure_rounds, median, percentile, use_threads
 from ..tuning import log_dir_for
 from ..tuning.database import RECORDS
+from . import arguments
 from .models import get_network
 from .report import fmt_table, write_csv
 
 TOLERANCE = 1e-4   # relative max error against PyTorch
+SPREAD_WARNING = 1.5   # a baseline whose slowest tenth of rounds is this much slower than its fastest is not trusted
 
 
 def say(msg: str) -> None:
@@ -50,7 +52,7 @@ def tuning_log_for(path: str | None, target) -> str | None:
 
 
 def run_network(name: str, image_size: int, connectivity: float, rounds: int, target,
-                tuning_log: str | None = None) -> tuple[dict, list]:
+                tuning_log: str | None = None, threads: int = 1) -> tuple[dict, list]:
     model = get_network(name, image_size)
     pruned = pattern_prune(model, connectivity=connectivity)
     x = torch.randn(1, 3, image_size, image_size)
@@ -73,17 +75,25 @@ def run_network(name: str, image_size: int, connectivity: float, rounds: int, ta
     for label, err in errors.items():
         say(f"[{name}] {label}: relative max error vs PyTorch {err:.2e} ({'ok' if err < TOLERANCE else 'FAIL'})")
     say(f"[{name}] timing ({rounds} interleaved rounds)")
-    torch.set_num_threads(tvm.runtime.num_threads())
     fns = {"pytorch_dense": lambda: model(x)}
     fns.update({label: (lambda vm=vm: vm["main"](xt)) for label, vm in vms.items()})
     with torch.no_grad():
-        t = {k: median(v) for k, v in measure_interleaved(fns, rounds=rounds).items()}
+        measured = measure_rounds(fns, rounds=rounds)
+    samples = measured.quiet()
+    t = {k: median(v) for k, v in samples.items()}
+    spread = {k: (percentile(v, 10), percentile(v, 90)) for k, v in samples.items()}
+    lo, hi = spread["pytorch_dense"]
+    if hi / lo > SPREAD_WARNING:
+        say(f"[{name}] WARNING: PyTorch's rounds spread {hi / lo:.1f}x (p90/p10): the machine is busy, "
+            "do not trust the speed-ups of this run")
     macs_dense = sum(r.macs_dense for r in rewritten)
     macs_sparse = sum(r.macs_sparse for r in rewritten)
     row = {"network": name, "image": image_size, "cpu": cpu_name(), "mcpu": target.export()["mcpu"],
-           "threads": tvm.runtime.num_threads(),
+           "threads": threads,
            "pytorch_dense_ms": t["pytorch_dense"] * 1e3, "tvm_dense_ms": t["tvm_dense"] * 1e3,
            "tvm_pattern_ms": t["tvm_pattern"] * 1e3,
+           **{f"{k}_{q}_ms": v * 1e3 for k, (p10, p90) in spread.items() for q, v in (("p10", p10), ("p90", p90))},
+           "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
            "speedup_vs_pytorch": t["pytorch_dense"] / t["tvm_pattern"],
            "speedup_vs_tvm_dense": t["tvm_dense"] / t["tvm_pattern"],
            "conv3x3_mac_ratio": macs_dense / max(macs_sparse, 1),
@@ -102,18 +112,23 @@ def main(argv=None) -> int:
     ap.add_argument("--connectivity", type=float, default=3.6)
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--csv", help="write the per-network table here")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")
     ap.add_argument("--tuning-log", default="tuning_logs",
                     help="tvm-patterns tune records for both TVM builds, when there are some for this CPU ('none': off)")
     args = ap.parse_args(argv)
+    arguments.at_least(ap, args, 1, "threads")
+    arguments.at_least(ap, args, 8, "image_size")
+    nets = arguments.networks(ap, args.nets)
+    threads = use_threads(args.threads)
     image = args.image_size or (64 if args.quick else 224)
     rounds = 3 if args.quick else 7
     target = targets.host()
-    say(f"target: {target.export()['mcpu']}, {tvm.runtime.num_threads()} threads; input {image}x{image}, batch 1")
+    say(f"target: {target.export()['mcpu']}, {threads} threads (TVM and PyTorch); input {image}x{image}, batch 1")
     log = tuning_log_for(args.tuning_log, target)
     rows, layers = [], []
     t0 = time.perf_counter()
-    for name in args.nets.split(","):
-        row, top = run_network(name.strip(), image, args.connectivity, rounds, target, log)
+    for name in nets:
+        row, top = run_network(name, image, args.connectivity, rounds, target, log, threads)
         rows.append(row)
         layers += top
     say("\nLatency per network (medians, ms):")

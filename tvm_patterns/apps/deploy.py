@@ -19,6 +19,7 @@ from .. import targets
 from ..build import build
 from ..devices.export import export_library
 from ..devices.remote import RemoteDevice
+from . import arguments
 from .models import NETWORKS, pruned_network
 
 
@@ -35,15 +36,18 @@ def main(argv=None) -> int:
     ap.add_argument("--rpc-key", help="the device's key at the tracker")
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args(argv)
-    if bool(args.rpc_tracker) != bool(args.rpc_key):
-        ap.error("--rpc-tracker and --rpc-key go together")
+    arguments.at_least(ap, args, 1, "rounds")
+    arguments.at_least(ap, args, 8, "image_size")
+    arguments.connectivity(ap, args.connectivity)
+    arguments.device(ap, args, required=False)   # without a device: cross-compile only
+    arguments.tuning_log(ap, args.tuning_log)
+    arguments.writable_dir(ap, "--out", os.path.dirname(os.path.abspath(args.out)))
     target = targets.by_name(args.target)
     model, x, mod = pruned_network(args.model, args.image_size, args.connectivity)
     report = []
     ex = build(mod, target, report=report, tuning_log=args.tuning_log)
     rewritten = sum(r.rewritten for r in report)
     print(f"built {args.model} for {targets.target_name(target)}: {rewritten}/{len(report)} layers sparse", flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     if not args.rpc_tracker:
         export_library(ex, args.out, target)
         print(f"wrote {args.out}")

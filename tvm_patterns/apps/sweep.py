@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import math
 import os
 import sys
 import time
@@ -38,7 +39,8 @@ from ..devices.timing import cpu_name, measure_interleaved, median
 from ..passes.registry import sparse_kinds
 from ..sparsity import PatternLibrary
 from ..sparsity.block import project_block_punched
-from .models import NETWORKS, get_network
+from . import arguments
+from .models import get_network
 from .report import write_csv
 
 COLUMNS = ["network", "config", "kind", "patterns", "connectivity", "block_sparsity", "layer", "position",
@@ -61,8 +63,19 @@ class Config:
 
 
 def configurations(patterns, connectivity, block_sparsity) -> list[Config]:
-    """Every configuration of the axes, each once (a value repeated on an axis is measured once)."""
+    """Every configuration of the axes, each once (a value repeated on an axis is measured once);
+    ValueError names a value out of range."""
     patterns, connectivity, block_sparsity = (list(dict.fromkeys(a)) for a in (patterns, connectivity, block_sparsity))
+    for p in patterns:
+        if p != int(p) or not 1 <= p <= 126:
+            raise ValueError(f"a pattern count is an integer in 1..126 (4 of 9 taps), got {p:g}")
+    for c in connectivity:
+        if not (math.isfinite(c) and c >= 1):
+            raise ValueError(f"connectivity is the kernels' reduction, a finite number >= 1, got {c:g}")
+    for b in block_sparsity:
+        if not 0 <= b < 1:
+            raise ValueError(f"block sparsity is in [0, 1), got {b:g}")
+    patterns = [int(p) for p in patterns]
     return ([Config("pattern", p, c) for p, c in itertools.product(patterns, connectivity)]
             + [Config("block", block_sparsity=s) for s in block_sparsity])
 
@@ -99,10 +112,6 @@ class Sweep:
             print(f"{self.csv}: {len(rows) - len(self.rows)} rows of unfinished configurations removed; "
                   "they are measured again", flush=True)
         self.target = targets.by_name(args.target)
-        if bool(args.rpc_tracker) != bool(args.rpc_key):
-            raise ValueError("--rpc-tracker and --rpc-key go together")
-        if args.target != "host" and not args.rpc_tracker:
-            raise ValueError(f"--target {args.target} runs on a device: give --rpc-tracker and --rpc-key")
         self.remote = (RemoteDevice(args.rpc_tracker, args.rpc_key, self.target, args.rounds)
                        if args.rpc_tracker else None)
 
@@ -289,19 +298,19 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
-    unknown = [n for n in nets if n not in NETWORKS]
-    if not nets or unknown:
-        ap.error(f"--nets: {'unknown network(s) ' + ', '.join(unknown) if unknown else 'no network given'} "
-                 f"(choose from {', '.join(sorted(NETWORKS))})")
+    nets = arguments.networks(ap, args.nets)
+    arguments.at_least(ap, args, 8, "image_size")
+    arguments.at_least(ap, args, 1, "rounds")
     try:
-        configs = configurations([int(p) for p in _floats(args.patterns)], _floats(args.connectivity),
+        configs = configurations(_floats(args.patterns), _floats(args.connectivity),
                                  _floats(args.block_sparsity))
     except ValueError as e:
         ap.error(f"--patterns / --connectivity / --block-sparsity: {e}")
     if not configs:
         ap.error("no configuration: give --patterns and --connectivity, or --block-sparsity")
-    os.makedirs(args.out, exist_ok=True)
+    arguments.device(ap, args)
+    arguments.tuning_log(ap, args.tuning_log)
+    arguments.writable_dir(ap, "--out", args.out)
     Sweep(args).run(nets, configs)
     for p in plot(os.path.join(args.out, "sweep.csv"), args.out):
         print("wrote", p)

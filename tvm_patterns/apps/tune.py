@@ -14,6 +14,7 @@ import sys
 from .. import targets
 from ..tuning import DEFAULT_LOG_DIR, rpc_runner, tune
 from ..tuning.verify import ROUNDS
+from . import arguments
 from .models import NETWORKS, pruned_network
 
 
@@ -31,11 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--verify-rounds", type=int, default=ROUNDS,
                     help="alternating rounds of the final side-by-side re-measurement (0: none)")
     args = ap.parse_args(argv)
-    if bool(args.rpc_tracker) != bool(args.rpc_key):
-        ap.error("--rpc-tracker and --rpc-key go together")
+    arguments.at_least(ap, args, 1, "trials")
+    arguments.at_least(ap, args, 0, "verify_rounds")
+    arguments.at_least(ap, args, 8, "image_size")
+    arguments.connectivity(ap, args.connectivity)
+    arguments.device(ap, args)
+    arguments.writable_dir(ap, "--log-dir", args.log_dir)
     target = targets.by_name(args.target)
-    if args.target != "host" and not args.rpc_tracker:
-        ap.error(f"--target {args.target} runs on a device: give --rpc-tracker and --rpc-key")
     _, _, mod = pruned_network(args.model, args.image_size, args.connectivity)
     runner = rpc_runner(args.rpc_tracker, args.rpc_key) if args.rpc_tracker else None
     try:

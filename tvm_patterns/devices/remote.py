@@ -7,6 +7,7 @@ upload, check against a reference, time on the device.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
 import numpy as np
@@ -26,6 +27,24 @@ def parse_tracker(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"an RPC tracker is HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def check_tracker(tracker: str, key: str, timeout: float = 5.0) -> None:
+    """Raise ``ConnectionError`` unless the tracker at "HOST:PORT" answers within ``timeout`` seconds
+    and a server with ``key`` is registered there (the tracker drops a server whose process died
+    at once). Called before long work and between tuning batches: TVM's own connect retries for a
+    minute, and a request to a dead device waits out the whole session timeout."""
+    host, port = parse_tracker(tracker)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"no RPC tracker answers at {tracker} ({e.strerror or e}): start one with "
+                              "python -m tvm.exec.rpc_tracker, or check --rpc-tracker") from None
+    servers = tvm.rpc.connect_tracker(host, port).summary().get("server_info", [])
+    keys = sorted({str(s.get("key", "")).removeprefix("server:") for s in servers})
+    if key not in keys:
+        raise ConnectionError(f"no RPC server with key {key!r} at the tracker {tracker} "
+                              f"(registered: {', '.join(keys) or 'none'})")
 
 
 def load_vm(session, library: str | os.PathLike, dev) -> relax.VirtualMachine:

@@ -143,6 +143,20 @@ def sgemm_gflops(n: int = 1024, rounds: int = 5) -> float:
     return 2.0 * n ** 3 / median(t) / 1e9
 
 
+def use_threads(n: int | None = None) -> int:
+    """Run TVM and PyTorch on ``n`` threads each (default: every core) and return n; call it before
+    TVM first runs in parallel, which sizes its pool from TVM_NUM_THREADS then. Without it the two
+    differ: on some VMs ``tvm.runtime.num_threads()`` says 1 while TVM's pool runs on every core."""
+    import torch
+
+    n = (os.cpu_count() or 1) if n is None else n
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {n!r}")
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+    return n
+
+
 def cpu_name() -> str:
     """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere), for result files."""
     try:

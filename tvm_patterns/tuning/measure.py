@@ -28,7 +28,7 @@ from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
 from tvm.s_tir.meta_schedule.runner.utils import run_evaluator_common
 from tvm.support.popen_pool import PopenPoolExecutor
 
-from ..devices.remote import parse_tracker
+from ..devices.remote import check_tracker, parse_tracker
 from ..devices.timing import SETTLE_SECONDS
 from .database import mean_seconds
 
@@ -135,10 +135,27 @@ def make_runner(spec, inputs: str, evaluator: ms.runner.EvaluatorConfig, timeout
         # timeout turns that into a failed measurement ("RPCRunner: Timeout").
         runner._inst.pool.shutdown(wait=False)
         runner._inst.pool = PopenPoolExecutor(max_workers=1, timeout=spec.session_timeout_sec)
-        return runner
+        return HealthCheckedRunner(runner, f"{spec.tracker_host}:{spec.tracker_port}", spec.tracker_key)
     if isinstance(spec, ms.runner.Runner):
         return spec            # the caller's own runner: it must give our kernels real index tables
     raise TypeError(f"runner must be None, 'local', an RPCConfig (see rpc_runner) or a Runner, not {spec!r}")
+
+
+@derived_object
+class HealthCheckedRunner(ms.runner.PyRunner):
+    """``runner`` (an RPC runner), asking the tracker first whether the device is still there: a batch
+    sent to a dead device fails at once instead of each candidate waiting out the session timeout."""
+
+    def __init__(self, runner, tracker: str, key: str):
+        super().__init__()
+        self.runner, self.tracker, self.key = runner, tracker, key
+
+    def run(self, runner_inputs):
+        try:
+            check_tracker(self.tracker, self.key)
+        except (OSError, RuntimeError) as e:   # ConnectionError is an OSError
+            return [LocalRunnerFuture(error_message=f"device gone: {e}") for _ in runner_inputs]
+        return self.runner.run(runner_inputs)
 
 
 def key(runner_input) -> str:

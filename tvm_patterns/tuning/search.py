@@ -225,6 +225,18 @@ def _speedup(default, best) -> str:
     return "" if default is None or best is None else f", x{default / best:.2f}"
 
 
+def check_counts(**values) -> None:
+    """The numeric arguments of ``tune`` in range, before any work: ValueError names the first not."""
+    minimum = {"verify_rounds": 0}
+    for name, value in values.items():
+        if name == "timeout_sec":
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"timeout_sec must be a number of seconds > 0, got {value!r}")
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                    or value < minimum.get(name, 1)):
+            raise ValueError(f"{name} must be an integer >= {minimum.get(name, 1)}, got {value!r}")
+
+
 def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT_LOG_DIR, *,
          kinds=None, options=None, sparse: bool = True, trials_per_iter: int | None = None,
          population: int = 64, evaluator: ms.runner.EvaluatorConfig | None = None,
@@ -239,6 +251,8 @@ def tune(mod, target=None, trials: int = 32, runner=None, log_dir: str = DEFAULT
     verify_rounds: after the search, the default and the best records of each kernel are measured
     again in this many alternating rounds and the winner goes to ``<log>/best/`` (``verify``).
     """
+    check_counts(trials=trials, population=population, trials_per_iter=trials_per_iter,
+                 verify_rounds=verify_rounds, timeout_sec=timeout_sec)
     target = as_target(target)
     tasks, untunable = extract_tasks(mod, target, kinds=kinds, options=options, sparse=sparse)
     if not tasks:
