@@ -21,7 +21,7 @@ from tvm import relax
 
 import tvm_patterns as tp
 from tvm_patterns.apps.report import fmt_table, write_csv
-from tvm_patterns.devices.timing import cpu_name, measure_interleaved, median, sgemm_gflops
+from tvm_patterns.devices.timing import cpu_name, measure_rounds, median, percentile, sgemm_gflops, use_threads
 from tvm_patterns.apps.models import get_network
 from tvm_patterns.compress import pattern_prune
 
@@ -50,7 +50,7 @@ def conv_layers(net: str, image: int):
             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
 
 
-def bench_layer(net, name, conv, shape, rounds, roof, implementations=()):
+def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1):
     layer = torch.nn.Sequential(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1),
                                 torch.nn.ReLU()).eval()
     with torch.no_grad():
@@ -69,21 +69,24 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=()):
         ref = layer(x).numpy()
         err = max(float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max()) for vm in vms.values())
         fns = {name: (lambda vm=vm: vm["main"](xt)) for name, vm in vms.items()}
-        t = measure_interleaved({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
-    t = {k: median(v) for k, v in t.items()}
+        measured = measure_rounds({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
+    samples = measured.quiet()
+    t = {k: median(v) for k, v in samples.items()}
+    spread = {f"{k}_{q}_ms": percentile(samples[k], p) * 1e3 for k in ("ours", "pytorch") for q, p in (("p10", 10), ("p90", 90))}
     ho, wo = ref.shape[2:]
     dense_macs = conv.out_channels * conv.in_channels * 9 * ho * wo
     macs = report[0].macs_sparse if report[0].rewritten else dense_macs
     mac_ratio = dense_macs / macs
     return {"net": net, "layer": name, "cin": conv.in_channels, "cout": conv.out_channels,
             "hw": shape[2], "stride": conv.stride[0], "kind": report[0].kind or "dense",
-            "mac_ratio": mac_ratio, "ours_ms": t["ours"] * 1e3, "pytorch_ms": t["pytorch"] * 1e3,
+            "mac_ratio": mac_ratio, "ours_ms": t["ours"] * 1e3, "pytorch_ms": t["pytorch"] * 1e3, **spread,
             "tvm_dense_ms": t["tvm_dense"] * 1e3,
             "speedup_vs_pytorch": t["pytorch"] / t["ours"], "speedup_vs_tvm_dense": t["tvm_dense"] / t["ours"],
             "ratio_to_mac_ratio": t["pytorch"] / t["ours"] / mac_ratio,
             "ours_gflops_nonzero": 2 * macs / t["ours"] / 1e9, "pytorch_gflops": 2 * dense_macs / t["pytorch"] / 1e9,
             "sgemm_gflops": roof, "max_rel_error": err, "cpu": cpu_name(),
-            "mcpu": tp.targets.host().export()["mcpu"], "threads": tvm.runtime.num_threads(),
+            "mcpu": tp.targets.host().export()["mcpu"], "threads": threads,
+            "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
             **{f"{impl}_ms": t[impl] * 1e3 for impl in implementations if impl in t}}
 
 
@@ -96,10 +99,13 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", help="comma-separated layer names (default: all 3x3 convs)")
     ap.add_argument("--implementations", default="",
                     help="also time these pattern-conv implementations, e.g. offsets,patterns (x86 only for patterns)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(tvm.runtime.num_threads())
+    if args.threads < 1 or args.rounds < 1:
+        ap.error("--threads and --rounds must be >= 1")
+    threads = use_threads(args.threads)
     roof = sgemm_gflops()
-    print(f"{os.cpu_count()} cores, {tvm.runtime.num_threads()} TVM / {torch.get_num_threads()} torch threads; "
+    print(f"{os.cpu_count()} cores, {threads} TVM / {torch.get_num_threads()} torch threads; "
           f"SGEMM roof {roof:.1f} GFLOP/s", flush=True)
     implementations = [i for i in args.implementations.split(",") if i]
     layers = conv_layers(args.net, args.image_size)
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
     rows = []
     for i, (name, conv, shape) in enumerate(layers):
         t0 = time.perf_counter()
-        rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations))
+        rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations, threads))
         r = rows[-1]
         print(f"[{i + 1}/{len(layers)}] {name}: {r['kind']} {r['ours_ms']:.2f} ms, pytorch {r['pytorch_ms']:.2f} ms, "
               f"x{r['speedup_vs_pytorch']:.2f} (MAC ratio {r['mac_ratio']:.1f}) [{time.perf_counter() - t0:.0f} s]", flush=True)
