@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     dense_conv2d_nchw_x86,
     dense_matmul_x86,
     generic_x86,
+    group_conv2d_nchw_x86,
     pattern_conv2d_by_pattern_neon,
     pattern_conv2d_by_pattern_x86,
     pattern_conv2d_nchw_neon,

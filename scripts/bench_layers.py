@@ -22,32 +22,11 @@ from tvm import relax
 import tvm_patterns as tp
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices.timing import cpu_name, measure_rounds, median, percentile, sgemm_gflops, use_threads
-from tvm_patterns.apps.models import get_network
-from tvm_patterns.compress import pattern_prune
+from tvm_patterns.apps.models import conv3x3_layers
 
 COLUMNS = ["net", "layer", "cin", "cout", "hw", "stride", "kind", "mac_ratio",
            "ours_ms", "pytorch_ms", "tvm_dense_ms", "speedup_vs_pytorch", "speedup_vs_tvm_dense",
            "ratio_to_mac_ratio", "ours_gflops_nonzero", "pytorch_gflops", "sgemm_gflops", "max_rel_error"]
-
-
-def conv_layers(net: str, image: int):
-    """(name, conv, input shape) of every 3x3 conv, with its real input size, after pruning."""
-    model = get_network(net, image)
-    pattern_prune(model)
-    shapes = {}
-
-    def record(name):
-        def hook(module, inputs, output):
-            shapes.setdefault(name, tuple(inputs[0].shape))
-        return hook
-
-    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(torch.randn(1, 3, image, image))
-    for h in hooks:
-        h.remove()
-    return [(n, m, shapes[n]) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
 
 
 def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1):
@@ -108,7 +87,7 @@ def main(argv=None) -> int:
     print(f"{os.cpu_count()} cores, {threads} TVM / {torch.get_num_threads()} torch threads; "
           f"SGEMM roof {roof:.1f} GFLOP/s", flush=True)
     implementations = [i for i in args.implementations.split(",") if i]
-    layers = conv_layers(args.net, args.image_size)
+    layers = conv3x3_layers(args.net, args.image_size)
     if args.layers:
         keep = set(args.layers.split(","))
         layers = [l for l in layers if l[0] in keep]

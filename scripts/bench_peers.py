@@ -4,8 +4,9 @@ networks, in one process, interleaved, with every output checked against PyTorch
     python scripts/bench_peers.py --nets vgg16,resnet50,mobilenet_v2 --csv docs/results/peers-CPU.csv
     python scripts/bench_peers.py --make-venvs ...      # first builds ExecuTorch's and DeepSparse's venvs
 
-Per network: the dense model and the compressed one (the demo's recipe: every prunable 3x3 conv to
-PatDNN's 8 patterns, connectivity 3.6) are exported once (ONNX opset 13 by the TorchScript exporter,
+Per network: the dense model and the compressed one (the demo's recipe, ``compress_network``: 3x3
+convs to PatDNN's 8 patterns at connectivity 3.6, 1x1 convs and linear layers in blocks, 75% sparse)
+are exported once (ONNX opset 13 by the TorchScript exporter,
 and a ``torch.export`` program) and run by PyTorch eager, our TVM dense build, our sparse build, and
 every peer that is there: ONNX Runtime and OpenVINO in this process (``pip install -e .[peers]``;
 OpenVINO twice, f32 forced and its own default precision, which is bfloat16 on CPUs that have it),
@@ -34,9 +35,8 @@ import tvm
 from tvm import relax
 
 import tvm_patterns as tp
-from tvm_patterns.apps.models import NETWORKS, get_network
+from tvm_patterns.apps.models import NETWORKS, compress_network, get_network
 from tvm_patterns.apps.report import fmt_table, write_csv
-from tvm_patterns.compress import pattern_prune
 from tvm_patterns.devices import peers
 from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, median, percentile
 
@@ -55,7 +55,7 @@ def variants(net: str, image: int):
     """(variant, model) pairs: the dense network and the demo's compressed one."""
     dense = get_network(net, image)
     compressed = copy.deepcopy(dense)
-    pattern_prune(compressed, connectivity=3.6)
+    compress_network(compressed)
     return [("dense", dense), ("compressed", compressed)]
 
 

@@ -25,13 +25,13 @@ BEGIN, END = "<!-- results: ", "<!-- /results -->"
 
 # (kind, a column only that kind has, the columns shown with their headers)
 KINDS = [
-    ("networks", "tvm_pattern_ms",
-     [("network", "network"), ("image", "input"), ("pytorch_dense_ms", "PyTorch ms"),
-      ("pytorch_dense_p10_ms", "PyTorch p10"), ("pytorch_dense_p90_ms", "PyTorch p90"), ("tvm_dense_ms", "TVM dense ms"),
-      ("tvm_pattern_ms", "ours ms"), ("tvm_pattern_p10_ms", "ours p10"), ("tvm_pattern_p90_ms", "ours p90"),
+    ("networks", "tvm_sparse_ms",
+     [("network", "network"), ("image", "input"), ("pytorch_ms", "PyTorch ms"),
+      ("pytorch_p10_ms", "PyTorch p10"), ("pytorch_p90_ms", "PyTorch p90"), ("tvm_dense_ms", "TVM dense ms"),
+      ("tvm_sparse_ms", "ours ms"), ("tvm_sparse_p10_ms", "ours p10"), ("tvm_sparse_p90_ms", "ours p90"),
       ("speedup_vs_pytorch", "x PyTorch"), ("speedup_vs_tvm_dense", "x TVM dense"),
-      ("conv3x3_mac_ratio", "3x3 MAC ratio"), ("max_rel_error", "max rel. error"),
-      ("disturbed_rounds", "disturbed rounds")]),
+      ("mac_ratio", "MAC ratio"), ("weight_ratio", "weight bytes ratio"), ("layers_rewritten", "sparse layers"),
+      ("layers_total", "layers"), ("max_rel_err", "max rel. error"), ("disturbed_rounds", "disturbed rounds")]),
     ("layers", "ratio_to_mac_ratio",
      [("layer", "layer"), ("cin", "C"), ("cout", "K"), ("hw", "HxW"), ("stride", "stride"), ("kind", "kind"),
       ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"), ("pytorch_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"),
@@ -41,12 +41,22 @@ KINDS = [
      [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
       ("median_ms", "median ms"), ("p10_ms", "p10 ms"), ("p90_ms", "p90 ms"), ("speedup_vs_pytorch", "x PyTorch"),
       ("max_rel_err", "max rel. error"), ("disturbed_rounds", "disturbed rounds"), ("error", "error")]),
+    ("accuracy", "loss_vs_dense",
+     [("network", "network"), ("method", "method"), ("budget", "budget"), ("reduction_3x3", "3x3 reduction"),
+      ("reduction_total", "total reduction"), ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"),
+      ("torch_accuracy_1k", "PyTorch 1k %"), ("tvm_accuracy_1k", "TVM build 1k %"), ("train_seconds", "train s")]),
+    ("arm", "cycles_per_iteration",
+     [("layer", "layer"), ("cin", "C"), ("cout", "K"), ("hw", "HxW"), ("stride", "stride"), ("build", "build"),
+      ("instructions", "instructions / iter."), ("fmla", "fmla / iter."), ("loads", "loads / iter."),
+      ("cycles_per_iteration", "cycles / iter. (llvm-mca)"), ("fma_utilisation", "FMA-pipe use"),
+      ("predicted_gflops", "predicted GFLOP/s"), ("peak_gflops", "peak GFLOP/s")]),
     ("sweep", "config",
      [("network", "network"), ("config", "configuration"), ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"),
       ("tvm_dense_ms", "TVM dense ms"), ("pytorch_ms", "PyTorch ms"), ("speedup_vs_pytorch", "x PyTorch"),
       ("speedup_vs_tvm_dense", "x TVM dense")]),
 ]
-TITLES = {"peers": "Peers side by side (`scripts/bench_peers.py`)",
+TITLES = {"arm": "Static ARM throughput of the NEON hot loops (`scripts/arm_throughput.py`, llvm-mca estimates, one core)",
+          "accuracy": "Accuracy of every compression method (`scripts/compress_accuracy.py`)", "peers": "Peers side by side (`scripts/bench_peers.py`)",
           "networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",
           "sweep": "Latency sweep, whole networks (`tvm-patterns sweep`, TOTAL rows)"}
 
@@ -64,7 +74,7 @@ def kind_of(rows: list[dict], path: Path) -> tuple[str, list]:
     raise ValueError(f"{path}: not a CSV of a known benchmark (columns {sorted(columns)})")
 
 
-TEXT_COLUMNS = {"network", "layer", "config", "kind", "engine", "variant", "version", "error"}   # shown as written ("0.10" is a layer name)
+TEXT_COLUMNS = {"network", "layer", "config", "kind", "engine", "variant", "version", "error", "method", "build"}   # shown as written ("0.10" is a layer name)
 
 
 def cell(value: str) -> str:
@@ -105,8 +115,28 @@ def speedup_pivot(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_pivot(rows: list[dict]) -> str:
+    """Accuracy in short: a method a row, a network x weight budget a column, the test accuracy and
+    its loss against the dense network in each cell."""
+    cols = list(dict.fromkeys((r["network"], r["budget"]) for r in rows if r["budget"]))
+    value = {(r["method"], r["network"], r["budget"]): r for r in rows}
+    dense = {r["network"]: r for r in rows if r["method"] == "dense"}
+    lines = ["| method (test accuracy %, loss vs dense) | " + " | ".join(f"{n} {b}x fewer 3x3 weights" for n, b in cols)
+             + " |", "|" + "---|" * (len(cols) + 1)]
+    lines.append("| dense | " + " | ".join(cell(dense[n]["test_accuracy"]) if n in dense else "-" for n, _ in cols) + " |")
+    for m in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
+        cells = [f"{cell(r['test_accuracy'])} ({float(r['loss_vs_dense']):+.2f})"
+                 if (r := value.get((m, n, b))) else "-" for n, b in cols]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def machine(rows: list[dict]) -> str:
     r = rows[0]
+    if r.get("data"):         # accuracy: what the models learnt from, not where they ran
+        return f"data set {r['data']}, seed {r.get('seed', '')}"
+    if r.get("clock_ghz"):    # a model of a core, not this machine
+        return f"{r['mcpu']} modelled by llvm-mca at {r['clock_ghz']} GHz"
     parts = [r.get("cpu") or "CPU not recorded"]
     if r.get("mcpu"):
         parts.append(f"LLVM mcpu {r['mcpu']}")
@@ -137,7 +167,7 @@ def results_md() -> str:
 
 def readme(text: str) -> str:
     """README with each ``<!-- results: FILE -->`` ... ``<!-- /results -->`` section rendered from FILE
-    (a demo CSV as its table, a peers CSV in short)."""
+    (a demo CSV as its table, a peers or accuracy CSV in short)."""
     out, pos = [], 0
     while (start := text.find(BEGIN, pos)) >= 0:
         head_end = text.index("-->", start) + 3
@@ -145,7 +175,7 @@ def readme(text: str) -> str:
         end = text.index(END, head_end)
         rows = read(path)
         kind, shown = kind_of(rows, path)
-        body = speedup_pivot(rows) if kind == "peers" else table(rows, shown)
+        body = {"peers": speedup_pivot, "accuracy": accuracy_pivot}.get(kind, lambda r: table(r, shown))(rows)
         out += [text[pos:head_end], f"\n{machine(rows)} (`{path.relative_to(ROOT)}`):\n\n{body}\n"]
         pos = end
     return "".join(out) + text[pos:]

@@ -1,6 +1,7 @@
-"""The main job: compress -> import -> build (dense and pattern) -> check against PyTorch -> latency.
+"""The main job: compress every layer -> import -> build (dense and sparse) -> check against PyTorch
+-> latency, interleaved.
 
-    tvm-patterns demo [--quick] [--nets vgg16,resnet18] [--csv FILE]
+    tvm-patterns demo [--quick] [--nets vgg16,resnet50,mobilenet_v2] [--csv FILE] [--threads N]
 """
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from tvm import relax
 from .. import targets
 from ..build import build
 from ..importer import from_pytorch
-from ..compress import pattern_prune
 from ..devices.profiling import kernel_times
 from ..devices.timing import cpu_name, measure_rounds, median, percentile, use_threads
 from ..tuning import log_dir_for
 from ..tuning.database import RECORDS
 from . import arguments
-from .models import get_network
+from .models import pruned_network
 from .report import fmt_table, write_csv
 
 TOLERANCE = 1e-4   # relative max error against PyTorch
@@ -51,54 +51,54 @@ def tuning_log_for(path: str | None, target) -> str | None:
     return None
 
 
-def run_network(name: str, image_size: int, connectivity: float, rounds: int, target,
+def run_network(name: str, image_size: int, connectivity: float, sparsity: float, rounds: int, target,
                 tuning_log: str | None = None, threads: int = 1) -> tuple[dict, list]:
-    model = get_network(name, image_size)
-    pruned = pattern_prune(model, connectivity=connectivity)
-    x = torch.randn(1, 3, image_size, image_size)
+    model, x, mod = pruned_network(name, image_size, connectivity, sparsity)
     with torch.no_grad():
         ref = model(x).numpy()
-    say(f"[{name}] pruned {len(pruned)} 3x3 convs (8 patterns x 4 taps, {connectivity}x connectivity); importing")
-    mod = from_pytorch(model, x)
+    say(f"[{name}] every layer compressed (3x3: 8 patterns x 4 taps, {connectivity}x connectivity; "
+        f"1x1 and linear: blocks of 8 rows, {sparsity:.0%} sparse); imported")
     vms, report = {}, []
-    for label, sparse in (("tvm_dense", False), ("tvm_pattern", True)):
+    for label, sparse in (("tvm_dense", False), ("tvm_sparse", True)):
         t0 = time.perf_counter()
         ex = build(mod, target, report=report if sparse else None, sparse=sparse, tuning_log=tuning_log)
         vms[label] = relax.VirtualMachine(ex, tvm.cpu())
         say(f"[{name}] built {label} in {time.perf_counter() - t0:.1f} s")
     rewritten = [r for r in report if r.rewritten]
-    say(f"[{name}] pattern build rewrote {len(rewritten)} of {len(report)} convs:")
+    say(f"[{name}] the sparse build rewrote {len(rewritten)} of {len(report)} layers:")
     for r in report:
-        say(f"    {r.layer:24s} {'pattern' if r.rewritten else 'dense  '}  {r.reason}")
+        say(f"    {r.layer:24s} {r.kind or 'dense':8s} {r.reason}")
     xt = tvm.runtime.tensor(x.numpy())
     errors = {label: rel_error(vm["main"](xt).numpy(), ref) for label, vm in vms.items()}
     for label, err in errors.items():
         say(f"[{name}] {label}: relative max error vs PyTorch {err:.2e} ({'ok' if err < TOLERANCE else 'FAIL'})")
     say(f"[{name}] timing ({rounds} interleaved rounds)")
-    fns = {"pytorch_dense": lambda: model(x)}
+    fns = {"pytorch": lambda: model(x)}
     fns.update({label: (lambda vm=vm: vm["main"](xt)) for label, vm in vms.items()})
     with torch.no_grad():
         measured = measure_rounds(fns, rounds=rounds)
     samples = measured.quiet()
     t = {k: median(v) for k, v in samples.items()}
     spread = {k: (percentile(v, 10), percentile(v, 90)) for k, v in samples.items()}
-    lo, hi = spread["pytorch_dense"]
+    lo, hi = spread["pytorch"]
     if hi / lo > SPREAD_WARNING:
         say(f"[{name}] WARNING: PyTorch's rounds spread {hi / lo:.1f}x (p90/p10): the machine is busy, "
             "do not trust the speed-ups of this run")
-    macs_dense = sum(r.macs_dense for r in rewritten)
-    macs_sparse = sum(r.macs_sparse for r in rewritten)
     row = {"network": name, "image": image_size, "cpu": cpu_name(), "mcpu": target.export()["mcpu"],
            "threads": threads,
-           "pytorch_dense_ms": t["pytorch_dense"] * 1e3, "tvm_dense_ms": t["tvm_dense"] * 1e3,
-           "tvm_pattern_ms": t["tvm_pattern"] * 1e3,
+           "macs_dense": sum(r.macs_dense for r in report), "macs_kept": sum(r.macs_sparse for r in report),
+           "weight_bytes_dense": sum(r.weight_bytes_dense for r in report),
+           "weight_bytes_packed": sum(r.weight_bytes_packed for r in report),
+           "pytorch_ms": t["pytorch"] * 1e3, "tvm_dense_ms": t["tvm_dense"] * 1e3, "tvm_sparse_ms": t["tvm_sparse"] * 1e3,
            **{f"{k}_{q}_ms": v * 1e3 for k, (p10, p90) in spread.items() for q, v in (("p10", p10), ("p90", p90))},
            "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
-           "speedup_vs_pytorch": t["pytorch_dense"] / t["tvm_pattern"],
-           "speedup_vs_tvm_dense": t["tvm_dense"] / t["tvm_pattern"],
-           "conv3x3_mac_ratio": macs_dense / max(macs_sparse, 1),
-           "max_rel_error": max(errors.values()), "correct": all(e < TOLERANCE for e in errors.values())}
-    kt_sparse = kernel_times(vms["tvm_pattern"], xt)
+           "speedup_vs_pytorch": t["pytorch"] / t["tvm_sparse"],
+           "speedup_vs_tvm_dense": t["tvm_dense"] / t["tvm_sparse"],
+           "max_rel_err": max(errors.values()), "correct": all(e < TOLERANCE for e in errors.values()),
+           "layers_rewritten": len(rewritten), "layers_total": len(report)}
+    row["mac_ratio"] = row["macs_dense"] / max(row["macs_kept"], 1)
+    row["weight_ratio"] = row["weight_bytes_dense"] / max(row["weight_bytes_packed"], 1)
+    kt_sparse = kernel_times(vms["tvm_sparse"], xt)
     total = sum(kt_sparse.values())
     layers = [{"network": name, "kernel": k, "ms": v * 1e3, "share": v / total}
               for k, v in sorted(kt_sparse.items(), key=lambda kv: -kv[1])[:6]]
@@ -108,8 +108,9 @@ def run_network(name: str, image_size: int, connectivity: float, rounds: int, ta
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="tvm-patterns demo", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small input (64x64) and fewer timing rounds")
-    ap.add_argument("--nets", default="vgg16,resnet18")
-    ap.add_argument("--connectivity", type=float, default=3.6)
+    ap.add_argument("--nets", default="vgg16,resnet50,mobilenet_v2")
+    ap.add_argument("--connectivity", type=float, default=3.6, help="of the 3x3 convs")
+    ap.add_argument("--sparsity", type=float, default=0.75, help="block sparsity of the 1x1 convs and linear layers")
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--csv", help="write the per-network table here")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")
@@ -118,6 +119,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     arguments.at_least(ap, args, 1, "threads")
     arguments.at_least(ap, args, 8, "image_size")
+    arguments.connectivity(ap, args.connectivity)
+    if not 0 <= args.sparsity < 1:
+        ap.error(f"--sparsity must be in [0, 1), got {args.sparsity}")
     nets = arguments.networks(ap, args.nets)
     threads = use_threads(args.threads)
     image = args.image_size or (64 if args.quick else 224)
@@ -128,13 +132,14 @@ def main(argv=None) -> int:
     rows, layers = [], []
     t0 = time.perf_counter()
     for name in nets:
-        row, top = run_network(name, image, args.connectivity, rounds, target, log, threads)
+        row, top = run_network(name, image, args.connectivity, args.sparsity, rounds, target, log, threads)
         rows.append(row)
         layers += top
     say("\nLatency per network (medians, ms):")
-    say(fmt_table(rows, ["network", "image", "pytorch_dense_ms", "tvm_dense_ms", "tvm_pattern_ms",
-                         "speedup_vs_pytorch", "speedup_vs_tvm_dense", "conv3x3_mac_ratio", "max_rel_error"]))
-    say("\nSlowest kernels of the pattern build:")
+    shown = [{**r, "layers_sparse": f"{r['layers_rewritten']}/{r['layers_total']}"} for r in rows]
+    say(fmt_table(shown, ["network", "pytorch_ms", "tvm_dense_ms", "tvm_sparse_ms", "speedup_vs_pytorch",
+                          "speedup_vs_tvm_dense", "mac_ratio", "weight_ratio", "layers_sparse", "max_rel_err"]))
+    say("\nSlowest kernels of the sparse build:")
     say(fmt_table(layers, ["network", "kernel", "ms", "share"]))
     if args.csv:
         write_csv(args.csv, rows)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..compress import pattern_prune
+from ..compress import oneshot_prune, whole_network_config
 from ..importer import from_pytorch
+from ..sparsity import PatternLibrary
 
 VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -145,11 +146,43 @@ def get_network(name: str, image_size: int = 224, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def pruned_network(name: str, image_size: int = 224, connectivity: float = 3.6):
-    """(model, input, Relax module) of a reference network pruned as ``tvm-patterns demo`` prunes it
-    (same seed, PatDNN's 8 patterns, ``connectivity``): what ``tune`` and ``build`` work on, so the
+def conv3x3_layers(net: str, image: int) -> list[tuple[str, nn.Conv2d, tuple]]:
+    """(name, conv, input shape) of every 3x3 conv of a reference network pattern-pruned as the
+    demo prunes its 3x3 convs, with its real input size: the per-layer benchmarks' layers."""
+    model = get_network(net, image)
+    oneshot_prune(model, [e for e in whole_network_config(model) if e["kind"] == "pattern"],
+                  PatternLibrary.patdnn()).squash()
+    shapes = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            shapes.setdefault(name, tuple(inputs[0].shape))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.randn(1, 3, image, image))
+    for h in hooks:
+        h.remove()
+    return [(n, m, shapes[n]) for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+
+
+def compress_network(model: nn.Module, connectivity: float = 3.6, sparsity: float = 0.75,
+                     dense: list | None = None) -> list[dict]:
+    """Prune every layer of ``model`` in place by ``whole_network_config`` (PatDNN's 8 patterns,
+    ``connectivity`` for the 3x3 convs, blocks of 8 rows at ``sparsity`` for the 1x1 convs and linear
+    layers), one-shot, masks baked in; returns the config. ``dense`` receives the layers kept dense."""
+    config = whole_network_config(model, connectivity=connectivity, sparsity=sparsity, dense=dense)
+    oneshot_prune(model, config, PatternLibrary.patdnn()).squash()
+    return config
+
+
+def pruned_network(name: str, image_size: int = 224, connectivity: float = 3.6, sparsity: float = 0.75):
+    """(model, input, Relax module) of a reference network compressed as ``tvm-patterns demo``
+    compresses it (same seed, ``compress_network``): what ``tune`` and ``build`` work on, so the
     tuning records of one are found by the other."""
     model = get_network(name, image_size)
-    pattern_prune(model, connectivity=connectivity)
+    compress_network(model, connectivity, sparsity)
     x = torch.randn(1, 3, image_size, image_size)
     return model, x, from_pytorch(model, x)

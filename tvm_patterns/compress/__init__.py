@@ -9,6 +9,7 @@ torch only: the projections wrap the numpy ones of ``tvm_patterns.sparsity``.
 from .admm import ADMMPruner
 from .kinds import KINDS, Constraint, parse_config, register_kind
 from .oneshot import MaskPruner, oneshot_prune, pattern_prune, prunable_3x3_convs
+from .recipes import LAYER_TYPES, layer_type, whole_network_config
 from .projections import (
     project_block_punched,
     project_connectivity,
@@ -18,4 +19,5 @@ from .projections import (
 
 __all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
            "register_kind", "KINDS", "Constraint", "project_patterns", "project_connectivity",
-           "project_pattern_connectivity", "project_block_punched"]
+           "project_pattern_connectivity", "project_block_punched", "whole_network_config", "layer_type",
+           "LAYER_TYPES"]

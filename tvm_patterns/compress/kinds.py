@@ -60,9 +60,14 @@ class Constraint:
         return self.module.weight
 
 
-def _check_3x3_conv(name: str, module: nn.Module, kind: str):
-    if not (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3) and module.groups == 1):
-        raise ValueError(f"{kind} pruning of '{name}': needs a 3x3 nn.Conv2d with groups=1, got {module}")
+def _check_3x3_conv(name: str, module: nn.Module, kind: str, connectivity: float = 1.0):
+    """A 3x3 conv (grouped and depthwise too: each kernel gets its pattern; connectivity counts the
+    kernels of the whole layer, so a depthwise conv, one kernel a channel, takes none)."""
+    if not (isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)):
+        raise ValueError(f"{kind} pruning of '{name}': needs a 3x3 nn.Conv2d, got {module}")
+    if module.groups > 1 and module.in_channels == module.groups and connectivity != 1:
+        raise ValueError(f"'{name}' is a depthwise conv (one kernel a channel): connectivity must be 1 "
+                         f"(pattern only), got {connectivity!r}")
 
 
 def _check_connectivity(name: str, rate):
@@ -78,15 +83,15 @@ def _check_positive_int(name: str, key: str, value):
 
 @register_kind("pattern", uses_library=True, patterns=8, taps=4, connectivity=1.0)
 def _pattern(name, module, options, library):
-    _check_3x3_conv(name, module, "pattern")
     _check_connectivity(name, options["connectivity"])
+    _check_3x3_conv(name, module, "pattern", options["connectivity"])
     return lambda w: project_pattern_connectivity(w, library, options["connectivity"])
 
 
 @register_kind("connectivity", connectivity=None)
 def _connectivity(name, module, options, library):
-    _check_3x3_conv(name, module, "connectivity")
     _check_connectivity(name, options["connectivity"])
+    _check_3x3_conv(name, module, "connectivity", options["connectivity"])
     return lambda w: project_connectivity(w, options["connectivity"])
 
 

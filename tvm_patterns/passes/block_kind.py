@@ -92,7 +92,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext) -> Plan:
 
     macs = geom.macs_dense()
     return Plan(emit=emit, summary=_summary(R, packed, density), macs_dense=macs,
-                macs_sparse=int(round(macs * density)))
+                macs_sparse=int(round(macs * density)), weight_bytes_packed=packed.col_idx.nbytes + packed.values.nbytes)
 
 
 def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
@@ -118,7 +118,7 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
 
     macs = int(np.prod(shape[:-1])) * Kin * Nout
     return Plan(emit=emit, summary=_summary(R, packed, density), macs_dense=macs,
-                macs_sparse=int(round(macs * density)))
+                macs_sparse=int(round(macs * density)), weight_bytes_packed=packed.col_idx.nbytes + packed.values.nbytes)
 
 
 @register_sparse_kind("block", ["relax.nn.conv2d", "relax.matmul"],

@@ -115,4 +115,5 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     return Plan(emit=emit,
                 summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C} kernels, "
                         f"{1 / max(density, 1e-9):.1f}x fewer MACs, {impl} implementation",
-                macs_dense=macs_dense, macs_sparse=int(round(macs_dense * density)))
+                macs_dense=macs_dense, macs_sparse=int(round(macs_dense * density)),
+                weight_bytes_packed=sum(a.nbytes for a in arrays))

@@ -38,6 +38,7 @@ class Plan:
     summary: str
     macs_dense: int = 0
     macs_sparse: int = 0
+    weight_bytes_packed: int = 0   # the packed constants the call takes: values and indices
 
 
 @dataclass(frozen=True)

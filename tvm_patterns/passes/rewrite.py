@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .registry import LayerContext, LeaveDense, check_options, sparse_kinds
+from .registry import LayerContext, LeaveDense, check_options, sparse_kinds, static_shape
 
 log = logging.getLogger("tvm_patterns")
 
@@ -39,6 +39,8 @@ class LayerDecision:
     reason: str             # the plan's summary, or why it stayed dense
     macs_dense: int = 0
     macs_sparse: int = 0
+    weight_bytes_dense: int = 0     # the float32 weight as imported
+    weight_bytes_packed: int = 0    # what the build keeps of it (values and indices; dense: the weight)
 
     @property
     def rewritten(self) -> bool:
@@ -75,6 +77,16 @@ class _Rewriter(PyExprMutator):
                     return self.names[key]
         return self.var_name or "?"
 
+    def _dense_macs(self, call) -> int:
+        """Multiply-adds of a conv2d (NCHW) or matmul left dense; 0 where a shape is not static."""
+        try:
+            out = static_shape(self.builder_.normalize(call), "output")
+            if call.op.name == "relax.nn.conv2d":
+                return int(np.prod(out)) * int(np.prod(static_shape(call.args[1], "weight")[1:]))
+            return int(np.prod(out)) * static_shape(call.args[0])[-1]
+        except (LeaveDense, IndexError, RuntimeError):   # TVM raises RuntimeError subclasses
+            return 0
+
     def visit_call_(self, call):
         call = self.visit_expr_post_order(call)
         if not isinstance(call.op, tvm.ir.Op):
@@ -92,13 +104,21 @@ class _Rewriter(PyExprMutator):
             except LeaveDense as e:
                 reasons.append(f"{kind.name}: {e}")
                 continue
-            self.report.append(LayerDecision(name, op, kind.name, plan.summary, plan.macs_dense, plan.macs_sparse))
+            self.report.append(LayerDecision(name, op, kind.name, plan.summary, plan.macs_dense, plan.macs_sparse,
+                                             weight_bytes(call), plan.weight_bytes_packed))
             log.info("%s (%s): rewritten as %s: %s", name, op, kind.name, plan.summary)
             return plan.emit(self.builder_, call)
         reason = "; ".join(reasons)
-        self.report.append(LayerDecision(name, op, None, reason))
+        macs = self._dense_macs(call)
+        self.report.append(LayerDecision(name, op, None, reason, macs, macs, weight_bytes(call), weight_bytes(call)))
         log.info("%s (%s): left dense: %s", name, op, reason)
         return call
+
+
+def weight_bytes(call) -> int:
+    """Bytes of a call's constant weight (its second argument), 0 when it has none."""
+    w = call.args[1] if len(call.args) > 1 else None
+    return int(w.value.numpy().nbytes) if isinstance(w, tvm.ir.Constant) else 0
 
 
 def SparseRewrite(kinds=None, options: dict | None = None, report: list | None = None) -> tvm.transform.Pass:

@@ -1,0 +1,406 @@
+"""Compression quality on a real data set: every method side by side, at the same 3x3 weight budget.
+
+    python scripts/compress_accuracy.py --data fashion-mnist|digits --csv FILE [--quick] [--nets vgg,resnet]
+
+A small VGG-style CNN (3x3 convs only, one FC) and a small ResNet-style one (3x3 convs, 1x1
+shortcuts) are trained dense once, then each trained dense model is compressed with every method at
+8x and 16x fewer 3x3 weights and retrained:
+  dense         the baseline
+  unstructured  the smallest weights of each 3x3 conv removed (magnitude, per layer)
+  filter        whole filters removed (L1 norm) with the next conv's input channels they fed: the
+                coarse structured baseline (ResNet-style: inside each block, as usual for residuals)
+  oneshot       pattern (8 patterns of 4 taps, fitted to the dense weights) + connectivity by
+                projection, then masked retraining
+  admm          pattern + connectivity by ADMM (rho grows from RHO to RHO_MAX over the ADMM epochs,
+                four ADMM iterations an epoch), hard pruning, then masked retraining
+  admm_block    admm, plus block pruning (rows of 8, 75%) of the 1x1 convs and the FC layer
+Every method trains the same number of epochs after the dense model (ADMM: admm + retrain epochs;
+the others: as many masked epochs), with the same seed. The stem conv (one input channel) stays
+dense in every method. Each compressed model is also built with the TVM pass (its pattern library
+found from the weights) and its accuracy measured from that build on the first 1,000 test images,
+beside PyTorch's on the same images.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from tvm_patterns.apps import datasets
+from tvm_patterns.apps.report import fmt_table, write_csv
+from tvm_patterns.compress import ADMMPruner, oneshot_prune
+from tvm_patterns.sparsity import PatternLibrary
+
+SEED = 0
+COLUMNS = ["data", "network", "method", "budget", "reduction_3x3", "reduction_total", "test_accuracy", "loss_vs_dense",
+           "torch_accuracy_1k", "tvm_accuracy_1k", "tvm_sparse_layers", "train_seconds", "epochs", "seed"]
+METHODS = ("unstructured", "filter", "oneshot", "admm", "admm_block")
+REDUCTIONS = (8, 16)
+BLOCK = {"block_rows": 8, "sparsity": 0.75}   # admm_block's 1x1 convs and FC layer
+
+
+@dataclass(frozen=True)
+class Budget:
+    train_images: int | None = 20000   # a class-balanced subset of Fashion-MNIST's 60,000 (None: all)
+    dense_epochs: int = 10
+    admm_epochs: int = 3
+    retrain_epochs: int = 3
+    batch: int = 128
+    lr: float = 2e-3
+    retrain_lr: float = 1e-3
+    rho: float = 1e-2
+    rho_max: float = 3.0
+    admm_steps_per_epoch: int = 4
+
+
+QUICK = Budget(train_images=600, dense_epochs=1, admm_epochs=1, retrain_epochs=1, batch=64)
+
+
+# ----------------------------------------------------------------------------- networks
+
+def conv_bn(cin, cout, stride=1):
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+def vgg_style(width: int = 16) -> nn.Module:
+    """3x3 convs only, c-c-2c-2c-4c-4c channels, two max pools, global average pool, one FC."""
+    c = width
+    return nn.Sequential(*conv_bn(1, c), *conv_bn(c, c), nn.MaxPool2d(2), *conv_bn(c, 2 * c), *conv_bn(2 * c, 2 * c),
+                         nn.MaxPool2d(2), *conv_bn(2 * c, 4 * c), *conv_bn(4 * c, 4 * c),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, 10))
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
+
+class ResNetStyle(nn.Module):
+    """A stem, then c, 2c (stride 2) and 4c (stride 2) stages of two basic blocks each, one FC."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        c = width
+        self.stem = nn.Sequential(*conv_bn(1, c))
+        self.blocks = nn.Sequential(Block(c, c, 1), Block(c, c, 1), Block(c, 2 * c, 2), Block(2 * c, 2 * c, 1),
+                                    Block(2 * c, 4 * c, 2), Block(4 * c, 4 * c, 1))
+        self.fc = nn.Linear(4 * c, 10)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
+
+
+NETWORKS = {"vgg": vgg_style, "resnet": ResNetStyle}
+
+
+def convs3x3(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+
+
+def pruned_3x3(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The 3x3 convs every method compresses: all but the stem (one input channel)."""
+    return [(n, m) for n, m in convs3x3(model) if m.in_channels > 1]
+
+
+def filter_pairs(model: nn.Module) -> list[tuple[str, str | None]]:
+    """(conv whose filters go, conv whose input channels they fed): a VGG chain conv to conv, inside
+    each residual block conv1 to conv2 (the residual stream keeps its width)."""
+    names = [n for n, _ in pruned_3x3(model)]
+    if isinstance(model, ResNetStyle):
+        return [(n, n.replace("conv1", "conv2")) for n in names if n.endswith("conv1")]
+    return [(a, b) for a, b in zip(names, names[1:] + [None])]
+
+
+def block_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1))]
+
+
+# ----------------------------------------------------------------------------- counting
+
+def nonzero(m: nn.Module) -> int:
+    return int((m.weight != 0).sum())
+
+
+def reduction_3x3(model: nn.Module) -> float:
+    ws = [m for _, m in convs3x3(model)]
+    return sum(m.weight.numel() for m in ws) / max(1, sum(nonzero(m) for m in ws))
+
+
+def reduction_total(model: nn.Module) -> float:
+    ws = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return sum(m.weight.numel() for m in ws) / max(1, sum(nonzero(m) for m in ws))
+
+
+def kept_share(model: nn.Module, reduction: float) -> float:
+    """The share of the compressed convs' weights to keep so that all 3x3 weights fall ``reduction``x
+    (the stem's stay)."""
+    total = sum(m.weight.numel() for _, m in convs3x3(model))
+    pruned = sum(m.weight.numel() for _, m in pruned_3x3(model))
+    share = (total / reduction - (total - pruned)) / pruned
+    if not 0 < share <= 1:
+        raise ValueError(f"a {reduction}x reduction of the 3x3 weights is out of reach with a dense stem")
+    return share
+
+
+# ----------------------------------------------------------------------------- masks
+
+def unstructured_masks(model: nn.Module, share: float) -> dict[str, torch.Tensor]:
+    masks = {}
+    for name, m in pruned_3x3(model):
+        w = m.weight.detach().abs().flatten()
+        keep = max(1, round(share * w.numel()))
+        masks[name] = (m.weight.detach().abs() >= w.topk(keep).values.min()).float()
+    return masks
+
+
+def filter_masks(model: nn.Module, kept_filters: float) -> dict[str, torch.Tensor]:
+    """Each conv of ``filter_pairs`` keeps the ``kept_filters`` share of its filters with the largest
+    L1 norm; the convs they fed lose the matching input channels."""
+    modules = dict(model.named_modules())
+    masks = {n: torch.ones_like(m.weight) for n, m in pruned_3x3(model)}
+    for producer, consumer in filter_pairs(model):
+        w = modules[producer].weight.detach()
+        keep = max(1, math.ceil(kept_filters * w.shape[0]))
+        dropped = w.abs().sum(dim=(1, 2, 3)).argsort(descending=True)[keep:]
+        masks[producer][dropped] = 0
+        if consumer is not None:
+            masks[consumer][:, dropped] = 0
+    return masks
+
+
+def filter_share_for(model: nn.Module, reduction: float) -> float:
+    """The share of filters to keep for a ``reduction``x smaller 3x3 weight count (bisection)."""
+    total = sum(m.weight.numel() for _, m in convs3x3(model))
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        kept = total - sum(int((1 - mask).sum()) for mask in filter_masks(model, mid).values())
+        lo, hi = (mid, hi) if total / kept > reduction else (lo, mid)
+    return hi
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        torch_prune.custom_from_mask(modules[name], "weight", mask)
+
+
+def remove_masks(model: nn.Module) -> None:
+    for m in model.modules():
+        if torch_prune.is_pruned(m) and hasattr(m, "weight_orig"):
+            torch_prune.remove(m, "weight")
+
+
+def pattern_config(model: nn.Module, share: float, block: bool) -> list[dict]:
+    """Pattern (4 of 9 taps) + connectivity at the rate that keeps ``share`` of the weights."""
+    connectivity = (4 / 9) / share
+    config = [{"module": n, "kind": "pattern", "patterns": 8, "taps": 4, "connectivity": connectivity}
+              for n, _ in pruned_3x3(model)]
+    if block:
+        config += [{"module": n, "kind": "block", **BLOCK} for n in block_layers(model)]
+    return config
+
+
+# ----------------------------------------------------------------------------- training
+
+def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner: ADMMPruner | None = None):
+    """Adam with a cosine schedule; with an ADMM pruner, its penalty joins the loss and it takes
+    ``admm_steps_per_epoch`` ADMM steps an epoch."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    batches = -(-len(y) // budget.batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * batches))
+    every = max(1, batches // budget.admm_steps_per_epoch)
+    for _ in range(epochs):
+        model.train()
+        for i, idx in enumerate(torch.randperm(len(y), generator=g).split(budget.batch)):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            if pruner is not None:
+                loss = loss + pruner.penalty()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            if pruner is not None and (i + 1) % every == 0:
+                pruner.step()
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    return 100.0 * float((pred == y).float().mean())
+
+
+def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budget) -> nn.Module:
+    """A compressed, retrained copy of ``dense`` (masks baked in)."""
+    xtr, ytr = data[0], data[1]
+    model = copy.deepcopy(dense)
+    share = kept_share(model, reduction)
+    torch.manual_seed(SEED)
+    epochs = budget.admm_epochs + budget.retrain_epochs
+    if method in ("admm", "admm_block"):
+        steps = budget.admm_epochs * budget.admm_steps_per_epoch
+        growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
+        pruner = ADMMPruner(model, pattern_config(model, share, method == "admm_block"), library(dense),
+                            rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
+        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner)
+        pruner.prune()
+        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2)
+        pruner.squash()
+        return model
+    if method == "oneshot":
+        pruner = oneshot_prune(model, pattern_config(model, share, False), library(dense))
+    elif method == "unstructured":
+        apply_masks(model, unstructured_masks(model, share))
+    elif method == "filter":
+        apply_masks(model, filter_masks(model, filter_share_for(model, reduction)))
+    else:
+        raise ValueError(f"unknown method {method!r} (one of dense, {', '.join(METHODS)})")
+    train(model, xtr, ytr, epochs, budget.retrain_lr, budget, SEED + 2)
+    if method == "oneshot":
+        pruner.squash()
+    else:
+        remove_masks(model)
+    return model
+
+
+def library(dense: nn.Module) -> PatternLibrary:
+    """The dense network's 8 most frequent 4-tap patterns: one library for every pattern method."""
+    return PatternLibrary.extract([m.weight.detach().numpy() for _, m in pruned_3x3(dense)], 8, 4)
+
+
+def tvm_predictions(model: nn.Module, x: torch.Tensor, batch: int = 100) -> tuple[torch.Tensor, int]:
+    """Predictions of the TVM build of ``model`` (sparse kinds found from the weights) and how many
+    of its layers the build made sparse."""
+    import tvm
+    from tvm import relax
+
+    import tvm_patterns as tp
+
+    report = []
+    ex = tp.build(tp.from_pytorch(model.eval(), x[:batch].contiguous()), report=report)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = [vm["main"](tvm.runtime.tensor(x[i:i + batch].contiguous().numpy())).numpy().argmax(1)
+           for i in range(0, len(x) - len(x) % batch, batch)]
+    return torch.from_numpy(np.concatenate(out)), sum(r.rewritten for r in report)
+
+
+# ----------------------------------------------------------------------------- the table
+
+def load(name: str, budget: Budget):
+    if name == "fashion-mnist":
+        return datasets.fashion_mnist(train_limit=budget.train_images, seed=SEED)
+    if name == "digits":
+        return datasets.digits(seed=SEED)
+    raise ValueError(f"unknown data set {name!r} (fashion-mnist or digits)")
+
+
+def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCTIONS, width: int = 16,
+        tvm_images: int = 1000, log=print, done=lambda row: None) -> list[dict]:
+    """Rows of the table (see COLUMNS), dense first; ``done(row)`` is called as each one is ready."""
+    data = load(data_name, budget)
+    test = (data[2], data[3], min(tvm_images, len(data[3])) // 100 * 100 or len(data[3]))
+    epochs = budget.admm_epochs + budget.retrain_epochs
+    rows = []
+    for net in nets:
+        torch.manual_seed(SEED)
+        dense = NETWORKS[net](width)
+        t0 = time.perf_counter()
+        train(dense, data[0], data[1], budget.dense_epochs, budget.lr, budget, SEED)
+        base = {"data": data_name, "network": net, "seed": SEED}
+        dense_row = finish({**base, "method": "dense", "budget": ""}, dense, time.perf_counter() - t0,
+                           budget.dense_epochs, None, test, log)
+        rows.append(dense_row)
+        done(dense_row)
+        for reduction in reductions:
+            for method in methods:
+                t0 = time.perf_counter()
+                model = compress(dense, method, reduction, data, budget)
+                rows.append(finish({**base, "method": method, "budget": reduction}, model, time.perf_counter() - t0,
+                                   epochs, dense_row, test, log))
+                done(rows[-1])
+    return rows
+
+
+def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dict | None, test, log) -> dict:
+    """The row of one trained model: its accuracies (PyTorch on the test set and on its first
+    ``n1k`` images; the TVM build on those), reductions, and the loss against the ``dense`` row."""
+    xte, yte, n1k = test
+    acc = accuracy(predictions(model, xte), yte)
+    dense_acc = acc if dense is None else dense["test_accuracy"]
+    torch_1k = accuracy(predictions(model, xte[:n1k]), yte[:n1k])
+    tvm_pred, sparse_layers = tvm_predictions(model, xte[:n1k])
+    row = {**base, "reduction_3x3": reduction_3x3(model), "reduction_total": reduction_total(model),
+           "test_accuracy": acc, "loss_vs_dense": dense_acc - acc, "torch_accuracy_1k": torch_1k,
+           "tvm_accuracy_1k": accuracy(tvm_pred, yte[:n1k]), "tvm_sparse_layers": sparse_layers,
+           "train_seconds": seconds, "epochs": epochs}
+    log(f"  {base['network']} {base['method']:12s} 3x3 {row['reduction_3x3']:5.1f}x  test {acc:6.2f}%  "
+        f"1k: torch {torch_1k:.1f}% tvm {row['tvm_accuracy_1k']:.1f}% ({sparse_layers} sparse layers)  "
+        f"{seconds:.0f} s")
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--nets", default="vgg,resnet")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+    nets = [n for n in args.nets.split(",") if n]
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [n for n in nets if n not in NETWORKS] + [m for m in methods if m not in METHODS]
+    if bad or not nets:
+        ap.error(f"unknown network or method: {', '.join(bad) or 'none given'} "
+                 f"(networks {', '.join(NETWORKS)}; methods {', '.join(METHODS)})")
+    if args.threads < 1 or args.width < 1:
+        ap.error("--threads and --width must be >= 1")
+    torch.set_num_threads(args.threads)
+    budget = QUICK if args.quick else Budget()
+    try:
+        load(args.data, budget)
+    except FileNotFoundError as e:
+        ap.error(str(e))
+    t0 = time.perf_counter()
+    print(f"{args.data}: {budget}", flush=True)
+    rows = []
+
+    def done(row):
+        rows.append(row)
+        write_csv(args.csv, [{c: row[c] for c in COLUMNS} for row in rows])
+
+    run(args.data, nets, budget, methods, width=args.width, done=done)
+    print(fmt_table(rows, ["budget", "network", "method", "reduction_3x3", "test_accuracy", "loss_vs_dense",
+                                              "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]))
+    print(f"total {time.perf_counter() - t0:.0f} s; wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

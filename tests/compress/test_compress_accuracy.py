@@ -1,0 +1,113 @@
+"""scripts/compress_accuracy.py: every method at the promised budgets, the TVM build's accuracy equal
+to PyTorch's, and the data sets it reads."""
+import csv
+import gzip
+import importlib.util
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tvm_patterns.apps import datasets
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compress_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("compress_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_table(script, tmp_path_factory):
+    path = tmp_path_factory.mktemp("accuracy") / "digits.csv"
+    assert script.main(["--data", "digits", "--quick", "--nets", "vgg", "--csv", str(path)]) == 0
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_method_compresses_the_3x3_weights_8x_and_16x(script, quick_table):
+    assert list(quick_table[0]) == script.COLUMNS
+    assert [(r["method"], r["budget"]) for r in quick_table] == [("dense", "")] + [
+        (m, str(b)) for b in (8, 16) for m in script.METHODS]
+    assert float(quick_table[0]["reduction_3x3"]) == 1.0
+    for r in quick_table[1:]:
+        assert float(r["reduction_3x3"]) == pytest.approx(float(r["budget"]), rel=0.05), r
+    admm_block = [r for r in quick_table if r["method"] == "admm_block"]
+    admm = [r for r in quick_table if r["method"] == "admm"]
+    assert all(float(b["reduction_total"]) > float(a["reduction_total"]) for a, b in zip(admm, admm_block))
+
+
+def test_the_tvm_build_of_every_model_is_as_accurate_as_pytorch_and_rewrites_the_pattern_layers(quick_table):
+    for r in quick_table:
+        n = 500    # digits' test split has 540 images: the first 500
+        assert abs(float(r["tvm_accuracy_1k"]) - float(r["torch_accuracy_1k"])) <= 100 / n + 1e-9, r
+        if r["method"] in ("oneshot", "admm"):
+            assert r["tvm_sparse_layers"] == "5", r          # the five 3x3 convs after the stem
+        if r["method"] == "admm_block":
+            assert r["tvm_sparse_layers"] == "6", r          # and the FC layer
+
+
+def test_filter_pruning_removes_whole_filters_and_the_input_channels_they_fed(script):
+    torch.manual_seed(0)
+    model = script.vgg_style(8)
+    masks = script.filter_masks(model, 0.5)
+    modules = dict(model.named_modules())
+    for producer, consumer in script.filter_pairs(model):
+        kept = masks[producer].flatten(1).any(1)
+        assert int(kept.sum()) == modules[producer].out_channels // 2
+        assert bool((masks[producer][~kept] == 0).all())
+        if consumer is not None:
+            assert bool((masks[consumer][:, ~kept] == 0).all())
+
+
+def test_filter_pruning_in_a_residual_network_keeps_the_residual_stream(script):
+    pairs = script.filter_pairs(script.ResNetStyle(8))
+    assert pairs and all(p.endswith("conv1") and c == p.replace("conv1", "conv2") for p, c in pairs)
+
+
+def test_unstructured_pruning_keeps_the_largest_weights_of_each_layer(script):
+    torch.manual_seed(0)
+    model = script.vgg_style(8)
+    for name, mask in script.unstructured_masks(model, 0.25).items():
+        w = dict(model.named_modules())[name].weight.detach().abs()
+        assert int(mask.sum()) == round(0.25 * w.numel())
+        assert w[mask == 1].min() >= w[mask == 0].max()
+
+
+def test_fashion_mnist_loads_standardised_with_a_class_balanced_training_subset():
+    xtr, ytr, xte, yte = datasets.fashion_mnist(train_limit=200)
+    assert xtr.shape == (200, 1, 28, 28) and xte.shape == (10000, 1, 28, 28)
+    assert torch.bincount(ytr).tolist() == [20] * 10
+    assert abs(float(xtr.mean())) < 1e-4 and abs(float(xtr.std()) - 1) < 1e-3
+    assert xtr.dtype == torch.float32 and ytr.dtype == torch.int64
+
+
+def test_fashion_mnist_missing_names_the_debian_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        datasets.fashion_mnist(root=str(tmp_path))
+
+
+def test_a_truncated_idx_file_is_refused_by_name(tmp_path):
+    path = tmp_path / "images.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB3I", 0, 0x08, 3, 10, 28, 28) + bytes(100))
+    with pytest.raises(ValueError, match=r"images.gz: 100 values where the header says \(10, 28, 28\)"):
+        datasets.read_idx(str(path))
+    np.testing.assert_array_equal(datasets.read_idx(str(write_idx(tmp_path, np.arange(6, dtype=np.uint8)))),
+                                  np.arange(6))
+
+
+def write_idx(tmp_path, array: np.ndarray) -> Path:
+    path = tmp_path / "ok.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+                + array.tobytes())
+    return path

@@ -1,0 +1,56 @@
+"""scripts/arm_throughput.py: the hot loop found in aarch64 assembly, and llvm-mca's figures for a
+real NEON kernel of ours and the dense baseline."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "arm_throughput.py"
+LISTING = """\
+\t.type\tkernel,@function
+kernel:
+\tmov\tx0, xzr
+.LBB0_1:
+\tmov\tx1, xzr
+.LBB0_2:
+\tldr\tq0, [x2]
+\tfmla\tv1.4s, v0.4s, v2.s[0]
+\tfmla\tv3.4s, v0.4s, v2.s[1]
+\tadd\tx1, x1, #1
+\tcmp\tx1, #8
+\tb.ne\t.LBB0_2
+\tfmla\tv4.4s, v0.4s, v2.s[2]
+\tadd\tx0, x0, #1
+\tcbnz\tx0, .LBB0_1
+\tret
+.Lfunc_end0:
+\t.size\tkernel, .Lfunc_end0-kernel
+"""
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("arm_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hot_loop_is_the_innermost_loop_not_the_one_around_it(script):
+    lines = script.functions(LISTING)["kernel"]
+    loop = script.hot_loop(lines)
+    assert [l.split()[0] for l in loop] == ["ldr", "fmla", "fmla", "add", "cmp", "b.ne"]
+
+
+def test_a_layer_of_ours_and_the_dense_baseline_get_llvm_mca_figures(script, tmp_path):
+    path = tmp_path / "arm.csv"
+    assert script.main(["--net", "vgg16", "--image-size", "32", "--layers", "0.2", "--csv", str(path)]) == 0
+    rows = path.read_text().splitlines()
+    header = rows[0].split(",")
+    table = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    assert [r["build"] for r in table] == ["ours", "dense"]
+    for r in table:
+        assert int(r["fmla"]) > 0 and float(r["cycles_per_iteration"]) > 0
+        assert 0 < float(r["fma_utilisation"]) <= 1 and float(r["peak_gflops"]) == pytest.approx(16 * 2.4)
