@@ -18,14 +18,15 @@ def test_sweep_writes_rows_keeps_going_after_a_failed_configuration_and_resumes(
         return compress(model, cfg)
 
     monkeypatch.setattr(sweep, "compress", compress_failing_at_c1_5)
-    base = ["--nets", "resnet18", "--patterns", "8", "--image-size", "32", "--rounds", "2", "--out", str(tmp_path)]
+    base = ["--nets", "resnet18", "--patterns", "8", "--image-size", "32", "--rounds", "2", "--threads", "1",
+            "--out", str(tmp_path)]
     assert sweep.main(base + ["--connectivity", "1.5,2"]) == 0
     rows = read(tmp_path / "sweep.csv")
     assert list(rows[0]) == sweep.COLUMNS
     totals = {r["config"]: r for r in rows if r["layer"] == "TOTAL"}
     assert "this configuration failed" in totals["pattern-p8-c1.5"]["error"]
     ok = totals["pattern-p8-c2"]
-    assert ok["error"] == "" and float(ok["ours_ms"]) > 0 and float(ok["mac_ratio"]) > 4
+    assert ok["error"] == "" and float(ok["ours_ms"]) > 0 and float(ok["mac_ratio"]) > 4 and ok["threads"] == "1"
     layers = [r for r in rows if r["config"] == "pattern-p8-c2" and r["layer"] != "TOTAL"]
     assert {r["layer"] for r in layers} >= {"layers.0.conv1", "layers.7.conv2"}
     assert all(float(r["speedup_vs_tvm_dense"]) > 0 for r in layers)

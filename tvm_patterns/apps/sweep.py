@@ -35,7 +35,7 @@ from ..importer import from_pytorch
 from ..compress import pattern_prune, prunable_3x3_convs
 from ..devices.remote import RemoteDevice
 from ..devices.profiling import call_times
-from ..devices.timing import cpu_name, measure_interleaved, median
+from ..devices.timing import cpu_name, measure_interleaved, median, use_threads
 from ..passes.registry import sparse_kinds
 from ..sparsity import PatternLibrary
 from ..sparsity.block import project_block_punched
@@ -45,7 +45,7 @@ from .report import write_csv
 
 COLUMNS = ["network", "config", "kind", "patterns", "connectivity", "block_sparsity", "layer", "position",
            "kernel", "dense_kernel", "mac_ratio", "ours_ms", "tvm_dense_ms", "pytorch_ms",
-           "speedup_vs_tvm_dense", "speedup_vs_pytorch", "error", "cpu"]
+           "speedup_vs_tvm_dense", "speedup_vs_pytorch", "error", "cpu", "threads"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class Sweep:
             calls = call_times(vm, base["xt"], runs=self.args.rounds)
         common = {"network": net, "config": cfg.name, "kind": cfg.kind, "patterns": cfg.patterns or "",
                   "connectivity": cfg.connectivity if cfg.kind == "pattern" else "",
-                  "block_sparsity": cfg.block_sparsity or "", "cpu": cpu_name()}
+                  "block_sparsity": cfg.block_sparsity or "", "cpu": cpu_name(), "threads": self.args.threads}
         rows = []
         if calls and len(calls) == len(base["calls"]):   # same graph, same fusion: calls line up one to one
             layers = iter(report)
@@ -297,10 +297,12 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")
     args = ap.parse_args(argv)
     nets = arguments.networks(ap, args.nets)
     arguments.at_least(ap, args, 8, "image_size")
     arguments.at_least(ap, args, 1, "rounds")
+    arguments.at_least(ap, args, 1, "threads")
     try:
         configs = configurations(_floats(args.patterns), _floats(args.connectivity),
                                  _floats(args.block_sparsity))
@@ -311,6 +313,7 @@ def main(argv=None) -> int:
     arguments.device(ap, args)
     arguments.tuning_log(ap, args.tuning_log)
     arguments.writable_dir(ap, "--out", args.out)
+    use_threads(args.threads)
     Sweep(args).run(nets, configs)
     for p in plot(os.path.join(args.out, "sweep.csv"), args.out):
         print("wrote", p)
