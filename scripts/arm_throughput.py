@@ -81,6 +81,13 @@ def find_mca() -> str | None:
     return next((shutil.which(n) for n in MCA_NAMES if shutil.which(n)), None)
 
 
+def known_model(model: str) -> bool:
+    """Whether llvm-mca has a scheduling model of the aarch64 CPU ``model`` (else it ignores it)."""
+    proc = subprocess.run([find_mca(), "-mtriple=aarch64", f"-mcpu={model}"], input="add x0, x0, #1\n",
+                          capture_output=True, text=True)
+    return "not a recognized processor" not in proc.stderr
+
+
 def mca_cycles(loop: list[str], model: str) -> float:
     """Cycles per iteration that llvm-mca predicts for ``loop`` on the ``model`` CPU (steady state)."""
     with tempfile.NamedTemporaryFile("w", suffix=".s") as f:
@@ -146,7 +153,9 @@ def main(argv=None) -> int:
     if find_mca() is None:
         ap.error("llvm-mca is missing: apt-get install llvm-15 (.ci/apt-packages.txt)")
     if args.clock_ghz <= 0 or args.image_size < 8:
-        ap.error("--clock-ghz must be > 0 and --image-size >= 8")
+        ap.error(f"--clock-ghz must be > 0 and --image-size >= 8, got {args.clock_ghz:g} and {args.image_size}")
+    if not known_model(args.model):
+        ap.error(f"--model: llvm-mca has no aarch64 CPU {args.model!r} (llvm-mca -mtriple=aarch64 -mcpu=help lists them)")
     layers = conv3x3_layers(args.net, args.image_size)
     if args.layers:
         keep = set(args.layers.split(","))

@@ -3,7 +3,8 @@
 Layers: the 1x1 convolutions of MobileNet-V2 and ResNet-50 (batch 1, 224x224 input) and BERT-base's
 linear layers at 128 tokens. For every layer, PyTorch dense, TVM dense (the same TE layout and
 schedule with every column kept) and ours at each (sparsity, block rows) are timed interleaved in
-one process (``tvm_patterns.devices.timing``); medians are reported.
+one process (``tvm_patterns.devices.timing``); medians and p10/p90 of the quiet rounds are reported
+(rounds other processes disturbed are dropped and counted).
 
     python scripts/bench_block.py --csv results/bench_block.csv          # everything (~10 min)
     python scripts/bench_block.py --quick                                  # ResNet-50 + BERT, 75%, R=8
@@ -22,21 +23,6 @@ import argparse
 import os
 import sys
 
-
-
-def _threads_arg(argv) -> str | None:
-    """--threads N, read before tvm is imported (TVM's thread pool size is fixed at start-up)."""
-    for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return None
-
-
-if _threads_arg(sys.argv) is not None:
-    os.environ["TVM_NUM_THREADS"] = _threads_arg(sys.argv)
-os.environ.setdefault("TVM_NUM_THREADS", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
@@ -48,7 +34,7 @@ from tvm import te  # noqa: E402
 from schedules import block_sparse_x86 as sched  # noqa: E402
 from tvm_patterns import targets  # noqa: E402
 from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
-from tvm_patterns.devices.timing import measure_interleaved, median  # noqa: E402
+from tvm_patterns.devices.timing import cpu_name, measure_rounds, use_threads  # noqa: E402
 from tvm_patterns.computes.block_sparse import (CONV_BLOCK, DENSE_BLOCK, Conv1x1Geometry,  # noqa: E402
                                                 block_sparse_conv2d_1x1, block_sparse_dense)
 from tvm_patterns.sparsity.block import pack_block_punched, project_block_punched  # noqa: E402
@@ -154,7 +140,7 @@ class Layer:
         return self.torch_fn(w2d)().numpy()
 
 
-def bench_layer(layer: Layer, sparsities, block_rows, rounds, check=True):
+def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=True):
     fns = {"torch": layer.torch_fn(layer.w)}
     fns["tvm_dense"], dense_out = layer.tvm_fn(None, _dense_values(layer.w, DENSE_R))
     if check:
@@ -169,14 +155,16 @@ def bench_layer(layer: Layer, sparsities, block_rows, rounds, check=True):
             if check:
                 _check(out.numpy(), layer.reference(w), f"{layer.name} {key}")
             density[key] = (s, R, packed.mac_density())
-    times = {k: median(v) for k, v in measure_interleaved(fns, rounds=rounds).items()}
+    measured = measure_rounds(fns, rounds=rounds)
+    stats = measured.spread()
+    times = {k: m for k, (m, _, _) in stats.items()}
     t_torch, t_tvm = times["torch"], times["tvm_dense"]
     rows = []
     for key, (s, R, d) in density.items():
         t = times[key]
         mac_ratio = 1.0 / d
         rows.append({
-            "threads": int(os.environ["TVM_NUM_THREADS"]), "family": layer.family, "layer": layer.name, "shape": layer.desc, "sparsity": s, "block_rows": R,
+            "cpu": cpu_name(), "threads": threads, "family": layer.family, "layer": layer.name, "shape": layer.desc, "sparsity": s, "block_rows": R,
             "macs_dense": layer.macs_dense, "macs_sparse": int(round(layer.macs_dense * d)),
             "ms_ours": t * 1e3, "ms_torch_dense": t_torch * 1e3, "ms_tvm_dense": t_tvm * 1e3,
             "gflops_ours": 2 * layer.macs_dense * d / t / 1e9,
@@ -184,6 +172,9 @@ def bench_layer(layer: Layer, sparsities, block_rows, rounds, check=True):
             "gflops_tvm_dense": 2 * layer.macs_dense / t_tvm / 1e9,
             "speedup_torch": t_torch / t, "speedup_tvm_dense": t_tvm / t, "mac_ratio": mac_ratio,
             "bar": t_torch / t / mac_ratio,
+            "ms_ours_p10": stats[key][1] * 1e3, "ms_ours_p90": stats[key][2] * 1e3,
+            "ms_torch_p10": stats["torch"][1] * 1e3, "ms_torch_p90": stats["torch"][2] * 1e3,
+            "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
         })
     return rows
 
@@ -213,26 +204,25 @@ def main(argv=None):
     ap.add_argument("--sparsity", type=float, nargs="*", help=f"default {SPARSITIES}")
     ap.add_argument("--block-rows", type=int, nargs="*", help=f"default {BLOCK_ROWS}")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 5)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads of TVM and torch (default TVM_NUM_THREADS, else 2)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and torch alike")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check against torch")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(int(os.environ["TVM_NUM_THREADS"]))
+    threads = use_threads(args.threads)
     families = args.families.split(",")
     sparsities = tuple(args.sparsity or ((0.75,) if args.quick else SPARSITIES))
     block_rows = tuple(args.block_rows or ((8,) if args.quick else BLOCK_ROWS))
     if args.quick and args.families == ap.get_default("families"):
         families = ["resnet50", "bert"]
     rounds = args.rounds or (5 if args.quick else 7)
-    print(f"threads: TVM {os.environ['TVM_NUM_THREADS']}, torch {torch.get_num_threads()}; "
+    print(f"threads: TVM and torch {threads}; "
           f"target {targets.host().attrs['mcpu']}", flush=True)
 
     rows = []
     cols = ["layer", "shape", "sparsity", "block_rows", "ms_ours", "ms_torch_dense", "ms_tvm_dense",
             "gflops_ours", "speedup_torch", "speedup_tvm_dense", "mac_ratio", "bar"]
     for layer in layers(families):
-        new = bench_layer(layer, sparsities, block_rows, rounds, check=not args.no_check)
+        new = bench_layer(layer, sparsities, block_rows, rounds, threads, check=not args.no_check)
         print(fmt_table(new, cols).split("\n", 1)[1] if rows else fmt_table(new, cols), flush=True)
         rows += new
     if args.csv:

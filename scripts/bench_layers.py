@@ -49,9 +49,9 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
         err = max(float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max()) for vm in vms.values())
         fns = {name: (lambda vm=vm: vm["main"](xt)) for name, vm in vms.items()}
         measured = measure_rounds({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
-    samples = measured.quiet()
-    t = {k: median(v) for k, v in samples.items()}
-    spread = {f"{k}_{q}_ms": percentile(samples[k], p) * 1e3 for k in ("ours", "pytorch") for q, p in (("p10", 10), ("p90", 90))}
+    stats = measured.spread()
+    t = {k: m for k, (m, _, _) in stats.items()}
+    spread = {f"{k}_{q}_ms": stats[k][i] * 1e3 for k in ("ours", "pytorch") for q, i in (("p10", 1), ("p90", 2))}
     ho, wo = ref.shape[2:]
     dense_macs = conv.out_channels * conv.in_channels * 9 * ho * wo
     macs = report[0].macs_sparse if report[0].rewritten else dense_macs

@@ -35,10 +35,11 @@ import tvm
 from tvm import relax
 
 import tvm_patterns as tp
-from tvm_patterns.apps.models import NETWORKS, compress_network, get_network
+from tvm_patterns.apps import arguments
+from tvm_patterns.apps.models import compress_network, get_network
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices import peers
-from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, median, percentile
+from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, median, percentile, use_threads
 
 COLUMNS = ["network", "variant", "engine", "version", "median_ms", "p10_ms", "p90_ms", "speedup_vs_pytorch",
            "max_rel_err", "rounds", "disturbed_rounds", "cpu", "threads", "error"]
@@ -160,16 +161,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--make-venvs", action="store_true", help="create the venvs of ExecuTorch and DeepSparse first")
     args = ap.parse_args(argv)
-    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    nets = arguments.networks(ap, args.nets)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = [n for n in nets if n not in NETWORKS] + [e for e in engines if e not in (*OURS, *peers.ENGINES)]
-    if not nets or not engines or unknown:
-        ap.error(f"unknown or empty --nets / --engines: {unknown or 'none given'} "
-                 f"(networks: {', '.join(sorted(NETWORKS))}; engines: {', '.join([*OURS, *peers.ENGINES])})")
-    if args.rounds < 3 or args.threads < 1:
-        ap.error("--rounds must be at least 3 and --threads at least 1")
-    os.environ["TVM_NUM_THREADS"] = str(args.threads)
-    torch.set_num_threads(args.threads)
+    unknown = [e for e in engines if e not in (*OURS, *peers.ENGINES)]
+    if not engines or unknown:
+        ap.error(f"--engines: {'unknown engine(s) ' + ', '.join(unknown) if unknown else 'no engine given'} "
+                 f"(choose from {', '.join([*OURS, *peers.ENGINES])})")
+    arguments.at_least(ap, args, 3, "rounds")
+    arguments.at_least(ap, args, 1, "threads", "image_size")
+    use_threads(args.threads)
 
     def out(msg):
         print(msg, flush=True)

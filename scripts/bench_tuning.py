@@ -33,7 +33,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 import tvm_patterns as tp
 from tvm_patterns.apps.report import fmt_table, write_csv
-from tvm_patterns.devices.timing import measure_interleaved, median, paired_speedup
+from tvm_patterns.devices.timing import cpu_name, measure_interleaved, measure_rounds, median, paired_speedup, use_threads
 from tvm_patterns.computes.pattern_conv2d import BY_PATTERN_BLOCK, MAIN_BLOCK
 from tvm_patterns.apps.models import NETWORKS, pruned_network
 from tvm_patterns.tuning import extract_tasks, load_database, log_dir_for
@@ -99,8 +99,10 @@ def main(argv=None) -> int:
     ap.add_argument("--trials", type=int, default=8, help="MetaSchedule budget for each dense layer")
     ap.add_argument("--no-dense", action="store_true", help="skip the dense MetaSchedule tuning")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM")
     ap.add_argument("--csv", default="out/bench_tuning.csv")
     args = ap.parse_args(argv)
+    threads = use_threads(args.threads)
     target, dev = tp.targets.host(), tvm.cpu()
     _, _, mod = pruned_network(args.model, args.image_size)
     dense_tasks, _ = extract_tasks(mod, target, sparse=False)   # the same layers, every conv dense
@@ -133,8 +135,13 @@ def main(argv=None) -> int:
                     mod = dense_ms(dense, target, args.trials, wd)
                     if mod is not None:
                         fns["dense_ms_tuned"] = kernel(mod, target, dense, dev)
-        samples = measure_interleaved(fns, rounds=args.rounds)
-        row = {"layer": t.name, "kernel": t.block, **{f"{k}_ms": median(v) * 1e3 for k, v in samples.items()},
+        measured = measure_rounds(fns, rounds=args.rounds)
+        samples = measured.quiet()
+        row = {"layer": t.name, "kernel": t.block,
+               **{f"{k}_{q}": v * 1e3 for k, stat in measured.spread().items()
+                  for q, v in zip(("ms", "p10_ms", "p90_ms"), stat)},
+               "rounds": args.rounds, "disturbed_rounds": len(measured.disturbed()), "cpu": cpu_name(),
+               "threads": threads,
                "noise_speedup": paired_speedup(samples["default"], samples["default_again"])}
         if "tuned" in samples:
             row["tuned_speedup"] = paired_speedup(samples["default"], samples["tuned"])

@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from tvm_patterns.apps import datasets
+from tvm_patterns.apps import arguments, datasets
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.compress import ADMMPruner, oneshot_prune
+from tvm_patterns.devices.timing import use_threads
 from tvm_patterns.sparsity import PatternLibrary
 
 SEED = 0
@@ -375,13 +376,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     methods = [m for m in args.methods.split(",") if m]
-    bad = [n for n in nets if n not in NETWORKS] + [m for m in methods if m not in METHODS]
-    if bad or not nets:
-        ap.error(f"unknown network or method: {', '.join(bad) or 'none given'} "
-                 f"(networks {', '.join(NETWORKS)}; methods {', '.join(METHODS)})")
-    if args.threads < 1 or args.width < 1:
-        ap.error("--threads and --width must be >= 1")
-    torch.set_num_threads(args.threads)
+    for flag, given, known in (("--nets", nets, NETWORKS), ("--methods", methods, METHODS)):
+        bad = [g for g in given if g not in known]
+        if bad or not given:
+            ap.error(f"{flag}: {'unknown ' + ', '.join(bad) if bad else 'none given'} (choose from {', '.join(known)})")
+    arguments.at_least(ap, args, 1, "threads", "width")
+    use_threads(args.threads)
     budget = QUICK if args.quick else Budget()
     try:
         load(args.data, budget)

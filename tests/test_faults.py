@@ -147,14 +147,16 @@ def run_cli(args, capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("args,message", [
     (["sweep", "--patterns", "4.5"], "a pattern count is an integer in 1..126 (4 of 9 taps), got 4.5"),
     (["sweep", "--patterns", "200"], "a pattern count is an integer in 1..126"),
-    (["sweep", "--connectivity", "0.5"], "connectivity is the kernels' reduction, a finite number >= 1, got 0.5"),
+    (["sweep", "--connectivity", "0.5"], "connectivity rate must be a finite number >= 1 (keep 1 kernel in rate), got 0.5"),
     (["sweep", "--connectivity", "inf"], "a finite number >= 1"),
     (["sweep", "--block-sparsity", "1"], "block sparsity is in [0, 1), got 1"),
     (["sweep", "--rounds", "0"], "--rounds must be >= 1, got 0"),
     (["demo", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["demo", "--nets", "vgg16,resnet81"], "unknown network(s) resnet81"),
+    (["demo", "--sparsity", "1"], "--sparsity must be in [0, 1), got 1.0"),
+    (["demo", "--sparsity", "-0.1"], "--sparsity must be in [0, 1), got -0.1"),
     (["tune", "--trials", "0"], "--trials must be >= 1, got 0"),
-    (["tune", "--connectivity", "0"], "--connectivity must be a finite number >= 1, got 0.0"),
+    (["tune", "--connectivity", "0"], "'--connectivity': connectivity rate must be a finite number >= 1 (keep 1 kernel in rate), got 0.0"),
     (["build", "--out", "x.so", "--tuning-log", "/no/such/dir"], "--tuning-log: no directory '/no/such/dir'"),
 ])
 def test_a_bad_value_on_the_command_line_is_a_one_line_usage_error_before_any_work(tmp_path, capsys, args, message):

@@ -111,3 +111,15 @@ def write_idx(tmp_path, array: np.ndarray) -> Path:
         f.write(struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
                 + array.tobytes())
     return path
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nets", "vgg,alexnet"], "--nets: unknown alexnet (choose from vgg, resnet)"),
+    (["--methods", ""], "--methods: none given"),
+    (["--methods", "admm,magic"], "--methods: unknown magic"),
+    (["--width", "0"], "--width must be >= 1, got 0"),
+])
+def test_a_bad_argument_is_a_usage_error_naming_it(script, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        script.main([*args, "--csv", str(tmp_path / "acc.csv")])
+    assert e.value.code == 2 and message in capsys.readouterr().err

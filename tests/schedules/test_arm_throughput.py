@@ -54,3 +54,14 @@ def test_a_layer_of_ours_and_the_dense_baseline_get_llvm_mca_figures(script, tmp
     for r in table:
         assert int(r["fmla"]) > 0 and float(r["cycles_per_iteration"]) > 0
         assert 0 < float(r["fma_utilisation"]) <= 1 and float(r["peak_gflops"]) == pytest.approx(16 * 2.4)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--clock-ghz", "0"], "--clock-ghz must be > 0"),
+    (["--model", "cortex-a99"], "--model: llvm-mca has no aarch64 CPU 'cortex-a99'"),
+    (["--layers", "0.2,9.9"], "--layers: no 3x3 conv 9.9 in vgg16"),
+])
+def test_a_bad_argument_is_a_usage_error_naming_it(script, tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        script.main([*args, "--csv", str(tmp_path / "arm.csv")])
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -3,9 +3,9 @@ with argparse's one-line usage error (exit status 2)."""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
+from ..compress.kinds import check_connectivity
 from ..devices.remote import check_tracker
 from .models import NETWORKS
 
@@ -30,8 +30,10 @@ def at_least(ap: argparse.ArgumentParser, args, minimum: int, *names: str) -> No
 
 def connectivity(ap: argparse.ArgumentParser, value: float) -> None:
     """--connectivity: the 3x3 kernels' reduction, finite and >= 1 (1: every kernel kept)."""
-    if not (math.isfinite(value) and value >= 1):
-        ap.error(f"--connectivity must be a finite number >= 1, got {value}")
+    try:
+        check_connectivity("--connectivity", value)
+    except ValueError as e:
+        ap.error(str(e))
 
 
 def device(ap: argparse.ArgumentParser, args, required: bool = True) -> None:

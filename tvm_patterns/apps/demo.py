@@ -19,7 +19,7 @@ from .. import targets
 from ..build import build
 from ..importer import from_pytorch
 from ..devices.profiling import kernel_times
-from ..devices.timing import cpu_name, measure_rounds, median, percentile, use_threads
+from ..devices.timing import cpu_name, measure_rounds, use_threads
 from ..tuning import log_dir_for
 from ..tuning.database import RECORDS
 from . import arguments
@@ -77,10 +77,9 @@ def run_network(name: str, image_size: int, connectivity: float, sparsity: float
     fns.update({label: (lambda vm=vm: vm["main"](xt)) for label, vm in vms.items()})
     with torch.no_grad():
         measured = measure_rounds(fns, rounds=rounds)
-    samples = measured.quiet()
-    t = {k: median(v) for k, v in samples.items()}
-    spread = {k: (percentile(v, 10), percentile(v, 90)) for k, v in samples.items()}
-    lo, hi = spread["pytorch"]
+    spread = measured.spread()
+    t = {k: m for k, (m, _, _) in spread.items()}
+    _, lo, hi = spread["pytorch"]
     if hi / lo > SPREAD_WARNING:
         say(f"[{name}] WARNING: PyTorch's rounds spread {hi / lo:.1f}x (p90/p10): the machine is busy, "
             "do not trust the speed-ups of this run")
@@ -90,7 +89,7 @@ def run_network(name: str, image_size: int, connectivity: float, sparsity: float
            "weight_bytes_dense": sum(r.weight_bytes_dense for r in report),
            "weight_bytes_packed": sum(r.weight_bytes_packed for r in report),
            "pytorch_ms": t["pytorch"] * 1e3, "tvm_dense_ms": t["tvm_dense"] * 1e3, "tvm_sparse_ms": t["tvm_sparse"] * 1e3,
-           **{f"{k}_{q}_ms": v * 1e3 for k, (p10, p90) in spread.items() for q, v in (("p10", p10), ("p90", p90))},
+           **{f"{k}_{q}_ms": v * 1e3 for k, (_, p10, p90) in spread.items() for q, v in (("p10", p10), ("p90", p90))},
            "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
            "speedup_vs_pytorch": t["pytorch"] / t["tvm_sparse"],
            "speedup_vs_tvm_dense": t["tvm_dense"] / t["tvm_sparse"],

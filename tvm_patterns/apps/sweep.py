@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import math
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ from .. import targets
 from ..build import build
 from ..importer import from_pytorch
 from ..compress import pattern_prune, prunable_3x3_convs
+from ..compress.kinds import check_connectivity
 from ..devices.remote import RemoteDevice
 from ..devices.profiling import call_times
 from ..devices.timing import cpu_name, measure_interleaved, median, use_threads
@@ -70,8 +70,7 @@ def configurations(patterns, connectivity, block_sparsity) -> list[Config]:
         if p != int(p) or not 1 <= p <= 126:
             raise ValueError(f"a pattern count is an integer in 1..126 (4 of 9 taps), got {p:g}")
     for c in connectivity:
-        if not (math.isfinite(c) and c >= 1):
-            raise ValueError(f"connectivity is the kernels' reduction, a finite number >= 1, got {c:g}")
+        check_connectivity("--connectivity", c)
     for b in block_sparsity:
         if not 0 <= b < 1:
             raise ValueError(f"block sparsity is in [0, 1), got {b:g}")
@@ -135,7 +134,8 @@ class Sweep:
                   f"{self.rows[-1].get('error') or 'ok'}  elapsed {elapsed:.0f} s, ETA {eta:.0f} s", flush=True)
 
     def baseline(self, net):
-        """The dense model, its input, PyTorch and TVM dense times (end to end and per call)."""
+        """The dense model's input and TVM dense per call; on the host the callables of PyTorch and TVM
+dense, timed with each configuration in the same rounds; on a device TVM dense's time."""
         model = get_network(net, self.args.image_size)
         x = torch.randn(1, 3, self.args.image_size, self.args.image_size)
         ex = build(from_pytorch(model, x), self.target, sparse=False, tuning_log=self.args.tuning_log)
@@ -145,11 +145,8 @@ class Sweep:
             return {"x": x, "tvm_dense": self.remote.time(ex, x, ref), "pytorch": None, "calls": None}
         vm = relax.VirtualMachine(ex, tvm.cpu())
         xt = tvm.runtime.tensor(x.numpy())
-        with torch.no_grad():
-            t = measure_interleaved({"pytorch": lambda: model(x), "tvm_dense": lambda: vm["main"](xt)},
-                                    rounds=self.args.rounds)
-        return {"x": x, "xt": xt, "pytorch": median(t["pytorch"]), "tvm_dense": median(t["tvm_dense"]),
-                "calls": call_times(vm, xt, runs=self.args.rounds)}
+        return {"x": x, "xt": xt, "calls": call_times(vm, xt, runs=self.args.rounds),
+                "fns": {"pytorch": lambda: model(x), "tvm_dense": lambda: vm["main"](xt)}}
 
     def measure(self, net, cfg, base) -> list[dict]:
         model = get_network(net, self.args.image_size)
@@ -163,7 +160,10 @@ class Sweep:
             ours, calls = self.remote.time(ex, base["x"], ref), []
         else:
             vm = relax.VirtualMachine(ex, tvm.cpu())
-            ours = median(measure_interleaved({"ours": lambda: vm["main"](base["xt"])}, rounds=self.args.rounds)["ours"])
+            with torch.no_grad():   # ours interleaved with its baselines
+                t = measure_interleaved({**base["fns"], "ours": lambda: vm["main"](base["xt"])}, rounds=self.args.rounds)
+            ours = median(t["ours"])
+            base = {**base, "pytorch": median(t["pytorch"]), "tvm_dense": median(t["tvm_dense"])}
             calls = call_times(vm, base["xt"], runs=self.args.rounds)
         common = {"network": net, "config": cfg.name, "kind": cfg.kind, "patterns": cfg.patterns or "",
                   "connectivity": cfg.connectivity if cfg.kind == "pattern" else "",

@@ -70,7 +70,8 @@ def _check_3x3_conv(name: str, module: nn.Module, kind: str, connectivity: float
                          f"(pattern only), got {connectivity!r}")
 
 
-def _check_connectivity(name: str, rate):
+def check_connectivity(name: str, rate):
+    """A connectivity rate keeps 1 kernel in ``rate``: a finite number >= 1."""
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(rate) or rate < 1:
         raise ValueError(f"'{name}': connectivity rate must be a finite number >= 1 (keep 1 kernel in rate), "
                          f"got {rate!r}")
@@ -83,14 +84,14 @@ def _check_positive_int(name: str, key: str, value):
 
 @register_kind("pattern", uses_library=True, patterns=8, taps=4, connectivity=1.0)
 def _pattern(name, module, options, library):
-    _check_connectivity(name, options["connectivity"])
+    check_connectivity(name, options["connectivity"])
     _check_3x3_conv(name, module, "pattern", options["connectivity"])
     return lambda w: project_pattern_connectivity(w, library, options["connectivity"])
 
 
 @register_kind("connectivity", connectivity=None)
 def _connectivity(name, module, options, library):
-    _check_connectivity(name, options["connectivity"])
+    check_connectivity(name, options["connectivity"])
     _check_3x3_conv(name, module, "connectivity", options["connectivity"])
     return lambda w: project_connectivity(w, options["connectivity"])
 

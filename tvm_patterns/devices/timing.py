@@ -85,6 +85,10 @@ class Rounds:
         kept = {k: [x for r, x in enumerate(v) if r not in bad] for k, v in self.samples.items()}
         return kept if all(len(v) >= 3 for v in kept.values()) else self.samples
 
+    def spread(self, limit: float = DISTURBED_SHARE) -> dict[str, tuple[float, float, float]]:
+        """(median, p10, p90) seconds per call of each candidate over its quiet rounds."""
+        return {k: (median(v), percentile(v, 10), percentile(v, 90)) for k, v in self.quiet(limit).items()}
+
 
 def measure_rounds(fns: dict[str, Callable[[], object]], rounds: int = 7, min_time: float = 0.05) -> Rounds:
     """Seconds per call of each function, one sample per round, candidates interleaved (the order
