@@ -8,6 +8,8 @@ from . import (  # noqa: F401
     block_sparse_x86,
     dense_conv2d_nchw_x86,
     dense_matmul_x86,
+    filter_block_pattern_conv2d_nchw_neon,
+    filter_block_pattern_conv2d_nchw_x86,
     generic_x86,
     group_conv2d_nchw_x86,
     pattern_conv2d_by_pattern_neon,

@@ -27,7 +27,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -58,16 +57,6 @@ def variants(net: str, image: int):
     compressed = copy.deepcopy(dense)
     compress_network(compressed)
     return [("dense", dense), ("compressed", compressed)]
-
-
-def export(model: torch.nn.Module, x: torch.Tensor, workdir: str) -> peers.Files:
-    files = peers.Files(os.path.join(workdir, "model.onnx"), os.path.join(workdir, "model.pt2"))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")   # the TorchScript exporter is deprecated; DeepSparse 1.8 needs its IR 7
-        torch.onnx.export(model, (x,), files.onnx, dynamo=False, opset_version=13,
-                          input_names=["input"], output_names=["output"])
-        torch.export.save(torch.export.export(model, (x,)), files.pt2)
-    return files
 
 
 def row(net, variant, engine, version, samples=None, ref=None, out=None, yardstick=None, rounds: Rounds | None = None,
@@ -190,7 +179,7 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 ref = model(x).numpy().astype(np.float64)
             with tempfile.TemporaryDirectory(prefix="bench_peers_") as workdir:
-                files = export(model, x, workdir)
+                files = peers.export_model(model, x, workdir)
                 rows += in_process(net, variant, model, x, ref, files, engines, args.rounds, args.threads, out)
                 rows += in_workers(net, variant, x, ref, files, engines, args.rounds, args.threads, workdir)
             write_csv(args.csv, [{c: r.get(c, "") for c in COLUMNS} for r in rows])

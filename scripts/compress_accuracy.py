@@ -13,6 +13,8 @@ shortcuts) are trained dense once, then each trained dense model is compressed w
                 projection, then masked retraining
   admm          pattern + connectivity by ADMM (rho grows from RHO to RHO_MAX over the ADMM epochs,
                 four ADMM iterations an epoch), hard pruning, then masked retraining
+  admm_fblock   admm with filter-block patterns: blocks of 4 filters share their kernels and patterns
+                (the structure whose kernel reuses each input load across the block's filters)
   admm_block    admm, plus block pruning (rows of 8, 75%) of the 1x1 convs and the FC layer
 Every method trains the same number of epochs after the dense model (ADMM: admm + retrain epochs;
 the others: as many masked epochs), with the same seed. The stem conv (one input channel) stays
@@ -45,7 +47,8 @@ from tvm_patterns.sparsity import PatternLibrary
 SEED = 0
 COLUMNS = ["data", "network", "method", "budget", "reduction_3x3", "reduction_total", "test_accuracy", "loss_vs_dense",
            "torch_accuracy_1k", "tvm_accuracy_1k", "tvm_sparse_layers", "train_seconds", "epochs", "seed"]
-METHODS = ("unstructured", "filter", "oneshot", "admm", "admm_block")
+METHODS = ("unstructured", "filter", "oneshot", "admm", "admm_fblock", "admm_block")
+FILTER_BLOCK = 4   # admm_fblock: filters per block sharing kernels and patterns
 REDUCTIONS = (8, 16)
 BLOCK = {"block_rows": 8, "sparsity": 0.75}   # admm_block's 1x1 convs and FC layer
 
@@ -62,6 +65,8 @@ class Budget:
     rho: float = 1e-2
     rho_max: float = 3.0
     admm_steps_per_epoch: int = 4
+    distill: float = 0.0          # weight of the dense model's soft targets in compressed training (0: none)
+    temperature: float = 4.0      # of those soft targets
 
 
 QUICK = Budget(train_images=600, dense_epochs=1, admm_epochs=1, retrain_epochs=1, batch=64)
@@ -211,10 +216,12 @@ def remove_masks(model: nn.Module) -> None:
             torch_prune.remove(m, "weight")
 
 
-def pattern_config(model: nn.Module, share: float, block: bool) -> list[dict]:
-    """Pattern (4 of 9 taps) + connectivity at the rate that keeps ``share`` of the weights."""
+def pattern_config(model: nn.Module, share: float, block: bool, filter_block: int = 0) -> list[dict]:
+    """Pattern (4 of 9 taps) + connectivity at the rate that keeps ``share`` of the weights (with
+    ``filter_block``: shared by blocks of that many filters)."""
     connectivity = (4 / 9) / share
-    config = [{"module": n, "kind": "pattern", "patterns": 8, "taps": 4, "connectivity": connectivity}
+    kind = {"kind": "filter_block_pattern", "filters": filter_block} if filter_block else {"kind": "pattern"}
+    config = [{"module": n, **kind, "patterns": 8, "taps": 4, "connectivity": connectivity}
               for n, _ in pruned_3x3(model)]
     if block:
         config += [{"module": n, "kind": "block", **BLOCK} for n in block_layers(model)]
@@ -223,9 +230,11 @@ def pattern_config(model: nn.Module, share: float, block: bool) -> list[dict]:
 
 # ----------------------------------------------------------------------------- training
 
-def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner: ADMMPruner | None = None):
+def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner: ADMMPruner | None = None,
+          teacher: nn.Module | None = None):
     """Adam with a cosine schedule; with an ADMM pruner, its penalty joins the loss and it takes
-    ``admm_steps_per_epoch`` ADMM steps an epoch."""
+    ``admm_steps_per_epoch`` ADMM steps an epoch; with a teacher (the dense model), its soft targets
+    join the loss at weight ``budget.distill`` (knowledge distillation, Hinton et al.)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     batches = -(-len(y) // budget.batch)
@@ -234,7 +243,13 @@ def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner
     for _ in range(epochs):
         model.train()
         for i, idx in enumerate(torch.randperm(len(y), generator=g).split(budget.batch)):
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            out = model(x[idx])
+            loss = F.cross_entropy(out, y[idx])
+            if teacher is not None and budget.distill > 0:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(x[idx]) / budget.temperature, dim=1)
+                kd = F.kl_div(F.log_softmax(out / budget.temperature, dim=1), soft, reduction="batchmean")
+                loss = (1 - budget.distill) * loss + budget.distill * budget.temperature ** 2 * kd
             if pruner is not None:
                 loss = loss + pruner.penalty()
             opt.zero_grad()
@@ -259,17 +274,19 @@ def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budg
     """A compressed, retrained copy of ``dense`` (masks baked in)."""
     xtr, ytr = data[0], data[1]
     model = copy.deepcopy(dense)
+    teacher = dense.eval() if budget.distill > 0 else None
     share = kept_share(model, reduction)
     torch.manual_seed(SEED)
     epochs = budget.admm_epochs + budget.retrain_epochs
-    if method in ("admm", "admm_block"):
+    if method in ("admm", "admm_fblock", "admm_block"):
         steps = budget.admm_epochs * budget.admm_steps_per_epoch
         growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
-        pruner = ADMMPruner(model, pattern_config(model, share, method == "admm_block"), library(dense),
+        config = pattern_config(model, share, method == "admm_block", FILTER_BLOCK if method == "admm_fblock" else 0)
+        pruner = ADMMPruner(model, config, library(dense),
                             rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
-        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner)
+        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
         pruner.prune()
-        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2)
+        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
         pruner.squash()
         return model
     if method == "oneshot":
@@ -280,7 +297,7 @@ def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budg
         apply_masks(model, filter_masks(model, filter_share_for(model, reduction)))
     else:
         raise ValueError(f"unknown method {method!r} (one of dense, {', '.join(METHODS)})")
-    train(model, xtr, ytr, epochs, budget.retrain_lr, budget, SEED + 2)
+    train(model, xtr, ytr, epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
     if method == "oneshot":
         pruner.squash()
     else:

@@ -52,11 +52,12 @@ def tuning_log_for(path: str | None, target) -> str | None:
 
 
 def run_network(name: str, image_size: int, connectivity: float, sparsity: float, rounds: int, target,
-                tuning_log: str | None = None, threads: int = 1) -> tuple[dict, list]:
-    model, x, mod = pruned_network(name, image_size, connectivity, sparsity)
+                tuning_log: str | None = None, threads: int = 1, filter_block: int = 0) -> tuple[dict, list]:
+    model, x, mod = pruned_network(name, image_size, connectivity, sparsity, filter_block)
     with torch.no_grad():
         ref = model(x).numpy()
-    say(f"[{name}] every layer compressed (3x3: 8 patterns x 4 taps, {connectivity}x connectivity; "
+    shared = f", shared by blocks of {filter_block} filters" if filter_block else ""
+    say(f"[{name}] every layer compressed (3x3: 8 patterns x 4 taps{shared}, {connectivity}x connectivity; "
         f"1x1 and linear: blocks of 8 rows, {sparsity:.0%} sparse); imported")
     vms, report = {}, []
     for label, sparse in (("tvm_dense", False), ("tvm_sparse", True)):
@@ -83,7 +84,7 @@ def run_network(name: str, image_size: int, connectivity: float, sparsity: float
     if hi / lo > SPREAD_WARNING:
         say(f"[{name}] WARNING: PyTorch's rounds spread {hi / lo:.1f}x (p90/p10): the machine is busy, "
             "do not trust the speed-ups of this run")
-    row = {"network": name, "image": image_size, "cpu": cpu_name(), "mcpu": target.export()["mcpu"],
+    row = {"network": name, "image": image_size, "filter_block": filter_block, "cpu": cpu_name(), "mcpu": target.export()["mcpu"],
            "threads": threads,
            "macs_dense": sum(r.macs_dense for r in report), "macs_kept": sum(r.macs_sparse for r in report),
            "weight_bytes_dense": sum(r.weight_bytes_dense for r in report),
@@ -110,6 +111,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nets", default="vgg16,resnet50,mobilenet_v2")
     ap.add_argument("--connectivity", type=float, default=3.6, help="of the 3x3 convs")
     ap.add_argument("--sparsity", type=float, default=0.75, help="block sparsity of the 1x1 convs and linear layers")
+    ap.add_argument("--filter-block", type=int, default=0,
+                    help="3x3 filters in blocks of this many sharing kernels and patterns (0: free patterns)")
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--csv", help="write the per-network table here")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")
@@ -117,6 +120,7 @@ def main(argv=None) -> int:
                     help="tvm-patterns tune records for both TVM builds, when there are some for this CPU ('none': off)")
     args = ap.parse_args(argv)
     arguments.at_least(ap, args, 1, "threads")
+    arguments.at_least(ap, args, 0, "filter_block")
     arguments.at_least(ap, args, 8, "image_size")
     arguments.connectivity(ap, args.connectivity)
     if not 0 <= args.sparsity < 1:
@@ -131,7 +135,8 @@ def main(argv=None) -> int:
     rows, layers = [], []
     t0 = time.perf_counter()
     for name in nets:
-        row, top = run_network(name, image, args.connectivity, args.sparsity, rounds, target, log, threads)
+        row, top = run_network(name, image, args.connectivity, args.sparsity, rounds, target, log, threads,
+                               args.filter_block)
         rows.append(row)
         layers += top
     say("\nLatency per network (medians, ms):")

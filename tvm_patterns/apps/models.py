@@ -146,11 +146,13 @@ def get_network(name: str, image_size: int = 224, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def conv3x3_layers(net: str, image: int) -> list[tuple[str, nn.Conv2d, tuple]]:
+def conv3x3_layers(net: str, image: int, filter_block: int = 0) -> list[tuple[str, nn.Conv2d, tuple]]:
     """(name, conv, input shape) of every 3x3 conv of a reference network pattern-pruned as the
-    demo prunes its 3x3 convs, with its real input size: the per-layer benchmarks' layers."""
+    demo prunes its 3x3 convs (``filter_block``: in blocks of that many filters sharing structure),
+    with its real input size: the per-layer benchmarks' layers."""
     model = get_network(net, image)
-    oneshot_prune(model, [e for e in whole_network_config(model) if e["kind"] == "pattern"],
+    config = whole_network_config(model, filter_block=filter_block)
+    oneshot_prune(model, [e for e in config if e["kind"] in ("pattern", "filter_block_pattern")],
                   PatternLibrary.patdnn()).squash()
     shapes = {}
 
@@ -169,20 +171,23 @@ def conv3x3_layers(net: str, image: int) -> list[tuple[str, nn.Conv2d, tuple]]:
 
 
 def compress_network(model: nn.Module, connectivity: float = 3.6, sparsity: float = 0.75,
-                     dense: list | None = None) -> list[dict]:
+                     dense: list | None = None, filter_block: int = 0) -> list[dict]:
     """Prune every layer of ``model`` in place by ``whole_network_config`` (PatDNN's 8 patterns,
     ``connectivity`` for the 3x3 convs, blocks of 8 rows at ``sparsity`` for the 1x1 convs and linear
-    layers), one-shot, masks baked in; returns the config. ``dense`` receives the layers kept dense."""
-    config = whole_network_config(model, connectivity=connectivity, sparsity=sparsity, dense=dense)
+    layers; ``filter_block``: 3x3 filters in blocks sharing structure), one-shot, masks baked in;
+    returns the config. ``dense`` receives the layers kept dense."""
+    config = whole_network_config(model, connectivity=connectivity, sparsity=sparsity, dense=dense,
+                                  filter_block=filter_block)
     oneshot_prune(model, config, PatternLibrary.patdnn()).squash()
     return config
 
 
-def pruned_network(name: str, image_size: int = 224, connectivity: float = 3.6, sparsity: float = 0.75):
+def pruned_network(name: str, image_size: int = 224, connectivity: float = 3.6, sparsity: float = 0.75,
+                   filter_block: int = 0):
     """(model, input, Relax module) of a reference network compressed as ``tvm-patterns demo``
     compresses it (same seed, ``compress_network``): what ``tune`` and ``build`` work on, so the
     tuning records of one are found by the other."""
     model = get_network(name, image_size)
-    compress_network(model, connectivity, sparsity)
+    compress_network(model, connectivity, sparsity, filter_block=filter_block)
     x = torch.randn(1, 3, image_size, image_size)
     return model, x, from_pytorch(model, x)

@@ -13,11 +13,12 @@ from .recipes import LAYER_TYPES, layer_type, whole_network_config
 from .projections import (
     project_block_punched,
     project_connectivity,
+    project_filter_block_pattern,
     project_pattern_connectivity,
     project_patterns,
 )
 
 __all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
            "register_kind", "KINDS", "Constraint", "project_patterns", "project_connectivity",
-           "project_pattern_connectivity", "project_block_punched", "whole_network_config", "layer_type",
+           "project_pattern_connectivity", "project_filter_block_pattern", "project_block_punched", "whole_network_config", "layer_type",
            "LAYER_TYPES"]

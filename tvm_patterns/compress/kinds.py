@@ -22,7 +22,8 @@ from torch import nn
 
 from tvm_patterns.sparsity import PatternLibrary
 
-from .projections import project_block_punched, project_connectivity, project_pattern_connectivity
+from .projections import (project_block_punched, project_connectivity, project_filter_block_pattern,
+                          project_pattern_connectivity)
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -87,6 +88,17 @@ def _pattern(name, module, options, library):
     check_connectivity(name, options["connectivity"])
     _check_3x3_conv(name, module, "pattern", options["connectivity"])
     return lambda w: project_pattern_connectivity(w, library, options["connectivity"])
+
+
+@register_kind("filter_block_pattern", uses_library=True, patterns=8, taps=4, connectivity=1.0, filters=4)
+def _filter_block_pattern(name, module, options, library):
+    """Pattern + connectivity shared by blocks of ``filters`` consecutive filters (``sparsity.filter_block``)."""
+    check_connectivity(name, options["connectivity"])
+    _check_3x3_conv(name, module, "filter_block_pattern", options["connectivity"])
+    _check_positive_int(name, "filters", options["filters"])
+    if module.groups != 1:
+        raise ValueError(f"filter_block_pattern pruning of '{name}': needs groups=1, got groups={module.groups}")
+    return lambda w: project_filter_block_pattern(w, library, options["connectivity"], int(options["filters"]))
 
 
 @register_kind("connectivity", connectivity=None)

@@ -11,6 +11,7 @@ import torch
 from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity import projection as _np
 from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
+from tvm_patterns.sparsity.filter_block import project_filter_block_pattern as _np_filter_block_pattern
 
 
 def _through_numpy(w: torch.Tensor, fn) -> torch.Tensor:
@@ -35,6 +36,13 @@ def project_pattern_connectivity(w: torch.Tensor, library: PatternLibrary,
                                  connectivity: float = 1.0) -> torch.Tensor:
     """w: [K, C, 3, 3]; pattern projection, then connectivity on the projected kernels (PatDNN)."""
     return _through_numpy(w, lambda a: _np.project_pattern_connectivity(a, library, connectivity))
+
+
+def project_filter_block_pattern(w: torch.Tensor, library: PatternLibrary, connectivity: float = 1.0,
+                                 filters: int = 4) -> torch.Tensor:
+    """w: [K, C, 3, 3]; blocks of ``filters`` consecutive filters share their kept kernels and each
+    kernel's pattern (one (block, channel) kernel kept in ``connectivity``)."""
+    return _through_numpy(w, lambda a: _np_filter_block_pattern(a, library, connectivity, filters))
 
 
 def project_block_punched(w: torch.Tensor, block_rows: int, sparsity: float) -> torch.Tensor:

@@ -32,7 +32,8 @@ def layer_type(module: nn.Module) -> str | None:
 
 
 def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsity: float = 0.75,
-                         block_rows: int = 8, patterns: int = 8, taps: int = 4, skip_first: bool = True,
+                         block_rows: int = 8, patterns: int = 8, taps: int = 4, filter_block: int = 0,
+                         skip_first: bool = True,
                          by_type: dict | None = None, by_name: dict | None = None,
                          dense: list | None = None) -> list[dict]:
     """Config entries for every layer of ``model``:
@@ -40,6 +41,8 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
     3x3 convs -> pattern (``patterns`` shapes of ``taps`` of 9) + ``connectivity``; grouped 3x3 ->
     the same, connectivity within the layer; depthwise 3x3 -> pattern only (a depthwise kernel is its
     channel's only one); 1x1 convs and linear layers -> block pruning (``block_rows``, ``sparsity``).
+    ``filter_block`` > 0: the 3x3 convs (groups=1) take the "filter_block_pattern" kind instead, blocks
+    of that many filters sharing kernels and patterns (a kernel with load reuse across filters).
     Kept dense, with the reason appended to ``dense`` as (module name, reason) and logged: the stem
     (a conv on the 3 image channels, when ``skip_first``), layers under MIN_WEIGHTS weights, and
     layers of other shapes.
@@ -55,8 +58,11 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
     missing = [n for n in by_name if n not in modules]
     if missing:
         raise ValueError(f"by_name: the model has no module {missing[0]!r}")
+    if isinstance(filter_block, bool) or not isinstance(filter_block, int) or filter_block < 0:
+        raise ValueError(f"filter_block must be an integer >= 0 (0: free patterns), got {filter_block!r}")
+    conv3x3 = ({"kind": "filter_block_pattern", "filters": filter_block} if filter_block else {"kind": "pattern"})
     defaults = {
-        "conv3x3": {"kind": "pattern", "patterns": patterns, "taps": taps, "connectivity": connectivity},
+        "conv3x3": {**conv3x3, "patterns": patterns, "taps": taps, "connectivity": connectivity},
         "grouped3x3": {"kind": "pattern", "patterns": patterns, "taps": taps, "connectivity": connectivity},
         "depthwise3x3": {"kind": "pattern", "patterns": patterns, "taps": taps, "connectivity": 1.0},
         "conv1x1": {"kind": "block", "block_rows": block_rows, "sparsity": sparsity},

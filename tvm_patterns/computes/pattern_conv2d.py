@@ -37,6 +37,7 @@ from tvm import te, tirx
 
 MAIN_BLOCK = "pattern_conv2d"
 BY_PATTERN_BLOCK = "pattern_conv2d_by_pattern"
+FILTER_BLOCK_BLOCK = "filter_block_pattern_conv2d"
 PAD_BLOCK = "pattern_conv2d_pad"
 CROP_BLOCK = "pattern_conv2d_crop"
 
@@ -54,6 +55,7 @@ class PatternConvGeometry:
     padding: tuple = (1, 1, 1, 1)     # top, left, bottom, right
     vector_width: int = 8
     align: int = 0                    # elements the rows are aligned to (0: rows packed)
+    row_tile: int = 1                 # output rows are computed in whole tiles of this many (then cropped)
 
     def __post_init__(self):
         if self.align and self.strides[1] not in (1, 2):
@@ -71,8 +73,15 @@ class PatternConvGeometry:
         return -(-wo // v) * v
 
     @property
+    def out_h_padded(self) -> int:
+        """Output rows computed: the output height rounded up to whole row tiles."""
+        return -(-self.out_hw[0] // self.row_tile) * self.row_tile
+
+    @property
     def padded_h(self) -> int:
-        return self.H + self.padding[0] + self.padding[2]
+        """Rows of the padded input plane: the zero padding and, for rows computed past the output
+        height, the zero rows they read."""
+        return max(self.H + self.padding[0] + self.padding[2], (self.out_h_padded - 1) * self.strides[0] + 3)
 
     @property
     def deinterleaved(self) -> bool:
@@ -134,9 +143,10 @@ def padded_input(data: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
 
 
 def cropped(out: te.Tensor, geom: PatternConvGeometry) -> te.Tensor:
-    """``out`` [N, K, Ho, Wp] cropped to the real output width (itself when nothing is cropped)."""
+    """``out`` [N, K or more, Ho, Wp] cropped to the K filters and the real output width (itself when
+    nothing is cropped)."""
     Ho, Wo = geom.out_hw
-    if geom.out_w_padded == Wo:
+    if tuple(int(x) for x in out.shape[1:]) == (geom.K, Ho, Wo):
         return out
     return te.compute((geom.N, geom.K, Ho, Wo), lambda n, k, h, w: out[n, k, h, w], name=CROP_BLOCK)
 
@@ -195,4 +205,32 @@ def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Te
                 te.const(0, out_dtype)),
             axis=[p, j, t]),
         name=BY_PATTERN_BLOCK)
+    return cropped(out, geom)
+
+
+def filter_block_pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value: te.Tensor,
+                                geom: PatternConvGeometry, out_dtype: str = "float32") -> te.Tensor:
+    """data [N, C, H, W]; length [B] int32; offset [B, max_len, taps] int32; value [B, max_len, taps, F]
+    (``sparsity.filter_block``: the F filters of block b share its kernels) -> [N, K, Ho, Wo]:
+
+        out[n, k, h, w] = sum_{j < length[k // F], t} value[k // F, j, t, k % F]
+                          * pad[n, lead + offset[k // F, j, t] + h*sh*row + w*w_step]
+
+    computed for B * F filters (the last block padded with zero filters) and ``out_h_padded`` rows
+    (whole row tiles), then cropped to K filters and Ho rows."""
+    sh = geom.strides[0]
+    pad = padded_input(data, geom)
+    B, max_len, taps, F = (int(x) for x in value.shape)
+    j = te.reduce_axis((0, max_len), "j")
+    t = te.reduce_axis((0, taps), "t")
+    out = te.compute(
+        (geom.N, B * F, geom.out_h_padded, geom.out_w_padded),
+        lambda n, k, h, w: te.sum(
+            te.if_then_else(
+                j < length[k // F],
+                value[k // F, j, t, k % F].astype(out_dtype)
+                * pad[n, geom.lead + offset[k // F, j, t] + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype),
+                te.const(0, out_dtype)),
+            axis=[j, t]),
+        name=FILTER_BLOCK_BLOCK, attrs={"filters": F, "rows": geom.row_tile})
     return cropped(out, geom)

@@ -50,6 +50,21 @@ class Files:
     pt2: str
 
 
+def export_model(model, x, workdir: str) -> Files:
+    """``model`` (a torch module, in eval mode) on input ``x`` written in both formats into ``workdir``."""
+    import warnings
+
+    import torch
+
+    files = Files(os.path.join(workdir, "model.onnx"), os.path.join(workdir, "model.pt2"))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")   # the TorchScript exporter is deprecated; DeepSparse 1.8 needs its IR 7
+        torch.onnx.export(model, (x,), files.onnx, dynamo=False, opset_version=13,
+                          input_names=["input"], output_names=["output"])
+        torch.export.save(torch.export.export(model, (x,)), files.pt2)
+    return files
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str                         # the engine column of the results

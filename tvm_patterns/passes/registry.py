@@ -52,14 +52,21 @@ class SparseKind:
 _KINDS: dict[str, SparseKind] = {}
 
 
-def register_sparse_kind(name: str, ops, options=()):
+def register_sparse_kind(name: str, ops, options=(), before: str | None = None):
     """Decorator: ``@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", ...))``
-    on a plan function; ``options`` are the keys its ``LayerContext.options`` may hold."""
+    on a plan function; ``options`` are the keys its ``LayerContext.options`` may hold; ``before``
+    names a registered kind this one is tried ahead of (a narrower structure of the same weights)."""
 
     def wrap(plan_fn):
         if name in _KINDS:
             raise ValueError(f"sparse kind {name!r} is registered twice")
-        _KINDS[name] = SparseKind(name, tuple(ops), plan_fn, tuple(options))
+        if before is not None and before not in _KINDS:
+            raise ValueError(f"sparse kind {name!r}: no kind {before!r} to be tried before")
+        kind = SparseKind(name, tuple(ops), plan_fn, tuple(options))
+        items = list(_KINDS.items())
+        at = len(items) if before is None else [n for n, _ in items].index(before)
+        _KINDS.clear()
+        _KINDS.update(items[:at] + [(name, kind)] + items[at:])
         return plan_fn
 
     return wrap
