@@ -1,4 +1,5 @@
-"""Per-layer benchmark of the 3x3 convs of VGG-16 or ResNet-50: ours vs PyTorch dense vs TVM dense.
+"""Per-layer benchmark of the 3x3 convs (grouped and depthwise too) of a reference network: ours vs
+PyTorch dense vs TVM dense.
 
     python scripts/bench_layers.py --net vgg16 --csv out/bench_vgg16.csv [--image-size 224] [--rounds 7]
 
@@ -29,7 +30,7 @@ import tvm_patterns as tp
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices import peers
 from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, sgemm_gflops, use_threads
-from tvm_patterns.apps.models import conv3x3_layers
+from tvm_patterns.apps.models import NETWORKS, conv3x3_layers
 
 COLUMNS = ["net", "layer", "cin", "cout", "hw", "stride", "kind", "mac_ratio",
            "ours_ms", "pytorch_ms", "tvm_dense_ms", "speedup_vs_pytorch", "speedup_vs_tvm_dense",
@@ -37,7 +38,8 @@ COLUMNS = ["net", "layer", "cin", "cout", "hw", "stride", "kind", "mac_ratio",
 
 
 def conv_relu(conv) -> torch.nn.Module:
-    layer = torch.nn.Sequential(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1),
+    layer = torch.nn.Sequential(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1,
+                                                groups=conv.groups),
                                 torch.nn.ReLU()).eval()
     with torch.no_grad():
         layer[0].weight.copy_(conv.weight)
@@ -99,10 +101,10 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
     if "deepsparse_speedup_vs_pytorch" in ds:   # each speed-up over the PyTorch timed beside it
         ds["ours_vs_deepsparse"] = t["pytorch"] / t["ours"] / ds["deepsparse_speedup_vs_pytorch"]
     ho, wo = ref.shape[2:]
-    dense_macs = conv.out_channels * conv.in_channels * 9 * ho * wo
+    dense_macs = conv.out_channels * conv.in_channels // conv.groups * 9 * ho * wo
     macs = report[0].macs_sparse if report[0].rewritten else dense_macs
     mac_ratio = dense_macs / macs
-    return {"net": net, "layer": name, "cin": conv.in_channels, "cout": conv.out_channels,
+    return {"net": net, "layer": name, "cin": conv.in_channels, "cout": conv.out_channels, "groups": conv.groups,
             "hw": shape[2], "stride": conv.stride[0], "kind": report[0].kind or "dense",
             "mac_ratio": mac_ratio, "ours_ms": t["ours"] * 1e3, "pytorch_ms": t["pytorch"] * 1e3, **spread,
             "tvm_dense_ms": t["tvm_dense"] * 1e3,
@@ -130,7 +132,7 @@ def blocked_columns(extra: dict, t: dict, dense_macs: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--net", choices=["vgg16", "resnet50", "resnet18"], default="vgg16")
+    ap.add_argument("--net", choices=sorted(NETWORKS), default="vgg16")
     ap.add_argument("--csv", required=True)
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=7)
@@ -160,7 +162,8 @@ def main(argv=None) -> int:
     for i, (name, conv, shape) in enumerate(layers):
         t0 = time.perf_counter()
         rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations, threads,
-                                blocked.get(name) if conv.in_channels > 3 else None, args.deepsparse))
+                                blocked.get(name) if conv.in_channels > 3 and conv.groups == 1 else None,
+                                args.deepsparse))
         r = rows[-1]
         print(f"[{i + 1}/{len(layers)}] {name}: {r['kind']} {r['ours_ms']:.2f} ms, pytorch {r['pytorch_ms']:.2f} ms, "
               f"x{r['speedup_vs_pytorch']:.2f} (MAC ratio {r['mac_ratio']:.1f}) [{time.perf_counter() - t0:.0f} s]", flush=True)

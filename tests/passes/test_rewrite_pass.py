@@ -41,7 +41,6 @@ def with_nan(conv):
 LEFT_DENSE = {  # name: (model, input, pass options, expected reason)
     "dense 3x3 weight": (torch.nn.Conv2d(4, 4, 3, padding=1), (1, 4, 8, 8), {}, "fit no library pattern"),
     "1x1 conv": (pruned_conv(k=1, padding=0), (1, 8, 8, 8), {}, "not 3x3"),
-    "grouped conv": (pruned_conv(groups=2), (1, 8, 8, 8), {}, "groups=2"),
     "dilated conv": (pruned_conv(dilation=2, padding=2), (1, 8, 8, 8), {}, "dilation=[2, 2]"),
     "stride 3": (pruned_conv(stride=3), (1, 8, 9, 9), {}, "strides=[3, 3]"),
     "NaN weight": (with_nan(pruned_conv()), (1, 8, 8, 8), {}, "NaN"),

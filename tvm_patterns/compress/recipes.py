@@ -28,7 +28,8 @@ def layer_type(module: nn.Module) -> str | None:
         return None
     if module.groups == 1:
         return "conv3x3"
-    return "depthwise3x3" if module.groups == module.in_channels == module.out_channels else "grouped3x3"
+    # one input channel a group: each filter has one kernel (a channel multiplier may give several filters a channel)
+    return "depthwise3x3" if module.groups == module.in_channels else "grouped3x3"
 
 
 def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsity: float = 0.75,

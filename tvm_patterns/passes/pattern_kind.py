@@ -39,11 +39,12 @@ def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
     return choice
 
 
-def check_conv_attrs(attrs, weight_shape) -> tuple:
-    """(strides, padding) of a conv2d we can run, or LeaveDense naming the unsupported attribute."""
+def check_conv_attrs(attrs, weight_shape, grouped: bool = False) -> tuple:
+    """(strides, padding) of a conv2d we can run (``grouped``: any groups, else groups=1 only), or
+    LeaveDense naming the unsupported attribute."""
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
         raise LeaveDense(f"layout {attrs.data_layout}/{attrs.kernel_layout}/{attrs.out_layout} is not NCHW/OIHW")
-    if int(attrs.groups) != 1:
+    if int(attrs.groups) != 1 and not grouped:
         raise LeaveDense(f"groups={int(attrs.groups)} (only groups=1 is rewritten)")
     dilation = [int(d) for d in attrs.dilation]
     if dilation != [1, 1]:
@@ -54,6 +55,20 @@ def check_conv_attrs(attrs, weight_shape) -> tuple:
     if attrs.out_dtype is not None and str(attrs.out_dtype) not in ("", "void", "float32"):
         raise LeaveDense(f"out_dtype={attrs.out_dtype} (only float32)")
     return strides, tuple(int(p) for p in attrs.padding)
+
+
+def ungrouped(w: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv's weight [K, C / groups, 3, 3] as the block-diagonal weight [K, C, 3, 3] of the
+    same conv with groups=1: each filter's kernels on its own group's channels, zeros elsewhere (a
+    depthwise conv's filter k has its one kernel on channel k)."""
+    if groups == 1:
+        return w
+    K, cg = w.shape[:2]
+    full = np.zeros((K, cg * groups, *w.shape[2:]), dtype=w.dtype)
+    for g in range(groups):
+        rows = slice(g * K // groups, (g + 1) * K // groups)
+        full[rows, g * cg:(g + 1) * cg] = w[rows]
+    return full
 
 
 def pack_with_library(w: np.ndarray, library: PatternLibrary | None):
@@ -81,13 +96,14 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 3x3")
     if w.dtype != np.float32:
         raise LeaveDense(f"weight dtype {w.dtype} (only float32)")
-    strides, padding = check_conv_attrs(call.attrs, w.shape)
+    strides, padding = check_conv_attrs(call.attrs, w.shape, grouped=True)
     N, C, H, W = static_shape(call.args[0])
     if call.args[0].ty.dtype != "float32":
         raise LeaveDense(f"input dtype {call.args[0].ty.dtype} (only float32)")
-    library, packed = pack_with_library(w, ctx.options.get("library"))
+    groups = int(call.attrs.groups)
+    library, packed = pack_with_library(ungrouped(w, groups), ctx.options.get("library"))
     max_density = ctx.options.get("max_density", DEFAULT_MAX_DENSITY)
-    density = packed.mac_density()
+    density = packed.mac_density() * groups           # of the grouped conv's own MACs
     if density > max_density:
         raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
     geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
@@ -106,14 +122,15 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         compute = functools.partial(pattern_conv2d, geom=geom)
         arrays, name = (tables.length, tables.offset, tables.value), MAIN_BLOCK
     ho, wo = geom.out_hw
-    macs_dense = N * w.shape[0] * C * 9 * ho * wo
+    macs_dense = N * w.shape[0] * (C // groups) * 9 * ho * wo
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(compute, call.args[0], *(relax.const(a) for a in arrays), primfunc_name_hint=name,
                           primfunc_attrs={"op_pattern": 4})   # kOutEWiseFusable: bias/relu fuse after it
 
     return Plan(emit=emit,
-                summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C} kernels, "
+                summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C // groups} kernels"
+                        f"{f' ({groups} groups)' if groups > 1 else ''}, "
                         f"{1 / max(density, 1e-9):.1f}x fewer MACs, {impl} implementation",
                 macs_dense=macs_dense, macs_sparse=int(round(macs_dense * density)),
                 weight_bytes_packed=sum(a.nbytes for a in arrays))

@@ -1,0 +1,46 @@
+"""Grouped and depthwise 3x3 convs pruned to patterns: built as the pattern conv of their block-diagonal
+weight (each filter's kernels on its own group's channels) and checked against PyTorch."""
+import numpy as np
+import pytest
+import torch
+
+from tvm_patterns.compress import oneshot_prune, whole_network_config
+from tvm_patterns.passes.pattern_kind import ungrouped
+from tvm_patterns.sparsity import PatternLibrary
+
+from ..layer_check import assert_matches_torch
+
+
+def test_a_grouped_weight_becomes_block_diagonal():
+    w = np.arange(4 * 2 * 9, dtype="float32").reshape(4, 2, 3, 3) + 1
+    full = ungrouped(w, 2)
+    assert full.shape == (4, 4, 3, 3)
+    assert np.array_equal(full[:2, :2], w[:2]) and np.array_equal(full[2:, 2:], w[2:])
+    assert not full[:2, 2:].any() and not full[2:, :2].any()
+
+
+def pruned(model: torch.nn.Module) -> torch.nn.Module:
+    config = whole_network_config(model, by_name={"0": {}})   # named: pruned however small
+    oneshot_prune(model, config, PatternLibrary.patdnn()).squash()
+    return model.eval()
+
+
+CASES = {  # name: (batch, channels in, channels out, groups, stride, height, width)
+    "depthwise": (1, 32, 32, 32, 1, 14, 14),
+    "depthwise, stride 2, odd size, batch 2": (2, 40, 40, 40, 2, 15, 9),
+    "depthwise with a channel multiplier of 2": (1, 16, 32, 16, 1, 10, 12),
+    "grouped (ResNeXt-like), 4 groups": (1, 32, 64, 4, 1, 12, 12),
+    "grouped, stride 2": (1, 48, 48, 3, 2, 13, 16),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_grouped_pattern_conv_with_relu6_matches_torch(case):
+    n, cin, cout, groups, stride, h, w = CASES[case]
+    torch.manual_seed(0)
+    model = pruned(torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, stride, 1, groups=groups), torch.nn.ReLU6()))
+    report = []
+    assert_matches_torch(model, torch.randn(n, cin, h, w), report=report)
+    assert [r.kind for r in report] == ["pattern"], report
+    assert report[0].macs_dense / report[0].macs_sparse == pytest.approx(
+        9 / 4 * (1 if cin == groups else 3.6), rel=0.05)
