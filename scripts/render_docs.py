@@ -26,7 +26,7 @@ BEGIN, END = "<!-- results: ", "<!-- /results -->"
 # (kind, a column only that kind has, the columns shown with their headers)
 KINDS = [
     ("networks", "tvm_sparse_ms",
-     [("network", "network"), ("image", "input"), ("pytorch_ms", "PyTorch ms"),
+     [("network", "network"), ("filter_block", "filter block"), ("image", "input"), ("pytorch_ms", "PyTorch ms"),
       ("pytorch_p10_ms", "PyTorch p10"), ("pytorch_p90_ms", "PyTorch p90"), ("tvm_dense_ms", "TVM dense ms"),
       ("tvm_sparse_ms", "ours ms"), ("tvm_sparse_p10_ms", "ours p10"), ("tvm_sparse_p90_ms", "ours p90"),
       ("speedup_vs_pytorch", "x PyTorch"), ("speedup_vs_tvm_dense", "x TVM dense"),
@@ -36,7 +36,11 @@ KINDS = [
      [("layer", "layer"), ("cin", "C"), ("cout", "K"), ("hw", "HxW"), ("stride", "stride"), ("kind", "kind"),
       ("mac_ratio", "MAC ratio"), ("ours_ms", "ours ms"), ("pytorch_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"),
       ("speedup_vs_pytorch", "x PyTorch"), ("ratio_to_mac_ratio", "x PyTorch / MAC ratio"),
-      ("ours_gflops_nonzero", "ours GFLOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s")]),
+      ("ours_gflops_nonzero", "ours GFLOP/s (nonzero)"), ("filter_block_ms", "filter-block ms"),
+      ("filter_block_speedup_vs_pytorch", "filter-block x PyTorch"),
+      ("filter_block_ratio_to_mac_ratio", "filter-block x PyTorch / MAC ratio"),
+      ("filter_block_gflops_nonzero", "filter-block GFLOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s"),
+      ("deepsparse_speedup_vs_pytorch", "DeepSparse x its PyTorch"), ("ours_vs_deepsparse", "ours / DeepSparse")]),
     ("peers", "engine",
      [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
       ("median_ms", "median ms"), ("p10_ms", "p10 ms"), ("p90_ms", "p90 ms"), ("speedup_vs_pytorch", "x PyTorch"),
