@@ -66,7 +66,7 @@ def test_a_worker_times_its_engine_beside_pytorch_in_another_process(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(5 * 9 * 7, 4)).eval()
     x = torch.randn(1, 3, 9, 7)
-    files = bench_peers().export(model, x, str(tmp_path))
+    files = peers.export_model(model, x, str(tmp_path))
     engine = next((peers.ENGINES[e] for e in IN_PROCESS if installed(e)), None)
     if engine is None:   # no peer here: the worker's failure comes back as an error naming it
         with pytest.raises(RuntimeError, match="No module named"):
@@ -99,9 +99,9 @@ def test_disturbed_rounds_are_dropped_only_while_three_quiet_ones_remain():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--engines", "onnxruntme"], "unknown or empty --nets / --engines: ['onnxruntme']"),
-    (["--nets", ""], "none given"),
-    (["--rounds", "2"], "--rounds must be at least 3"),
+    (["--engines", "onnxruntme"], "--engines: unknown engine(s) onnxruntme"),
+    (["--nets", ""], "--nets: no network given"),
+    (["--rounds", "2"], "--rounds must be >= 3, got 2"),
 ])
 def test_bench_peers_refuses_bad_arguments_before_any_work(tmp_path, args, message):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--csv", str(tmp_path / "p.csv"), *args],
