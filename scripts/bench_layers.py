@@ -21,12 +21,12 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 import tvm
 from tvm import relax
 
 import tvm_patterns as tp
+from tvm_patterns.apps.demo import rel_error
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices import peers
 from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, sgemm_gflops, use_threads
@@ -60,7 +60,7 @@ def deepsparse_columns(layer, x, ref, rounds, threads) -> dict:
     stats = Rounds(res["samples"], res["foreign"]).spread()
     return {"deepsparse_ms": stats["engine"][0] * 1e3, "deepsparse_pytorch_ms": stats["pytorch"][0] * 1e3,
             "deepsparse_speedup_vs_pytorch": stats["pytorch"][0] / stats["engine"][0],
-            "deepsparse_max_rel_error": float(np.abs(res["output"] - ref).max() / np.abs(ref).max())}
+            "deepsparse_max_rel_error": rel_error(res["output"], ref)}
 
 
 def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1, blocked=None,
@@ -78,11 +78,10 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
     if blocked is not None:
         blocked_layer, blocked_report = conv_relu(blocked), []
         vm = relax.VirtualMachine(tp.build(tp.from_pytorch(blocked_layer, x), report=blocked_report), tvm.cpu())
-        xt = tvm.runtime.tensor(x.numpy())
         with torch.no_grad():
-            ref = blocked_layer(x).numpy()
+            blocked_ref = blocked_layer(x).numpy()
         extra["filter_block_kind"] = blocked_report[0].kind or "dense"
-        extra["filter_block_max_rel_error"] = float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max())
+        extra["filter_block_max_rel_error"] = rel_error(vm["main"](tvm.runtime.tensor(x.numpy())).numpy(), blocked_ref)
         extra["filter_block_macs"] = blocked_report[0].macs_sparse
         vms["filter_block"] = vm
     if report[0].rewritten:   # each implementation of the pattern conv built by hand, timed beside "ours"
@@ -91,7 +90,7 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
     xt = tvm.runtime.tensor(x.numpy())
     with torch.no_grad():
         ref = layer(x).numpy()
-        err = max(float(np.abs(vm["main"](xt).numpy() - ref).max() / np.abs(ref).max()) for k, vm in vms.items() if k != "filter_block")
+        err = max(rel_error(vm["main"](xt).numpy(), ref) for k, vm in vms.items() if k != "filter_block")
         fns = {name: (lambda vm=vm: vm["main"](xt)) for name, vm in vms.items()}
         measured = measure_rounds({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
     stats = measured.spread()

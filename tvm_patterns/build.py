@@ -29,7 +29,7 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
 
     target: a ``tvm.target.Target``, a dict, a preset name or a target string (default:
     ``targets.host()``); library / max_density: options of
-    the "pattern" kind; options: {kind: {option: value}} for any kind; report: a list receiving one
+    the "pattern" and "filter_block" kinds; options: {kind: {option: value}} for any kind; report: a list receiving one
     ``LayerDecision`` per operator looked at; tuning_log: a ``tvm-patterns tune`` log directory
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
     the others their default schedule.
@@ -37,11 +37,12 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     target = as_target(target)
     options = check_options(options)
     check_inputs(mod)
-    pattern_opts = dict(options.get("pattern", {}))
-    if library is not None:
-        pattern_opts["library"] = library
-    if max_density is not None:
-        pattern_opts["max_density"] = max_density
-    options["pattern"] = pattern_opts
+    for kind in ("filter_block", "pattern"):   # both kinds of pattern-sparse 3x3 convs
+        opts = dict(options.get(kind, {}))
+        if library is not None:
+            opts["library"] = library
+        if max_density is not None:
+            opts["max_density"] = max_density
+        options[kind] = opts
     extra = [] if tuning_log is None else [ApplyTuningLog(tuning_log, target)]
     return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra))

@@ -134,8 +134,8 @@ class Sweep:
                   f"{self.rows[-1].get('error') or 'ok'}  elapsed {elapsed:.0f} s, ETA {eta:.0f} s", flush=True)
 
     def baseline(self, net):
-        """The dense model's input and TVM dense per call; on the host the callables of PyTorch and TVM
-dense, timed with each configuration in the same rounds; on a device TVM dense's time."""
+        """The dense model's input and TVM dense per call; on the host the callables of PyTorch and
+        TVM dense, timed with each configuration in the same rounds; on a device TVM dense's time."""
         model = get_network(net, self.args.image_size)
         x = torch.randn(1, 3, self.args.image_size, self.args.image_size)
         ex = build(from_pytorch(model, x), self.target, sparse=False, tuning_log=self.args.tuning_log)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import numpy as np
 from tvm import relax
 from tvm.target import Target
 
@@ -14,12 +13,12 @@ from schedules import filter_block_pattern_conv2d_nchw_neon as fb_neon
 from schedules import filter_block_pattern_conv2d_nchw_x86 as fb_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
 from schedules.registry import find_schedule
-from tvm_patterns.computes.pattern_conv2d import FILTER_BLOCK_BLOCK, PatternConvGeometry, filter_block_pattern_conv2d
+from tvm_patterns.computes.pattern_conv2d import FILTER_BLOCK_BLOCK, filter_block_pattern_conv2d
 from tvm_patterns.sparsity import NotPatternSparse
 from tvm_patterns.sparsity.filter_block import filter_block_tables
 
-from .pattern_kind import DEFAULT_MAX_DENSITY, INDEX_LIMIT, check_conv_attrs, pack_with_library
-from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
+from .pattern_kind import DEFAULT_MAX_DENSITY, check_index_limit, pattern_conv_of
+from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
 
 # Block sizes tried, largest first: a weight whose blocks of 8 share kernels has blocks of 4 that do.
 # Four filters a block fill AVX-512's and NEON's registers with 4 x 6-7 accumulators.
@@ -36,22 +35,12 @@ def tile_rows(target: Target, filters: int, vector_width: int) -> int:
 @register_sparse_kind("filter_block", ["relax.nn.conv2d"], options=("library", "max_density", "filters"),
                       before="pattern")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    w = constant_weight(call)
-    if w.ndim != 4 or w.shape[2:] != (3, 3):
-        raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 3x3")
-    if w.dtype != np.float32 or call.args[0].ty.dtype != "float32":
-        raise LeaveDense("only float32")
     target = Target.current(allow_none=True)
     if target is None or find_schedule(FILTER_BLOCK_BLOCK, target) is None:
         raise LeaveDense(f"no filter-block schedule for {target}")
-    strides, padding = check_conv_attrs(call.attrs, w.shape)
-    N, C, H, W = static_shape(call.args[0])
-    library, _ = pack_with_library(w, ctx.options.get("library"))
-    geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
-    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], target),
-                               align=x86.row_alignment(geom.out_hw[1], strides, target))
-    if geom.N * geom.pad_size >= INDEX_LIMIT:
-        raise LeaveDense(f"padded input of {geom.N * geom.pad_size} elements needs 64-bit indices (int32 only)")
+    conv = pattern_conv_of(call, ctx, grouped=False)
+    w, library, geom = conv.weight, conv.library, conv.geom
+    N, C = geom.N, geom.C
     sizes = ctx.options.get("filters")
     reasons = []
     for filters in FILTERS if sizes is None else (sizes,):
@@ -66,6 +55,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
             reasons.append(str(e))
     else:
         raise LeaveDense("; ".join(reasons))
+    check_index_limit(geom)   # of the geometry with its row tiles
     density = tables.mac_density(C)
     max_density = ctx.options.get("max_density", DEFAULT_MAX_DENSITY)
     if density > max_density:

@@ -89,29 +89,53 @@ def pack_with_library(w: np.ndarray, library: PatternLibrary | None):
     raise LeaveDense(f"not pattern-sparse: {reason}")
 
 
-@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", "max_density", "implementation"))
-def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+@dataclasses.dataclass(frozen=True)
+class PatternConv:
+    """A pattern-sparse 3x3 conv2d call as the pattern kinds see it."""
+
+    weight: np.ndarray             # [K, C / groups, 3, 3], as imported
+    groups: int
+    library: PatternLibrary
+    packed: object                 # PackedPatternConv of the block-diagonal [K, C, 3, 3] weight
+    geom: PatternConvGeometry      # vector width and row alignment of the current target
+
+
+def pattern_conv_of(call: relax.Call, ctx: LayerContext, grouped: bool) -> PatternConv:
+    """The call's pattern-sparse weight packed with its library and its geometry on the current
+    target (``grouped``: grouped and depthwise convs too), or LeaveDense with the reason."""
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 3x3")
     if w.dtype != np.float32:
         raise LeaveDense(f"weight dtype {w.dtype} (only float32)")
-    strides, padding = check_conv_attrs(call.attrs, w.shape, grouped=True)
+    strides, padding = check_conv_attrs(call.attrs, w.shape, grouped)
     N, C, H, W = static_shape(call.args[0])
     if call.args[0].ty.dtype != "float32":
         raise LeaveDense(f"input dtype {call.args[0].ty.dtype} (only float32)")
     groups = int(call.attrs.groups)
     library, packed = pack_with_library(ungrouped(w, groups), ctx.options.get("library"))
+    target = Target.current(allow_none=True)
+    geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
+    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], target),
+                               align=x86.row_alignment(geom.out_hw[1], strides, target))
+    return PatternConv(w, groups, library, packed, geom)
+
+
+def check_index_limit(geom: PatternConvGeometry) -> None:
+    if geom.N * geom.pad_size >= INDEX_LIMIT:
+        raise LeaveDense(f"padded input of {geom.N * geom.pad_size} elements needs 64-bit indices (int32 only)")
+
+
+@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", "max_density", "implementation"))
+def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+    conv = pattern_conv_of(call, ctx, grouped=True)
+    w, groups, library, packed, geom = conv.weight, conv.groups, conv.library, conv.packed, conv.geom
     max_density = ctx.options.get("max_density", DEFAULT_MAX_DENSITY)
     density = packed.mac_density() * groups           # of the grouped conv's own MACs
     if density > max_density:
         raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
-    geom = PatternConvGeometry(N, C, H, W, w.shape[0], strides, padding)
-    target = Target.current(allow_none=True)
-    geom = dataclasses.replace(geom, vector_width=x86.row_lanes(geom.out_hw[1], target),
-                               align=x86.row_alignment(geom.out_hw[1], strides, target))
-    if geom.N * geom.pad_size >= INDEX_LIMIT:
-        raise LeaveDense(f"padded input of {geom.N * geom.pad_size} elements needs 64-bit indices (int32 only)")
+    check_index_limit(geom)
+    N, C = geom.N, geom.C
     impl = implementation(ctx, geom)
     if impl == "patterns":
         tables = pattern_tables(packed, geom.plane)
