@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:
         ap.error("--threads and --rounds must be >= 1")
+    if args.filter_block < 0:
+        ap.error(f"--filter-block must be >= 0 (0: free patterns only), got {args.filter_block}")
     threads = use_threads(args.threads)
     roof = sgemm_gflops()
     print(f"{os.cpu_count()} cores, {threads} TVM / {torch.get_num_threads()} torch threads; "

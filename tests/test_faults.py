@@ -154,6 +154,7 @@ def run_cli(args, capsys) -> tuple[int, str]:
     (["demo", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["demo", "--nets", "vgg16,resnet81"], "unknown network(s) resnet81"),
     (["demo", "--sparsity", "1"], "--sparsity must be in [0, 1), got 1.0"),
+    (["demo", "--filter-block", "-1"], "--filter-block must be >= 0, got -1"),
     (["demo", "--sparsity", "-0.1"], "--sparsity must be in [0, 1), got -0.1"),
     (["tune", "--trials", "0"], "--trials must be >= 1, got 0"),
     (["tune", "--connectivity", "0"], "'--connectivity': connectivity rate must be a finite number >= 1 (keep 1 kernel in rate), got 0.0"),

@@ -2,6 +2,8 @@
 the build and run by a kernel that reuses each input vector across a block's filters."""
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +167,24 @@ def test_on_opencl_targets_the_free_pattern_kernel_runs_filter_blocks():
     tp.build(tp.from_pytorch(torch.nn.Sequential(block_conv(8, 8)).eval(), torch.randn(1, 8, 8, 8)),
              tp.targets.mali(), report=report)
     assert [r.kind for r in report] == ["pattern"]
+
+
+@pytest.mark.parametrize("filters", [0, -2, 2.5, True])
+def test_a_block_size_that_is_not_a_positive_integer_is_refused_naming_the_layer(filters):
+    model = torch.nn.Sequential(block_conv(8, 8)).eval()
+    with pytest.raises(ValueError, match=r"options\['filter_block'\]\['filters'\] must be a positive integer"):
+        tp.build(tp.from_pytorch(model, torch.randn(1, 8, 8, 8)), options={"filter_block": {"filters": filters}})
+
+
+@pytest.mark.parametrize("filters", [0, 1.5])
+def test_the_compression_kind_refuses_a_block_size_that_is_not_a_positive_integer(filters):
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1))
+    with pytest.raises(ValueError, match="filters must be a positive integer"):
+        oneshot_prune(model, [{"module": "0", "kind": "filter_block_pattern", "filters": filters}])
+
+
+def test_bench_layers_refuses_a_negative_filter_block(tmp_path):
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "bench_layers.py"),
+                           "--filter-block", "-1", "--csv", str(tmp_path / "l.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--filter-block must be >= 0" in proc.stderr

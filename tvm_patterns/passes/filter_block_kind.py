@@ -42,6 +42,9 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     w, library, geom = conv.weight, conv.library, conv.geom
     N, C = geom.N, geom.C
     sizes = ctx.options.get("filters")
+    if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
+        raise ValueError(f"layer {ctx.name}: options['filter_block']['filters'] must be a positive integer, "
+                         f"got {sizes!r}")
     reasons = []
     for filters in FILTERS if sizes is None else (sizes,):
         if w.shape[0] < 2 * filters:
