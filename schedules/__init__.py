@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     dense_conv2d_nchw_x86,
     dense_matmul_x86,
     filter_block_pattern_conv2d_nchw_neon,
+    filter_block_pattern_conv2d_nchw_opencl,
     filter_block_pattern_conv2d_nchw_x86,
     generic_x86,
     group_conv2d_nchw_x86,

@@ -18,12 +18,19 @@ VECTOR = 4
 REGISTERS = 32
 
 
-def tile_rows(filters: int) -> int:
-    """Rows of the register tile: the block's weights take one q-register (four filters a block)."""
-    return fb_x86.tile_rows(filters, VECTOR, REGISTERS, weight_registers=-(-filters // VECTOR))
+def weight_registers(filters: int) -> int:
+    return -(-filters // VECTOR)   # the block's weights: one q-register for four filters
+
+
+def register_tile(filters: int, out_h: int, row_vectors: int) -> tuple[int, int]:
+    return fb_x86.register_tile(filters, VECTOR, REGISTERS, out_h, row_vectors, weight_registers(filters))
 
 
 @register_schedule(FILTER_BLOCK_BLOCK, "arm_cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: fb_x86.Knobs | None = None) -> None:
-    fb_x86.apply(sch, block, knobs or fb_x86.Knobs(rows=fb_x86.rows_of(sch, block), lanes=VECTOR),
-                 vector_weights=True)
+    if knobs is None:
+        filters, rows = fb_x86.filters_of(sch, block), fb_x86.rows_of(sch, block)
+        w = sch.get_loops(block)[3]
+        knobs = fb_x86.Knobs(rows=rows, lanes=VECTOR, vectors=fb_x86.tile_vectors(
+            filters, rows, VECTOR, REGISTERS, int(sch.get(w).extent) // VECTOR, weight_registers(filters)))
+    fb_x86.apply(sch, block, knobs, vector_weights=True)

@@ -23,13 +23,13 @@ from tvm import s_tir, tirx
 from tvm_patterns.computes.pattern_conv2d import FILTER_BLOCK_BLOCK
 
 from . import pattern_conv2d_nchw_x86 as x86
+from tvm_patterns.passes.register_tiles import REGISTER_TILE_BYTES
+
 from .registry import register_schedule
 
 
-# TVM keeps a CPU buffer smaller than this on the stack, where LLVM promotes a tile indexed by
-# constants to registers; a larger one is a workspace allocation that stays in memory (a load and a
-# store of each accumulator per kernel).
-STACK_BYTES = 1024
+# Tap overhead of a register tile, in FMAs: per tap the tile also loads an offset and F weights.
+TAP_OVERHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,36 @@ class Knobs:
     lanes: int = x86.VECTOR
 
 
-def tile_rows(filters: int, lanes: int, registers: int, weight_registers: int | None = None) -> int:
-    """The most output rows of a one-vector-wide tile whose F*HI accumulators stay under STACK_BYTES
-    and fit the registers beside the block's weights (``weight_registers``, default F broadcasts)
-    and one input vector. The compute rounds the output height up to whole tiles."""
+def fits(filters: int, rows: int, vectors: int, lanes: int, registers: int, weight_registers: int) -> bool:
+    """Whether F*HI*WM accumulators fit the registers beside the weights and a row of input vectors,
+    and the stack size kept for register tiles (``passes.register_tiles``)."""
+    acc = filters * rows * vectors
+    return acc * lanes * 4 <= REGISTER_TILE_BYTES and acc + weight_registers + vectors <= registers
+
+
+def register_tile(filters: int, lanes: int, registers: int, out_h: int, row_vectors: int,
+                  weight_registers: int | None = None) -> tuple[int, int]:
+    """(HI rows, WM vectors) of the register tile: the fewest padded output rows (the compute rounds
+    the height up to whole tiles) per FMA plus tap overhead, ties to the wider tile."""
     weights = filters if weight_registers is None else weight_registers
-    rows = 1
-    while filters * (rows + 1) * lanes * 4 < STACK_BYTES and filters * (rows + 1) + weights + 1 <= registers:
-        rows += 1
-    return rows
+    best = None
+    for vectors in (v for v in range(1, row_vectors + 1) if row_vectors % v == 0):
+        rows = 1
+        while rows <= out_h and fits(filters, rows, vectors, lanes, registers, weights):
+            acc = filters * rows * vectors
+            cost = -(-out_h // rows) * rows * (1 + TAP_OVERHEAD / acc)
+            if best is None or (cost, -vectors) < best[0]:
+                best = ((cost, -vectors), (rows, vectors))
+            rows += 1
+    return best[1] if best else (1, 1)
+
+
+def tile_vectors(filters: int, rows: int, lanes: int, registers: int, row_vectors: int,
+                 weight_registers: int | None = None) -> int:
+    """The most vectors a tile row of ``rows`` rows takes (what ``register_tile`` chose for them)."""
+    weights = filters if weight_registers is None else weight_registers
+    return max(v for v in range(1, row_vectors + 1)
+               if row_vectors % v == 0 and (v == 1 or fits(filters, rows, v, lanes, registers, weights)))
 
 
 def filters_of(sch: s_tir.Schedule, block) -> int:
@@ -105,5 +126,9 @@ def unroll_write_back(sch: s_tir.Schedule, wb, above) -> None:
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     n, k, h, w, j, t = sch.get_loops(block)
     isa = x86.isa_of(target)
-    knobs = knobs or Knobs(rows=rows_of(sch, block), lanes=x86.usable_lanes(int(sch.get(w).extent), isa)[-1])
+    if knobs is None:
+        lanes = x86.usable_lanes(int(sch.get(w).extent), isa)[-1]
+        rows = rows_of(sch, block)
+        knobs = Knobs(rows=rows, lanes=lanes, vectors=tile_vectors(filters_of(sch, block), rows, lanes, isa.registers,
+                                                                   int(sch.get(w).extent) // lanes))
     apply(sch, block, knobs)

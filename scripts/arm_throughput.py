@@ -2,9 +2,11 @@
 hot loop of each layer's generated aarch64 code.
 
     python scripts/arm_throughput.py --net vgg16 --csv F [--mcpu cortex-a76] [--model neoverse-n2]
-                                     [--clock-ghz 2.4] [--layers a,b]
+                                     [--clock-ghz 2.4] [--layers a,b] [--filter-block 4]
 
-For each 3x3 layer of the network, pattern-pruned as the demo prunes it, the NEON build of ours and
+For each 3x3 layer of the network, pattern-pruned as the demo prunes it (``--filter-block F``: in
+blocks of F filters sharing kernels and patterns, which the build runs with its filter-block
+kernel; the ``kind`` column says which sparse kernel the build picked), the NEON build of ours and
 of the dense baseline (``tp.targets.arm_cpu(mcpu)``) is compiled to assembly; the hot loop is the
 innermost loop (a backward branch with no other loop inside) of the layer's kernel holding the most
 ``fmla``. ``llvm-mca -mcpu=MODEL`` models it over many iterations. The model is not the build's CPU:
@@ -29,6 +31,7 @@ import tempfile
 import torch
 
 import tvm_patterns as tp
+from tvm_patterns.apps import arguments
 from tvm_patterns.apps.models import conv3x3_layers
 from tvm_patterns.apps.report import fmt_table, write_csv
 
@@ -39,7 +42,7 @@ FMA_PIPES = 2
 PEAK_FLOP_PER_CYCLE = FMA_PIPES * FLOP_PER_FMLA
 BRANCH = re.compile(r"^\s+(b(?:\.\w+)?|cbn?z|tbn?z)\s+(?:[^,]+,\s*)*(\.?L\w+)\s*$")
 LABEL = re.compile(r"^(\.?L\w+|[A-Za-z_]\w*):")
-COLUMNS = ["layer", "cin", "cout", "hw", "stride", "build", "function", "instructions", "fmla", "loads",
+COLUMNS = ["layer", "cin", "cout", "hw", "stride", "build", "kind", "function", "instructions", "fmla", "loads",
            "cycles_per_iteration", "fma_utilisation", "predicted_gflops", "peak_gflops", "fraction_of_peak",
            "mcpu", "mca_model", "mca", "clock_ghz"]
 
@@ -134,7 +137,8 @@ def layer_rows(name, conv, shape, mcpu: str, model: str, clock: float) -> list[d
             continue                    # the stem: dense in both builds
         asm = ex.mod.imports[0].inspect_source("asm")
         rows.append({"layer": name, "cin": conv.in_channels, "cout": conv.out_channels, "hw": shape[2],
-                     "stride": conv.stride[0], "build": build, **analyse(asm, match, model, clock),
+                     "stride": conv.stride[0], "build": build, "kind": report[0].kind if sparse else "dense",
+                     **analyse(asm, match, model, clock),
                      "mcpu": mcpu, "mca_model": model, "mca": os.path.basename(find_mca()), "clock_ghz": clock})
     return rows
 
@@ -149,14 +153,17 @@ def main(argv=None) -> int:
                     help="the CPU model llvm-mca schedules with (default: two 128-bit FMA pipes, as the A76 has)")
     ap.add_argument("--clock-ghz", type=float, default=2.4, help="the core's clock for the GFLOP/s columns")
     ap.add_argument("--layers", help="comma-separated layer names (default: every 3x3 conv)")
+    ap.add_argument("--filter-block", type=int, default=0,
+                    help="prune the 3x3 filters in blocks of this many sharing kernels and patterns")
     args = ap.parse_args(argv)
+    arguments.at_least(ap, args, 0, "filter_block")
     if find_mca() is None:
         ap.error("llvm-mca is missing: apt-get install llvm-15 (.ci/apt-packages.txt)")
     if args.clock_ghz <= 0 or args.image_size < 8:
         ap.error(f"--clock-ghz must be > 0 and --image-size >= 8, got {args.clock_ghz:g} and {args.image_size}")
     if not known_model(args.model):
         ap.error(f"--model: llvm-mca has no aarch64 CPU {args.model!r} (llvm-mca -mtriple=aarch64 -mcpu=help lists them)")
-    layers = conv3x3_layers(args.net, args.image_size)
+    layers = conv3x3_layers(args.net, args.image_size, args.filter_block)
     if args.layers:
         keep = set(args.layers.split(","))
         unknown = keep - {n for n, _, _ in layers}
@@ -167,7 +174,7 @@ def main(argv=None) -> int:
     for name, conv, shape in layers:
         rows += layer_rows(name, conv, shape, args.mcpu, args.model, args.clock_ghz)
         write_csv(args.csv, rows)
-        print(fmt_table(rows[-2:], ["layer", "build", "instructions", "fmla", "loads", "cycles_per_iteration",
+        print(fmt_table(rows[-2:], ["layer", "build", "kind", "instructions", "fmla", "loads", "cycles_per_iteration",
                                     "fma_utilisation", "fraction_of_peak"]), flush=True)
     print("Static estimates (llvm-mca, one core, steady state of the hot loop), not measurements.")
     return 0

@@ -3,10 +3,12 @@ networks, in one process, interleaved, with every output checked against PyTorch
 
     python scripts/bench_peers.py --nets vgg16,resnet50,mobilenet_v2 --csv docs/results/peers-CPU.csv
     python scripts/bench_peers.py --make-venvs ...      # first builds ExecuTorch's and DeepSparse's venvs
+    python scripts/bench_peers.py --nets vgg16 --engines pytorch,tvm-patterns,deepsparse --filter-block 4 --csv F
 
 Per network: the dense model and the compressed one (the demo's recipe, ``compress_network``: 3x3
 convs to PatDNN's 8 patterns at connectivity 3.6, 1x1 convs and linear layers in blocks, 75% sparse)
-are exported once (ONNX opset 13 by the TorchScript exporter,
+(``--filter-block F``: also the "filter_block" variant, the same recipe with the 3x3 filters in
+blocks of F sharing kernels and patterns) are exported once (ONNX opset 13 by the TorchScript exporter,
 and a ``torch.export`` program) and run by PyTorch eager, our TVM dense build, our sparse build, and
 every peer that is there: ONNX Runtime and OpenVINO in this process (``pip install -e .[peers]``;
 OpenVINO twice, f32 forced and its own default precision, which is bfloat16 on CPUs that have it),
@@ -35,6 +37,7 @@ from tvm import relax
 
 import tvm_patterns as tp
 from tvm_patterns.apps import arguments
+from tvm_patterns.apps.demo import rel_error
 from tvm_patterns.apps.models import compress_network, get_network
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices import peers
@@ -47,16 +50,18 @@ TOLERANCE = {"default": 1e-3, "openvino-default": 5e-2}   # bfloat16 keeps 8 bit
 SPREAD_WARNING = 1.5   # p90 / p10 of PyTorch above this: the baseline itself is not to be trusted
 
 
-def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(np.asarray(out, dtype=np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
-def variants(net: str, image: int):
-    """(variant, model) pairs: the dense network and the demo's compressed one."""
+def variants(net: str, image: int, filter_block: int = 0):
+    """(variant, model) pairs: the dense network and the demo's compressed one; with ``filter_block``
+    F, also the network compressed the same way with its 3x3 filters in blocks of F sharing kernels
+    and patterns (variant "filter_block")."""
     dense = get_network(net, image)
-    compressed = copy.deepcopy(dense)
-    compress_network(compressed)
-    return [("dense", dense), ("compressed", compressed)]
+    pairs = [("dense", dense)]
+    for variant, fb in (("compressed", 0), ("filter_block", filter_block)):
+        if variant == "compressed" or fb:
+            model = copy.deepcopy(dense)
+            compress_network(model, filter_block=fb)
+            pairs.append((variant, model))
+    return pairs
 
 
 def row(net, variant, engine, version, samples=None, ref=None, out=None, yardstick=None, rounds: Rounds | None = None,
@@ -66,7 +71,7 @@ def row(net, variant, engine, version, samples=None, ref=None, out=None, yardsti
     if samples:
         ms = [s * 1e3 for s in samples]
         r.update(median_ms=median(ms), p10_ms=percentile(ms, 10), p90_ms=percentile(ms, 90),
-                 speedup_vs_pytorch=median(yardstick) / median(samples), max_rel_err=rel_err(out, ref),
+                 speedup_vs_pytorch=median(yardstick) / median(samples), max_rel_err=rel_error(np.asarray(out, np.float64), ref),
                  rounds=len(samples), disturbed_rounds=len(rounds.disturbed()) if rounds else 0)
         limit = TOLERANCE.get(engine, TOLERANCE["default"])
         if not r["max_rel_err"] < limit:
@@ -148,6 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--filter-block", type=int, default=0,
+                    help="also a variant whose 3x3 filters are pruned in blocks of this many sharing kernels and patterns")
     ap.add_argument("--make-venvs", action="store_true", help="create the venvs of ExecuTorch and DeepSparse first")
     args = ap.parse_args(argv)
     nets = arguments.networks(ap, args.nets)
@@ -158,6 +165,7 @@ def main(argv=None) -> int:
                  f"(choose from {', '.join([*OURS, *peers.ENGINES])})")
     arguments.at_least(ap, args, 3, "rounds")
     arguments.at_least(ap, args, 1, "threads", "image_size")
+    arguments.at_least(ap, args, 0, "filter_block")
     use_threads(args.threads)
 
     def out(msg):
@@ -174,7 +182,7 @@ def main(argv=None) -> int:
     rows = []
     torch.manual_seed(0)
     for net in nets:
-        for variant, model in variants(net, args.image_size):
+        for variant, model in variants(net, args.image_size, args.filter_block):
             x = torch.randn(1, 3, args.image_size, args.image_size)
             with torch.no_grad():
                 ref = model(x).numpy().astype(np.float64)

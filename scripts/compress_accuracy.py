@@ -17,7 +17,8 @@ shortcuts) are trained dense once, then each trained dense model is compressed w
                 (the structure whose kernel reuses each input load across the block's filters)
   admm_block    admm, plus block pruning (rows of 8, 75%) of the 1x1 convs and the FC layer
 Every method trains the same number of epochs after the dense model (ADMM: admm + retrain epochs;
-the others: as many masked epochs), with the same seed. The stem conv (one input channel) stays
+the others: as many masked epochs), with the same seed, distilling the dense model's soft targets
+(``Budget.distill``). The stem conv (one input channel) stays
 dense in every method. Each compressed model is also built with the TVM pass (its pattern library
 found from the weights) and its accuracy measured from that build on the first 1,000 test images,
 beside PyTorch's on the same images.
@@ -61,12 +62,13 @@ class Budget:
     retrain_epochs: int = 3
     batch: int = 128
     lr: float = 2e-3
-    retrain_lr: float = 1e-3
-    rho: float = 1e-2
-    rho_max: float = 3.0
+    retrain_lr: float = 2e-3
+    rho: float = 3e-2
+    rho_max: float = 10.0
     admm_steps_per_epoch: int = 4
-    distill: float = 0.0          # weight of the dense model's soft targets in compressed training (0: none)
+    distill: float = 0.7          # weight of the dense model's soft targets in compressed training (0: none)
     temperature: float = 4.0      # of those soft targets
+    bf16: bool = True             # train in bfloat16 autocast (the weights stay float32): 1.5-2.7x faster here
 
 
 QUICK = Budget(train_images=600, dense_epochs=1, admm_epochs=1, retrain_epochs=1, batch=64)
@@ -115,6 +117,7 @@ class ResNetStyle(nn.Module):
 
 
 NETWORKS = {"vgg": vgg_style, "resnet": ResNetStyle}
+WIDTHS = {"vgg": 32, "resnet": 16}   # channels of the first stage (the issue's 32-32-64-64-128-128 VGG)
 
 
 def convs3x3(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -231,23 +234,27 @@ def pattern_config(model: nn.Module, share: float, block: bool, filter_block: in
 # ----------------------------------------------------------------------------- training
 
 def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner: ADMMPruner | None = None,
-          teacher: nn.Module | None = None):
+          teacher: torch.Tensor | None = None):
     """Adam with a cosine schedule; with an ADMM pruner, its penalty joins the loss and it takes
-    ``admm_steps_per_epoch`` ADMM steps an epoch; with a teacher (the dense model), its soft targets
+    ``admm_steps_per_epoch`` ADMM steps an epoch; with a teacher (the dense model's logits of every
+    training image, ``teacher_logits``), its soft targets
     join the loss at weight ``budget.distill`` (knowledge distillation, Hinton et al.)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     batches = -(-len(y) // budget.batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * batches))
     every = max(1, batches // budget.admm_steps_per_epoch)
+    # channels-last convs train about 1.5x faster on this CPU; the parameters stay the same objects
+    model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
     for _ in range(epochs):
         model.train()
         for i, idx in enumerate(torch.randperm(len(y), generator=g).split(budget.batch)):
-            out = model(x[idx])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=budget.bf16):
+                out = model(x[idx]).float()
             loss = F.cross_entropy(out, y[idx])
             if teacher is not None and budget.distill > 0:
-                with torch.no_grad():
-                    soft = F.softmax(teacher(x[idx]) / budget.temperature, dim=1)
+                soft = F.softmax(teacher[idx] / budget.temperature, dim=1)
                 kd = F.kl_div(F.log_softmax(out / budget.temperature, dim=1), soft, reduction="batchmean")
                 loss = (1 - budget.distill) * loss + budget.distill * budget.temperature ** 2 * kd
             if pruner is not None:
@@ -258,23 +265,31 @@ def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner
             sched.step()
             if pruner is not None and (i + 1) % every == 0:
                 pruner.step()
+    model.to(memory_format=torch.contiguous_format)
 
 
 @torch.no_grad()
-def predictions(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+def logits(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    """The model's logits of ``x`` (the dense teacher's of the training set are computed once: the data
+    is not augmented, so every method distils from the same soft targets)."""
     model.eval()
-    return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def predictions(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    return logits(model, x, batch).argmax(1)
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float((pred == y).float().mean())
 
 
-def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budget) -> nn.Module:
-    """A compressed, retrained copy of ``dense`` (masks baked in)."""
+def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budget,
+             teacher: torch.Tensor | None = None) -> nn.Module:
+    """A compressed, retrained copy of ``dense`` (masks baked in); ``teacher``: the dense model's
+    logits of the training images, distilled at ``budget.distill``."""
     xtr, ytr = data[0], data[1]
     model = copy.deepcopy(dense)
-    teacher = dense.eval() if budget.distill > 0 else None
     share = kept_share(model, reduction)
     torch.manual_seed(SEED)
     epochs = budget.admm_epochs + budget.retrain_epochs
@@ -336,7 +351,7 @@ def load(name: str, budget: Budget):
     raise ValueError(f"unknown data set {name!r} (fashion-mnist or digits)")
 
 
-def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCTIONS, width: int = 16,
+def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCTIONS, width: int | None = None,
         tvm_images: int = 1000, log=print, done=lambda row: None) -> list[dict]:
     """Rows of the table (see COLUMNS), dense first; ``done(row)`` is called as each one is ready."""
     data = load(data_name, budget)
@@ -345,7 +360,7 @@ def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCT
     rows = []
     for net in nets:
         torch.manual_seed(SEED)
-        dense = NETWORKS[net](width)
+        dense = NETWORKS[net](width or WIDTHS[net])
         t0 = time.perf_counter()
         train(dense, data[0], data[1], budget.dense_epochs, budget.lr, budget, SEED)
         base = {"data": data_name, "network": net, "seed": SEED}
@@ -353,10 +368,11 @@ def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCT
                            budget.dense_epochs, None, test, log)
         rows.append(dense_row)
         done(dense_row)
+        teacher = logits(dense, data[0]) if budget.distill > 0 else None
         for reduction in reductions:
             for method in methods:
                 t0 = time.perf_counter()
-                model = compress(dense, method, reduction, data, budget)
+                model = compress(dense, method, reduction, data, budget, teacher)
                 rows.append(finish({**base, "method": method, "budget": reduction}, model, time.perf_counter() - t0,
                                    epochs, dense_row, test, log))
                 done(rows[-1])
@@ -387,7 +403,8 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", required=True)
     ap.add_argument("--nets", default="vgg,resnet")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--width", type=int, default=16, help="channels of the first stage")
+    ap.add_argument("--width", type=int, default=None,
+                    help=f"channels of the first stage (default {', '.join(f'{n} {w}' for n, w in WIDTHS.items())})")
     ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)

@@ -5,6 +5,7 @@ import tvm
 from tvm import relax
 
 from .passes.pipeline import pipeline
+from .passes.register_tiles import tir_pipeline
 from .passes.registry import check_options
 from .targets import as_target
 from .tuning.database import ApplyTuningLog
@@ -45,4 +46,5 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
             opts["max_density"] = max_density
         options[kind] = opts
     extra = [] if tuning_log is None else [ApplyTuningLog(tuning_log, target)]
-    return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra))
+    return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra),
+                       tir_pipeline=tir_pipeline(target))

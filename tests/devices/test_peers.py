@@ -107,3 +107,22 @@ def test_bench_peers_refuses_bad_arguments_before_any_work(tmp_path, args, messa
     proc = subprocess.run([sys.executable, str(SCRIPT), "--csv", str(tmp_path / "p.csv"), *args],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "p.csv").exists()
+
+
+def test_the_filter_block_variant_runs_beside_the_compressed_one(tmp_path):
+    out = tmp_path / "peers.csv"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--nets", "resnet18", "--image-size", "32", "--rounds", "3",
+                           "--threads", "1", "--engines", "pytorch,tvm-patterns", "--filter-block", "4",
+                           "--csv", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(out, newline="") as f:
+        got = {(r["variant"], r["engine"]): r for r in csv.DictReader(f)}
+    for variant in ("compressed", "filter_block"):
+        r = got[(variant, "tvm-patterns")]
+        assert r["error"] == "" and float(r["max_rel_err"]) < 1e-4, r
+
+
+def test_a_negative_filter_block_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--filter-block", "-4", "--csv", str(tmp_path / "p.csv")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--filter-block must be >= 0" in proc.stderr

@@ -56,7 +56,18 @@ def test_a_layer_of_ours_and_the_dense_baseline_get_llvm_mca_figures(script, tmp
         assert 0 < float(r["fma_utilisation"]) <= 1 and float(r["peak_gflops"]) == pytest.approx(16 * 2.4)
 
 
+def test_filter_block_layers_get_the_kernel_that_loads_an_input_vector_per_four_fmla(script, tmp_path):
+    path = tmp_path / "arm.csv"
+    assert script.main(["--net", "vgg16", "--image-size", "32", "--layers", "0.2", "--filter-block", "4",
+                        "--csv", str(path)]) == 0
+    rows = path.read_text().splitlines()
+    ours = dict(zip(rows[0].split(","), rows[1].split(",")))
+    assert ours["build"] == "ours" and ours["kind"] == "filter_block"
+    assert int(ours["loads"]) <= 0.5 * int(ours["fmla"]), ours
+
+
 @pytest.mark.parametrize("args,message", [
+    (["--filter-block", "-1"], "--filter-block must be >= 0"),
     (["--clock-ghz", "0"], "--clock-ghz must be > 0"),
     (["--model", "cortex-a99"], "--model: llvm-mca has no aarch64 CPU 'cortex-a99'"),
     (["--layers", "0.2,9.9"], "--layers: no 3x3 conv 9.9 in vgg16"),

@@ -16,6 +16,7 @@ from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.sparsity.filter_block import filter_block_tables, project_filter_block_pattern
 
 from ..layer_check import assert_matches_torch
+from .test_targets_opencl import check as check_opencl
 
 LIB = PatternLibrary.patdnn()
 
@@ -126,16 +127,21 @@ def innermost_loops(asm: str) -> list[list[str]]:
     return loops
 
 
-def test_the_hot_loop_loads_one_input_vector_per_block_of_fmas():
-    """AVX-512 build of a 56x56 layer: in the loop with the most FMAs, each input vector loaded feeds
-    the four filters of a block (one vector load per 4 FMAs, plus the broadcast weights)."""
+@pytest.mark.parametrize("hw", [56, 28])
+def test_the_hot_loop_loads_one_input_vector_per_block_of_fmas_and_keeps_the_tile_in_registers(hw):
+    """AVX-512 build: in the loop with the most FMAs, each input vector loaded feeds the four filters
+    of a block (one vector load per 4 FMAs, plus the broadcast weights), and no accumulator is
+    stored (the 28x28 layer's tile of 16 accumulators is 1 KB: passes.register_tiles keeps it on
+    the stack, where LLVM holds it in registers)."""
     model = torch.nn.Sequential(block_conv(16, 16)).eval()
     target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
-    asm = tp.build(tp.from_pytorch(model, torch.randn(1, 16, 56, 56)), target).mod.imports[0].inspect_source("asm")
+    asm = tp.build(tp.from_pytorch(model, torch.randn(1, 16, hw, hw)), target).mod.imports[0].inspect_source("asm")
     loop = max(innermost_loops(asm), key=lambda body: (sum("vfmadd" in line for line in body), -len(body)))
     fma = sum("vfmadd" in line for line in loop)
-    vector_loads = sum(line.split()[0] == "vmovups" and "(%" in line.split(",")[0] for line in loop if line.strip())
-    assert fma >= 16 and vector_loads * 4 <= fma, (fma, vector_loads)
+    moves = [line.split() for line in loop if line.strip().startswith("vmovups")]
+    vector_loads = sum("(%" in parts[1].split(",")[0] for parts in moves)
+    vector_stores = sum("(%" in parts[-1] for parts in moves)
+    assert fma >= 16 and vector_loads * 4 <= fma and vector_stores == 0, (fma, vector_loads, vector_stores)
 
 
 FMLA_BY_ELEMENT = re.compile(r"\bfmla\s+v\d+\.4s, v(\d+)\.4s, v\d+\.s\[(\d)\]")
@@ -161,12 +167,27 @@ def test_on_aarch64_each_loaded_input_vector_feeds_the_four_filters_and_matches_
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
 
 
-def test_on_opencl_targets_the_free_pattern_kernel_runs_filter_blocks():
-    """No OpenCL schedule of the filter-block kernel yet: the layer goes to the pattern kind, saying why."""
-    report = []
-    tp.build(tp.from_pytorch(torch.nn.Sequential(block_conv(8, 8)).eval(), torch.randn(1, 8, 8, 8)),
-             tp.targets.mali(), report=report)
-    assert [r.kind for r in report] == ["pattern"]
+@pytest.mark.parametrize("target_name", ["mali", "adreno"])
+@pytest.mark.parametrize("case", ["filters not a multiple of the block, odd channels, batch 2", "stride 2",
+                                  "no bias, blocks of 2"])
+def test_on_opencl_the_filter_block_kernel_matches_torch_on_pocl(case, target_name):
+    n, cin, cout, h, w, kw = CASES[case]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(block_conv(cin, cout, **kw), torch.nn.ReLU())
+    runner = check_opencl(model, torch.randn(n, cin, h, w), target_name)
+    assert "filter_block" in runner.kernels[-1].name
+
+
+def test_on_opencl_each_gathered_input_vector_feeds_the_four_filters_of_a_block():
+    """The work-group divides the plane (no guarded statement), so a tap's input indices are computed
+    once and read by the four filters' multiply-adds in one basic block."""
+    torch.manual_seed(0)
+    runner = check_opencl(torch.nn.Sequential(block_conv(16, 32), torch.nn.ReLU()), torch.randn(1, 16, 14, 16), "mali")
+    body = runner.source.split(f"__kernel void {runner.kernels[-1].name}(")[-1]
+    indices = re.findall(r"long4 (v_\w*) =", body)
+    assert indices and "get_local_id(0))) <" not in body
+    for v in indices:
+        assert body.count(f"pattern_conv2d_pad_ptr[{v}.s0]") == 4, v
 
 
 @pytest.mark.parametrize("filters", [0, -2, 2.5, True])

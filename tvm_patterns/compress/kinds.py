@@ -4,7 +4,13 @@ A configuration is a list of plain dicts keyed by module name, as in ``torch.ao.
 
     [{"module": "features.3", "kind": "pattern", "patterns": 8, "connectivity": 3.6},
      {"module": "features.6", "kind": "connectivity", "connectivity": 2.0},
-     {"module": "classifier", "kind": "block", "block_rows": 8, "sparsity": 0.75}]
+     {"module": "classifier", "kind": "block", "block_rows": 8, "sparsity": 0.75},
+     {"module": "features.8", "kind": "pattern", "connectivity": 3.6, "quantize": {"scheme": "sp2", "bits": 4}},
+     {"module": "features.10", "kind": "dense", "quantize": {"scheme": "uniform", "bits": 4}}]
+
+Any entry may carry ``quantize`` (``sparsity.quantization``: scheme, bits and the scheme's options):
+its projection prunes, then quantizes the survivors (the intersection of the two sets, the way
+ADMM's Z-update needs it). Kind "dense" prunes nothing (quantization alone).
 
 Adding a kind touches one place: a function decorated with ``@register_kind`` that checks the
 module and the entry's options and returns the projection of the module's weight.
@@ -21,9 +27,10 @@ import torch
 from torch import nn
 
 from tvm_patterns.sparsity import PatternLibrary
+from tvm_patterns.sparsity.quantization import check_scheme
 
 from .projections import (project_block_punched, project_connectivity, project_filter_block_pattern,
-                          project_pattern_connectivity)
+                          project_pattern_connectivity, project_quantized)
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,6 +62,7 @@ class Constraint:
     options: dict
     project: Projection
     library: PatternLibrary | None = field(default=None)
+    quantize: dict | None = field(default=None)     # the entry's quantizer (scheme, bits, options), if any
 
     @property
     def weight(self) -> torch.Tensor:
@@ -101,6 +109,35 @@ def _filter_block_pattern(name, module, options, library):
     return lambda w: project_filter_block_pattern(w, library, options["connectivity"], int(options["filters"]))
 
 
+@register_kind("dense")
+def _dense(name, module, options, library):
+    """Every weight kept: an entry that only quantizes."""
+    if not isinstance(module, (nn.Conv2d, nn.Linear)):
+        raise ValueError(f"'{name}': quantization needs an nn.Conv2d or nn.Linear, got {module}")
+    return lambda w: w.detach().clone()
+
+
+QUANTIZE_OPTIONS = {"scheme": None, "bits": None, "sp2_share": 0.5, "group": 8, "terms": 12}
+
+
+def check_quantize(name: str, spec) -> dict:
+    """An entry's ``quantize`` option: a dict of scheme, bits and the scheme's options, checked."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"'{name}': quantize must be a dict with 'scheme' and 'bits', got {spec!r}")
+    unknown = set(spec) - set(QUANTIZE_OPTIONS)
+    missing = [k for k in ("scheme", "bits") if k not in spec]
+    if unknown or missing:
+        raise ValueError(f"'{name}': quantize {'has unknown option(s) ' + str(sorted(unknown)) if unknown else ''}"
+                         f"{' and ' if unknown and missing else ''}{'needs ' + str(missing) if missing else ''} "
+                         f"(options: {sorted(QUANTIZE_OPTIONS)})")
+    options = {**QUANTIZE_OPTIONS, **spec}
+    try:
+        check_scheme(**options)
+    except ValueError as e:
+        raise ValueError(f"'{name}': {e}") from None
+    return options
+
+
 @register_kind("connectivity", connectivity=None)
 def _connectivity(name, module, options, library):
     check_connectivity(name, options["connectivity"])
@@ -131,11 +168,11 @@ def _entry_options(entry, modules: dict[str, nn.Module]) -> tuple[str, nn.Module
     kind = KINDS.get(entry.get("kind"))
     if kind is None:
         raise ValueError(f"'{name}': unknown pruning kind {entry.get('kind')!r}, expected one of {sorted(KINDS)}")
-    unknown = set(entry) - {"module", "kind"} - set(kind.defaults)
+    unknown = set(entry) - {"module", "kind", "quantize"} - set(kind.defaults)
     if unknown:
         raise ValueError(f"'{name}': unknown option(s) {sorted(unknown)} for kind '{kind.name}', "
                          f"expected {sorted(kind.defaults)}")
-    options = {**kind.defaults, **{k: v for k, v in entry.items() if k not in ("module", "kind")}}
+    options = {**kind.defaults, **{k: v for k, v in entry.items() if k not in ("module", "kind", "quantize")}}
     missing = [k for k, v in options.items() if v is None]
     if missing:
         raise ValueError(f"'{name}': kind '{kind.name}' needs option(s) {missing}")
@@ -168,9 +205,10 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
             if asked != (library.size, library.taps):
                 raise ValueError(f"'{name}': asks for {asked[0]} patterns x {asked[1]} taps but the given library is {library}")
             options.update(patterns=library.size, taps=library.taps)
-        parsed.append((name, module, kind, options))
+        quant = check_quantize(name, entry["quantize"]) if "quantize" in entry else None
+        parsed.append((name, module, kind, options, quant))
 
-    pattern_weights = [m.weight.detach().cpu().float().numpy() for _, m, k, _ in parsed if k.uses_library]
+    pattern_weights = [m.weight.detach().cpu().float().numpy() for _, m, k, _, _ in parsed if k.uses_library]
     libraries: dict[tuple, PatternLibrary] = {}
 
     def library_for(name, options) -> PatternLibrary:
@@ -182,7 +220,10 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
         return libraries[key]
 
     constraints = []
-    for name, module, kind, options in parsed:
+    for name, module, kind, options, quant in parsed:
         lib = library_for(name, options) if kind.uses_library else None
-        constraints.append(Constraint(name, module, kind.name, options, kind.make(name, module, options, lib), lib))
+        project = kind.make(name, module, options, lib)
+        if quant is not None:
+            project = (lambda prune, q: lambda w: project_quantized(prune(w), **q))(project, quant)
+        constraints.append(Constraint(name, module, kind.name, options, project, lib, quant))
     return constraints

@@ -16,6 +16,7 @@ from torch import nn
 from tvm_patterns.sparsity import PatternLibrary
 
 from .kinds import Constraint, parse_config
+from .projections import project_quantized
 
 
 class MaskPruner:
@@ -23,14 +24,17 @@ class MaskPruner:
 
     After ``prune()`` every configured module has ``weight_orig`` (a parameter, the one the
     optimizer already knows) and ``weight_mask`` (a buffer), and ``weight = weight_orig * weight_mask``
-    is recomputed before each forward, so masked retraining keeps the zeros. ``squash()`` bakes the
-    masks in (``torch.nn.utils.prune.remove``): plain ``weight`` parameters again.
+    is recomputed before each forward, so masked retraining keeps the zeros; an entry with
+    ``quantize`` then has its weight quantized in the forward, straight through in the backward.
+    ``squash()`` bakes the masks (``torch.nn.utils.prune.remove``) and the quantization in: plain
+    ``weight`` parameters again.
     """
 
     def __init__(self, model: nn.Module, config, library: PatternLibrary | None = None):
         self.model = model
         self.constraints: list[Constraint] = parse_config(model, config, library)
         self.masks: dict[str, torch.Tensor] = {}
+        self._quantizers: dict[str, object] = {}   # module name: its forward pre-hook (entries with quantize)
 
     @property
     def pattern_library(self) -> PatternLibrary:
@@ -53,6 +57,8 @@ class MaskPruner:
             mask = (c.project(c.weight) != 0).to(c.weight.dtype)
             torch_prune.custom_from_mask(c.module, "weight", mask)
             self.masks[c.name] = c.module.weight_mask
+            if c.quantize is not None:   # after the mask's hook: the masked weight, then its grid
+                self._quantizers[c.name] = c.module.register_forward_pre_hook(_straight_through(c.quantize))
         return dict(self.masks)
 
     def squash(self) -> None:
@@ -62,6 +68,20 @@ class MaskPruner:
         for c in self.constraints:
             if torch_prune.is_pruned(c.module) and hasattr(c.module, "weight_orig"):
                 torch_prune.remove(c.module, "weight")
+            hook = self._quantizers.pop(c.name, None)
+            if hook is not None:
+                hook.remove()
+                with torch.no_grad():
+                    c.module.weight.copy_(project_quantized(c.module.weight, **c.quantize))
+
+
+def _straight_through(quantize: dict):
+    """Forward pre-hook of masked retraining with a quantizer: the forward sees the quantized weight,
+    the gradient reaches the float weight unchanged (the straight-through estimator)."""
+    def hook(module, inputs):
+        w = module.weight
+        module.weight = w + (project_quantized(w, **quantize) - w).detach()
+    return hook
 
 
 def oneshot_prune(model: nn.Module, config, library: PatternLibrary | None = None) -> MaskPruner:

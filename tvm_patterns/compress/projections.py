@@ -12,6 +12,7 @@ from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity import projection as _np
 from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern as _np_filter_block_pattern
+from tvm_patterns.sparsity.quantization import quantize as _np_quantize
 
 
 def _through_numpy(w: torch.Tensor, fn) -> torch.Tensor:
@@ -54,3 +55,8 @@ def project_block_punched(w: torch.Tensor, block_rows: int, sparsity: float) -> 
     if w.ndim not in (2, 4) or (w.ndim == 4 and w.shape[2:] != (1, 1)):
         raise ValueError(f"block projection: expected an [out, in] or [out, in, 1, 1] weight, got {tuple(w.shape)}")
     return _through_numpy(w, lambda a: _np_block_punched(a.reshape(a.shape[0], a.shape[1]), block_rows, sparsity).reshape(a.shape))
+
+
+def project_quantized(w: torch.Tensor, scheme: str, bits: int, **options) -> torch.Tensor:
+    """w [K, ...] on a quantization grid with a scale per output channel (``sparsity.quantization``)."""
+    return _through_numpy(w, lambda a: _np_quantize(a, scheme, bits, **options))

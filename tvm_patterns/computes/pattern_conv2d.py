@@ -209,7 +209,7 @@ def pattern_conv2d_by_pattern(data: te.Tensor, length: te.Tensor, channel: te.Te
 
 
 def filter_block_pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.Tensor, value: te.Tensor,
-                                geom: PatternConvGeometry, out_dtype: str = "float32") -> te.Tensor:
+                                geom: PatternConvGeometry, out_dtype: str = "float32", skip: bool = True) -> te.Tensor:
     """data [N, C, H, W]; length [B] int32; offset [B, max_len, taps] int32; value [B, max_len, taps, F]
     (``sparsity.filter_block``: the F filters of block b share its kernels) -> [N, K, Ho, Wo]:
 
@@ -217,20 +217,25 @@ def filter_block_pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.T
                           * pad[n, lead + offset[k // F, j, t] + h*sh*row + w*w_step]
 
     computed for B * F filters (the last block padded with zero filters) and ``out_h_padded`` rows
-    (whole row tiles), then cropped to K filters and Ho rows."""
+    (whole row tiles), then cropped to K filters and Ho rows. ``skip``: the kernels past ``length``
+    (offset 0, value 0) are skipped by a condition around each product (CPUs branch over them);
+    without it they are multiplied by their zero weights (GPUs: a condition around the input load
+    keeps the F filters of a work item from sharing it)."""
     sh = geom.strides[0]
     pad = padded_input(data, geom)
     B, max_len, taps, F = (int(x) for x in value.shape)
+
+    def guarded(cond, product):
+        return te.if_then_else(cond, product, te.const(0, out_dtype)) if skip else product
+
     j = te.reduce_axis((0, max_len), "j")
     t = te.reduce_axis((0, taps), "t")
     out = te.compute(
         (geom.N, B * F, geom.out_h_padded, geom.out_w_padded),
         lambda n, k, h, w: te.sum(
-            te.if_then_else(
-                j < length[k // F],
-                value[k // F, j, t, k % F].astype(out_dtype)
-                * pad[n, geom.lead + offset[k // F, j, t] + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype),
-                te.const(0, out_dtype)),
+            guarded(j < length[k // F],
+                    value[k // F, j, t, k % F].astype(out_dtype)
+                    * pad[n, geom.lead + offset[k // F, j, t] + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype)),
             axis=[j, t]),
         name=FILTER_BLOCK_BLOCK, attrs={"filters": F, "rows": geom.row_tile})
     return cropped(out, geom)

@@ -25,11 +25,14 @@ from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
 FILTERS = (4, 2)
 
 
-def tile_rows(target: Target, filters: int, vector_width: int) -> int:
+def tile_rows(target: Target, filters: int, geom) -> int:
     """Output rows of the target schedule's register tile (the compute rounds the height up to them)."""
+    out_h, row_vectors = geom.out_hw[0], geom.out_w_padded // geom.vector_width
     if x86.is_x86(target):
-        return fb_x86.tile_rows(filters, vector_width, x86.isa_of(target).registers)
-    return fb_neon.tile_rows(filters)
+        return fb_x86.register_tile(filters, geom.vector_width, x86.isa_of(target).registers, out_h, row_vectors)[0]
+    if target.kind.name == "llvm":
+        return fb_neon.register_tile(filters, out_h, row_vectors)[0]
+    return 1   # OpenCL: a work item's rows divide the output height (the schedule's choice)
 
 
 @register_sparse_kind("filter_block", ["relax.nn.conv2d"], options=("library", "max_density", "filters"),
@@ -50,7 +53,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         if w.shape[0] < 2 * filters:
             reasons.append(f"fewer than two blocks of {filters} filters")
             continue
-        geom = dataclasses.replace(geom, row_tile=tile_rows(target, filters, geom.vector_width))
+        geom = dataclasses.replace(geom, row_tile=tile_rows(target, filters, geom))
         try:
             tables = filter_block_tables(w, library, filters, geom.plane, geom.row, geom.columns)
             break
@@ -68,7 +71,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     arrays = (tables.length, tables.offset, tables.value)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        return bb.call_te(functools.partial(filter_block_pattern_conv2d, geom=geom), call.args[0],
+        return bb.call_te(functools.partial(filter_block_pattern_conv2d, geom=geom, skip=target.kind.name == "llvm"),
+                          call.args[0],
                           *(relax.const(a) for a in arrays), primfunc_name_hint=FILTER_BLOCK_BLOCK, primfunc_attrs={"op_pattern": 4})
 
     return Plan(emit=emit,
