@@ -28,7 +28,8 @@ from tvm_patterns.passes.register_tiles import REGISTER_TILE_BYTES
 from .registry import register_schedule
 
 
-# Tap overhead of a register tile, in FMAs: per tap the tile also loads an offset and F weights.
+# Tap overhead of a register tile, in FMAs: per tap the tile also loads an offset and F weights
+# (docs/design.md#filter-block-tile).
 TAP_OVERHEAD = 4
 
 
