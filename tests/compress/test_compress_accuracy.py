@@ -39,7 +39,9 @@ def test_every_method_compresses_the_3x3_weights_8x_and_16x(script, quick_table)
         (m, str(b)) for b in (8, 16) for m in script.METHODS]
     assert float(quick_table[0]["reduction_3x3"]) == 1.0
     for r in quick_table[1:]:
-        assert float(r["reduction_3x3"]) == pytest.approx(float(r["budget"]), rel=0.05), r
+        # whole filters come in steps of a filter's share of a layer: the nearest is within 10%
+        tolerance = 0.1 if r["method"] == "filter" else 0.05
+        assert float(r["reduction_3x3"]) == pytest.approx(float(r["budget"]), rel=tolerance), r
     admm_block = [r for r in quick_table if r["method"] == "admm_block"]
     admm = [r for r in quick_table if r["method"] == "admm"]
     assert all(float(b["reduction_total"]) > float(a["reduction_total"]) for a, b in zip(admm, admm_block))
