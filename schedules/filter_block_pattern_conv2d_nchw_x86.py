@@ -23,8 +23,6 @@ from tvm import s_tir, tirx
 from tvm_patterns.computes.pattern_conv2d import FILTER_BLOCK_BLOCK
 
 from . import pattern_conv2d_nchw_x86 as x86
-from tvm_patterns.passes.register_tiles import REGISTER_TILE_BYTES
-
 from .registry import register_schedule
 
 
@@ -44,7 +42,7 @@ def fits(filters: int, rows: int, vectors: int, lanes: int, registers: int, weig
     """Whether F*HI*WM accumulators fit the registers beside the weights and a row of input vectors,
     and the stack size kept for register tiles (``passes.register_tiles``)."""
     acc = filters * rows * vectors
-    return acc * lanes * 4 <= REGISTER_TILE_BYTES and acc + weight_registers + vectors <= registers
+    return acc * lanes * 4 <= x86.REGISTER_TILE_BYTES and acc + weight_registers + vectors <= registers
 
 
 def register_tile(filters: int, lanes: int, registers: int, out_h: int, row_vectors: int,

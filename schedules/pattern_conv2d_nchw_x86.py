@@ -44,6 +44,9 @@ AVX2 = Isa((VECTOR,), 16)
 # 32 vector registers (ymm16-31 too, through AVX-512VL); 16 lanes halve a tile's instructions and
 # loads even where a zmm FMA runs as two halves (docs/design.md#avx512-lanes).
 AVX512 = Isa((VECTOR, 16), 32)
+# Bytes of a register tile kept on the stack, where LLVM holds it in registers (32 zmm or NEON q
+# registers); TVM makes a CPU buffer of 1 KB or more a workspace unless passes.register_tiles marks it.
+REGISTER_TILE_BYTES = 32 * 64
 MAX_ACCUMULATORS = AVX2.max_accumulators   # 14: ``apply``'s default, and a whole column of rows by default
 
 

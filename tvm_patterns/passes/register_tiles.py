@@ -13,7 +13,8 @@ from tvm import tirx
 from tvm.tirx.compilation_pipeline import get_tir_pipeline, register_tir_pipeline
 from tvm_ffi.structural import structural_map
 
-REGISTER_TILE_BYTES = 32 * 64
+from schedules.pattern_conv2d_nchw_x86 import REGISTER_TILE_BYTES
+
 PIPELINE = "tvm_patterns"
 KEEP_ON_STACK = "disable_lower_builtin"   # LowerTVMBuiltin leaves an allocation so marked as it is
 
