@@ -28,9 +28,6 @@ def register_tile(filters: int, out_h: int, row_vectors: int) -> tuple[int, int]
 
 @register_schedule(FILTER_BLOCK_BLOCK, "arm_cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: fb_x86.Knobs | None = None) -> None:
-    if knobs is None:
-        filters, rows = fb_x86.filters_of(sch, block), fb_x86.rows_of(sch, block)
-        w = sch.get_loops(block)[3]
-        knobs = fb_x86.Knobs(rows=rows, lanes=VECTOR, vectors=fb_x86.tile_vectors(
-            filters, rows, VECTOR, REGISTERS, int(sch.get(w).extent) // VECTOR, weight_registers(filters)))
+    knobs = knobs or fb_x86.default_knobs(sch, block, VECTOR, REGISTERS,
+                                          weight_registers(fb_x86.filters_of(sch, block)))
     fb_x86.apply(sch, block, knobs, vector_weights=True)

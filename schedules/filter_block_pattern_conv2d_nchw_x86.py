@@ -121,13 +121,18 @@ def unroll_write_back(sch: s_tir.Schedule, wb, above) -> None:
             sch.unroll(loop)
 
 
+def default_knobs(sch: s_tir.Schedule, block, lanes: int, registers: int,
+                  weight_registers: int | None = None) -> Knobs:
+    """The tile the pass sized the compute for: its rows (the block's annotation) and the vectors
+    ``register_tile`` chose beside them."""
+    width = int(sch.get(sch.get_loops(block)[3]).extent)
+    rows = rows_of(sch, block)
+    return Knobs(rows=rows, lanes=lanes, vectors=tile_vectors(filters_of(sch, block), rows, lanes, registers,
+                                                              width // lanes, weight_registers))
+
+
 @register_schedule(FILTER_BLOCK_BLOCK, "cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    n, k, h, w, j, t = sch.get_loops(block)
     isa = x86.isa_of(target)
-    if knobs is None:
-        lanes = x86.usable_lanes(int(sch.get(w).extent), isa)[-1]
-        rows = rows_of(sch, block)
-        knobs = Knobs(rows=rows, lanes=lanes, vectors=tile_vectors(filters_of(sch, block), rows, lanes, isa.registers,
-                                                                   int(sch.get(w).extent) // lanes))
-    apply(sch, block, knobs)
+    width = int(sch.get(sch.get_loops(block)[3]).extent)
+    apply(sch, block, knobs or default_knobs(sch, block, x86.usable_lanes(width, isa)[-1], isa.registers))

@@ -55,13 +55,14 @@ def variants(net: str, image: int, filter_block: int = 0):
     F, also the network compressed the same way with its 3x3 filters in blocks of F sharing kernels
     and patterns (variant "filter_block")."""
     dense = get_network(net, image)
-    pairs = [("dense", dense)]
-    for variant, fb in (("compressed", 0), ("filter_block", filter_block)):
-        if variant == "compressed" or fb:
-            model = copy.deepcopy(dense)
-            compress_network(model, filter_block=fb)
-            pairs.append((variant, model))
-    return pairs
+
+    def compressed(fb: int):
+        model = copy.deepcopy(dense)
+        compress_network(model, filter_block=fb)
+        return model
+
+    pairs = [("dense", dense), ("compressed", compressed(0))]
+    return pairs + [("filter_block", compressed(filter_block))] if filter_block else pairs
 
 
 def row(net, variant, engine, version, samples=None, ref=None, out=None, yardstick=None, rounds: Rounds | None = None,

@@ -236,9 +236,8 @@ def pattern_config(model: nn.Module, share: float, block: bool, filter_block: in
 def train(model, x, y, epochs: int, lr: float, budget: Budget, seed: int, pruner: ADMMPruner | None = None,
           teacher: torch.Tensor | None = None):
     """Adam with a cosine schedule; with an ADMM pruner, its penalty joins the loss and it takes
-    ``admm_steps_per_epoch`` ADMM steps an epoch; with a teacher (the dense model's logits of every
-    training image, ``teacher_logits``), its soft targets
-    join the loss at weight ``budget.distill`` (knowledge distillation, Hinton et al.)."""
+    ``admm_steps_per_epoch`` ADMM steps an epoch; with a teacher (the dense model's ``logits`` of
+    every training image), its soft targets join the loss at weight ``budget.distill`` (knowledge distillation, Hinton et al.)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     batches = -(-len(y) // budget.batch)

@@ -124,18 +124,23 @@ def check_quantize(name: str, spec) -> dict:
     """An entry's ``quantize`` option: a dict of scheme, bits and the scheme's options, checked."""
     if not isinstance(spec, dict):
         raise ValueError(f"'{name}': quantize must be a dict with 'scheme' and 'bits', got {spec!r}")
-    unknown = set(spec) - set(QUANTIZE_OPTIONS)
+    unknown = sorted(set(spec) - set(QUANTIZE_OPTIONS))
+    if unknown:
+        raise ValueError(f"'{name}': quantize has unknown option(s) {unknown} (options: {sorted(QUANTIZE_OPTIONS)})")
     missing = [k for k in ("scheme", "bits") if k not in spec]
-    if unknown or missing:
-        raise ValueError(f"'{name}': quantize {'has unknown option(s) ' + str(sorted(unknown)) if unknown else ''}"
-                         f"{' and ' if unknown and missing else ''}{'needs ' + str(missing) if missing else ''} "
-                         f"(options: {sorted(QUANTIZE_OPTIONS)})")
+    if missing:
+        raise ValueError(f"'{name}': quantize needs {missing} (options: {sorted(QUANTIZE_OPTIONS)})")
     options = {**QUANTIZE_OPTIONS, **spec}
     try:
         check_scheme(**options)
     except ValueError as e:
         raise ValueError(f"'{name}': {e}") from None
     return options
+
+
+def _then_quantize(prune: Projection, quantize: dict) -> Projection:
+    """Prune, then put the survivors on the quantizer's grid (every grid keeps zero)."""
+    return lambda w: project_quantized(prune(w), **quantize)
 
 
 @register_kind("connectivity", connectivity=None)
@@ -224,6 +229,6 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
         lib = library_for(name, options) if kind.uses_library else None
         project = kind.make(name, module, options, lib)
         if quant is not None:
-            project = (lambda prune, q: lambda w: project_quantized(prune(w), **q))(project, quant)
+            project = _then_quantize(project, quant)
         constraints.append(Constraint(name, module, kind.name, options, project, lib, quant))
     return constraints
