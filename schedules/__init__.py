@@ -13,6 +13,8 @@ from . import (  # noqa: F401
     filter_block_pattern_conv2d_nchw_x86,
     generic_x86,
     group_conv2d_nchw_x86,
+    int8_filter_block_pattern_conv2d_rowpair_x86,
+    int8_quantize_rowpairs_x86,
     pattern_conv2d_by_pattern_neon,
     pattern_conv2d_by_pattern_x86,
     pattern_conv2d_nchw_neon,

@@ -9,7 +9,11 @@ conv in the same process, interleaved; medians are reported. GFLOP/s count the n
 the machine's SGEMM rate, measured in the same run, is the roof.
 
 ``--filter-block F`` also times each layer pruned in blocks of F filters sharing kernels and patterns
-(the kernel with load reuse across filters), in the same rounds. ``--deepsparse`` also runs
+(the kernel with load reuse across filters), in the same rounds. ``--int8`` (with ``--filter-block``)
+also times that layer in int8 (weights per output channel on the uniform 8-bit grid, the input on a
+per-tensor one): our int8 kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``, AVX-512
+VNNI; the kernel alone, its input already in row pairs as the layer before would write it) and
+PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer. ``--deepsparse`` also runs
 DeepSparse on each pruned layer in its venv's worker beside PyTorch there (not interleaved with ours:
 ``ours_vs_deepsparse`` is the ratio of the two speed-ups, each over the PyTorch timed beside it).
 """
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 import tvm
 from tvm import relax
@@ -63,10 +68,66 @@ def deepsparse_columns(layer, x, ref, rounds, threads) -> dict:
             "deepsparse_max_rel_error": rel_error(res["output"], ref)}
 
 
+class Int8Layer:
+    """A filter-block conv in int8: our VNNI kernel on its quantized weight and input, and PyTorch's
+    int8 conv of the dense layer (torch.ao, x86 engine) on the same grids."""
+
+    def __init__(self, conv, x: torch.Tensor, filters: int, target):
+        from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (
+            default_knobs, int8_filter_block_pattern_conv2d_rowpair_x86, missing_features)
+        from tvm_patterns.passes.register_tiles import tir_pipeline
+        from tvm_patterns.sparsity import PatternLibrary
+        from tvm_patterns.sparsity.int8_filter_block import int8_filter_block_tables, pack_rowpairs, permute_index
+        from tvm_patterns.sparsity.quantization import fit_grid
+
+        missing = missing_features(target)
+        if missing:
+            raise SystemExit(f"--int8: this CPU ({target.mcpu}) lacks {', '.join(missing)}")
+        lib = PatternLibrary.patdnn()
+        w = conv.weight.detach().numpy()
+        grid = fit_grid(w, "uniform", 8)
+        wq = np.round(grid.snap(w) / grid.scale[:, None, None, None]).astype("int8")
+        self.x_scale = float(x.abs().max()) / 255 * 2     # x is signed: zero point 128
+        xq = np.clip(np.round(x.numpy() / self.x_scale) + 128, 0, 255).astype("uint8")
+        N, C, H, W = x.shape
+        K = w.shape[0]
+        t = int8_filter_block_tables(wq, lib, filters)
+        B, L = t.channel.shape
+        knobs = default_knobs(filters, H, W)
+        f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs)
+        self.fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                              tir_pipeline=tir_pipeline(target))["main"]
+        bias = np.zeros(B * filters, "int32")
+        bias[:K] = -128 * wq.astype(np.int64).sum(axis=(1, 2, 3))
+        self.args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(xq, 128, knobs.rows, knobs.groups), t.length,
+                                                     t.channel, t.pattern, t.value, permute_index(lib), bias,
+                                                     np.zeros((N, K, H, W), "int32"))]
+        self.w_scale = grid.scale
+        self.macs = int(t.length.sum()) * filters * 4 * H * W
+        # PyTorch's int8 conv of the same grids, dense
+        torch.backends.quantized.engine = "x86"
+        self.torch_conv = torch.ao.nn.quantized.Conv2d(C, K, 3, padding=1)
+        self.torch_conv.set_weight_bias(torch.quantize_per_channel(
+            torch.from_numpy(wq.astype("float32") * grid.scale[:, None, None, None].astype("float32")),
+            torch.from_numpy(grid.scale), torch.zeros(K, dtype=torch.long), 0, torch.qint8), None)
+        self.torch_x = torch.quantize_per_tensor(x, self.x_scale, 128, torch.quint8)
+
+    def run(self):
+        self.fn(*self.args)
+
+    def run_torch(self):
+        return self.torch_conv(self.torch_x)
+
+    def output(self) -> np.ndarray:
+        """The conv (no bias) dequantized from our kernel's int32 sums."""
+        self.run()
+        return self.args[-1].numpy() * self.x_scale * self.w_scale[None, :, None, None]
+
+
 def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1, blocked=None,
-                deepsparse=False):
+                deepsparse=False, int8_filters=0):
     """One layer's row; ``blocked``: the same layer pruned in filter blocks, timed beside (its own
-    output checked against its own PyTorch layer)."""
+    output checked against its own PyTorch layer); ``int8_filters``: that layer in int8 too."""
     layer = conv_relu(conv)
     x = torch.randn(*shape)
     mod = tp.from_pytorch(layer, x)
@@ -84,6 +145,11 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
         extra["filter_block_max_rel_error"] = rel_error(vm["main"](tvm.runtime.tensor(x.numpy())).numpy(), blocked_ref)
         extra["filter_block_macs"] = blocked_report[0].macs_sparse
         vms["filter_block"] = vm
+    int8 = Int8Layer(blocked, x, int8_filters, tp.targets.host()) if blocked is not None and int8_filters else None
+    if int8 is not None:
+        with torch.no_grad():
+            conv_only = torch.nn.functional.conv2d(x, blocked.weight, padding=1).numpy()
+        extra["int8_max_rel_error"] = rel_error(int8.output(), conv_only)
     if report[0].rewritten:   # each implementation of the pattern conv built by hand, timed beside "ours"
         vms.update({impl: relax.VirtualMachine(tp.build(mod, options={"pattern": {"implementation": impl}}),
                                                tvm.cpu()) for impl in implementations})
@@ -92,6 +158,8 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
         ref = layer(x).numpy()
         err = max(rel_error(vm["main"](xt).numpy(), ref) for k, vm in vms.items() if k != "filter_block")
         fns = {name: (lambda vm=vm: vm["main"](xt)) for name, vm in vms.items()}
+        if int8 is not None:
+            fns.update(int8=int8.run, torch_int8=int8.run_torch)
         measured = measure_rounds({**fns, "pytorch": lambda: layer(x)}, rounds=rounds)
     stats = measured.spread()
     t = {k: m for k, (m, _, _) in stats.items()}
@@ -114,7 +182,20 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
             "mcpu": tp.targets.host().export()["mcpu"], "threads": threads,
             "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
             **{f"{impl}_ms": t[impl] * 1e3 for impl in implementations if impl in t},
-            **blocked_columns(extra, t, dense_macs), **ds}
+            **blocked_columns(extra, t, dense_macs), **int8_columns(int8, t, dense_macs), **ds}
+
+
+def int8_columns(int8: Int8Layer | None, t: dict, dense_macs: int) -> dict:
+    """The int8 columns of a layer's row: ours int8 against ours float32 (free and filter-block
+    patterns), PyTorch float32 and PyTorch int8 (dense), and GOP/s on the nonzero MACs."""
+    if int8 is None:
+        return {}
+    mac_ratio = dense_macs / int8.macs
+    return {"int8_ms": t["int8"] * 1e3, "torch_int8_ms": t["torch_int8"] * 1e3,
+            "int8_speedup_vs_filter_block": t["filter_block"] / t["int8"], "int8_speedup_vs_ours": t["ours"] / t["int8"],
+            "int8_speedup_vs_pytorch": t["pytorch"] / t["int8"], "int8_speedup_vs_torch_int8": t["torch_int8"] / t["int8"],
+            "int8_vs_torch_int8_ratio_to_mac_ratio": t["torch_int8"] / t["int8"] / mac_ratio,
+            "int8_gops_nonzero": 2 * int8.macs / t["int8"] / 1e9}
 
 
 def blocked_columns(extra: dict, t: dict, dense_macs: int) -> dict:
@@ -143,11 +224,15 @@ def main(argv=None) -> int:
                     help="also time DeepSparse on each pruned layer (in its venv; bench_peers.py --make-venvs)")
     ap.add_argument("--filter-block", type=int, default=0,
                     help="also time each layer pruned in blocks of this many filters sharing kernels and patterns")
+    ap.add_argument("--int8", action="store_true",
+                    help="also time the filter-block layers in int8: ours (AVX-512 VNNI) and PyTorch's (dense)")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:
         ap.error("--threads and --rounds must be >= 1")
     if args.filter_block < 0:
         ap.error(f"--filter-block must be >= 0 (0: free patterns only), got {args.filter_block}")
+    if args.int8 and not args.filter_block:
+        ap.error("--int8 runs the filter-block int8 kernel: give --filter-block F too")
     threads = use_threads(args.threads)
     roof = sgemm_gflops()
     print(f"{os.cpu_count()} cores, {threads} TVM / {torch.get_num_threads()} torch threads; "
@@ -164,7 +249,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations, threads,
                                 blocked.get(name) if conv.in_channels > 3 and conv.groups == 1 else None,
-                                args.deepsparse))
+                                args.deepsparse, args.filter_block if args.int8 else 0))
         r = rows[-1]
         print(f"[{i + 1}/{len(layers)}] {name}: {r['kind']} {r['ours_ms']:.2f} ms, pytorch {r['pytorch_ms']:.2f} ms, "
               f"x{r['speedup_vs_pytorch']:.2f} (MAC ratio {r['mac_ratio']:.1f}) [{time.perf_counter() - t0:.0f} s]", flush=True)
@@ -172,6 +257,8 @@ def main(argv=None) -> int:
     print(fmt_table(rows, COLUMNS + [f"{impl}_ms" for impl in implementations]
                     + (["filter_block_ms", "filter_block_speedup_vs_pytorch", "filter_block_ratio_to_mac_ratio"]
                        if args.filter_block else [])
+                    + (["int8_ms", "int8_speedup_vs_filter_block", "int8_speedup_vs_ours", "torch_int8_ms",
+                        "int8_speedup_vs_torch_int8", "int8_vs_torch_int8_ratio_to_mac_ratio"] if args.int8 else [])
                     + (["deepsparse_ms", "deepsparse_speedup_vs_pytorch", "ours_vs_deepsparse"] if args.deepsparse else [])))
     return 0
 

@@ -1,6 +1,7 @@
 """Compression quality on a real data set: every method side by side, at the same 3x3 weight budget.
 
     python scripts/compress_accuracy.py --data fashion-mnist|digits --csv FILE [--quick] [--nets vgg,resnet]
+                                        [--table pruning|quantization]
 
 A small VGG-style CNN (3x3 convs only, one FC) and a small ResNet-style one (3x3 convs, 1x1
 shortcuts) are trained dense once, then each trained dense model is compressed with every method at
@@ -16,6 +17,13 @@ shortcuts) are trained dense once, then each trained dense model is compressed w
   admm_fblock   admm with filter-block patterns: blocks of 4 filters share their kernels and patterns
                 (the structure whose kernel reuses each input load across the block's filters)
   admm_block    admm, plus block pruning (rows of 8, 75%) of the 1x1 convs and the FC layer
+The quantization table (``--table quantization``) puts the 3x3 convs' weights (the stem's too) on
+each grid of ``sparsity.quantization`` at 4 bits, alone (``quantize``: the grid found on the dense
+weights, then straight-through retraining) and on top of ``admm`` at 8x (ADMM projects onto pattern
++ connectivity + grid, then straight-through masked retraining); uniform 3-bit and Term
+Quantization at the same stored bits (5-bit codes, 4 terms per 8 values) are reported beside them.
+``weight_bits_3x3`` counts what a packed format stores of the 3x3 convs: values and indices (see
+``weight_bits``).
 Every method trains the same number of epochs after the dense model (ADMM: admm + retrain epochs;
 the others: as many masked epochs), with the same seed, distilling the dense model's soft targets
 (``Budget.distill``). The stem conv (one input channel) stays
@@ -44,6 +52,7 @@ from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.compress import ADMMPruner, oneshot_prune
 from tvm_patterns.devices.timing import use_threads
 from tvm_patterns.sparsity import PatternLibrary
+from tvm_patterns.sparsity.pattern_format import NotPatternSparse, pack
 
 SEED = 0
 COLUMNS = ["data", "network", "method", "budget", "reduction_3x3", "reduction_total", "test_accuracy", "loss_vs_dense",
@@ -51,6 +60,16 @@ COLUMNS = ["data", "network", "method", "budget", "reduction_3x3", "reduction_to
 METHODS = ("unstructured", "filter", "oneshot", "admm", "admm_fblock", "admm_block")
 FILTER_BLOCK = 4   # admm_fblock: filters per block sharing kernels and patterns
 REDUCTIONS = (8, 16)
+QUANT_COLUMNS = ["data", "network", "method", "scheme", "bits", "budget", "reduction_3x3", "weight_bits_3x3",
+                 "weight_bits_ratio_3x3", "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k",
+                 "tvm_sparse_layers", "train_seconds", "epochs", "seed"]
+GRIDS = {"uniform": {"scheme": "uniform", "bits": 4}, "pow2": {"scheme": "pow2", "bits": 4},
+         "sp2": {"scheme": "sp2", "bits": 4}, "mixed": {"scheme": "mixed", "bits": 4},
+         "term": {"scheme": "term", "bits": 4, "group": 8, "terms": 8}}
+# uniform 3-bit, and Term Quantization storing as many bits (4 terms of 6 bits, sign + exponent +
+# position, per 8 values): quantization alone
+GRIDS_ALONE = {"uniform3": {"scheme": "uniform", "bits": 3}, "term3": {"scheme": "term", "bits": 5, "group": 8, "terms": 4}}
+QUANT_REDUCTION = 8   # the pattern + connectivity budget the grids are combined with
 BLOCK = {"block_rows": 8, "sparsity": 0.75}   # admm_block's 1x1 convs and FC layer
 
 
@@ -159,6 +178,41 @@ def reduction_total(model: nn.Module) -> float:
     return sum(m.weight.numel() for m in ws) / max(1, sum(nonzero(m) for m in ws))
 
 
+def value_bits(counts: np.ndarray, quantize: dict | None) -> int:
+    """Bits of a layer's stored values, ``counts[k]`` of them in channel k: 32 each as float; on a
+    grid, a code of ``bits`` each plus the channel's float32 scale (mixed: and one bit for its grid).
+    Term: the fewer of the codes and the kept terms (sign, exponent, position in the group each)."""
+    if quantize is None:
+        return 32 * int(counts.sum())
+    bits = quantize["bits"]
+    per_channel = bits * counts + 32 + (quantize["scheme"] == "mixed")
+    if quantize["scheme"] == "term":
+        group = quantize.get("group", 8)
+        term = 1 + math.ceil(math.log2(max(2, bits - 1))) + math.ceil(math.log2(max(2, group)))
+        terms = -(-counts // group) * quantize.get("terms", 12) * term + 32
+        per_channel = np.minimum(per_channel, terms)
+    return int(per_channel.sum())
+
+
+def weight_bits(w: np.ndarray, library: PatternLibrary, quantize: dict | None) -> int:
+    """Bits of a 3x3 conv weight [K, C, 3, 3] as stored: dense, or packed by pattern (the fewer). Packed
+    (``sparsity.pattern_format``): per kept kernel its taps, input channel and pattern id; per filter
+    its kernel count."""
+    K, C = w.shape[:2]
+    dense = value_bits(np.full(K, C * 9), quantize)
+    try:
+        packed = pack(w, library)
+    except NotPatternSparse:
+        return dense
+    index = (packed.nnz_kernels * (math.ceil(math.log2(C)) + math.ceil(math.log2(library.size)))
+             + K * math.ceil(math.log2(C + 1)))
+    return min(dense, value_bits(np.diff(packed.kernel_ptr) * library.taps, quantize) + index)
+
+
+def weight_bits_3x3(model: nn.Module, library: PatternLibrary, quantize: dict | None) -> int:
+    return sum(weight_bits(m.weight.detach().numpy(), library, quantize) for _, m in convs3x3(model))
+
+
 def kept_share(model: nn.Module, reduction: float) -> float:
     """The share of the compressed convs' weights to keep so that all 3x3 weights fall ``reduction``x
     (the stem's stay)."""
@@ -219,16 +273,26 @@ def remove_masks(model: nn.Module) -> None:
             torch_prune.remove(m, "weight")
 
 
-def pattern_config(model: nn.Module, share: float, block: bool, filter_block: int = 0) -> list[dict]:
+def pattern_config(model: nn.Module, share: float, block: bool, filter_block: int = 0,
+                   quantize: dict | None = None) -> list[dict]:
     """Pattern (4 of 9 taps) + connectivity at the rate that keeps ``share`` of the weights (with
-    ``filter_block``: shared by blocks of that many filters)."""
+    ``filter_block``: shared by blocks of that many filters; with ``quantize``: every 3x3 conv's
+    weights, the dense stem's too, on that grid)."""
     connectivity = (4 / 9) / share
     kind = {"kind": "filter_block_pattern", "filters": filter_block} if filter_block else {"kind": "pattern"}
     config = [{"module": n, **kind, "patterns": 8, "taps": 4, "connectivity": connectivity}
               for n, _ in pruned_3x3(model)]
+    if quantize is not None:
+        config = [{**c, "quantize": quantize} for c in config] + quantize_config(model, quantize, stem_only=True)
     if block:
         config += [{"module": n, "kind": "block", **BLOCK} for n in block_layers(model)]
     return config
+
+
+def quantize_config(model: nn.Module, quantize: dict, stem_only: bool = False) -> list[dict]:
+    """The 3x3 convs (or the stem alone) on ``quantize``'s grid, nothing pruned."""
+    pruned = {n for n, _ in pruned_3x3(model)} if stem_only else set()
+    return [{"module": n, "kind": "dense", "quantize": quantize} for n, _ in convs3x3(model) if n not in pruned]
 
 
 # ----------------------------------------------------------------------------- training
@@ -283,19 +347,28 @@ def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float((pred == y).float().mean())
 
 
-def compress(dense: nn.Module, method: str, reduction: float, data, budget: Budget,
-             teacher: torch.Tensor | None = None) -> nn.Module:
+def compress(dense: nn.Module, method: str, reduction: float | None, data, budget: Budget,
+             teacher: torch.Tensor | None = None, quantize: dict | None = None) -> nn.Module:
     """A compressed, retrained copy of ``dense`` (masks baked in); ``teacher``: the dense model's
-    logits of the training images, distilled at ``budget.distill``."""
+    logits of the training images, distilled at ``budget.distill``; ``quantize``: the 3x3 convs'
+    grid (method ``quantize``: that alone; ``admm``: with pattern + connectivity)."""
     xtr, ytr = data[0], data[1]
     model = copy.deepcopy(dense)
-    share = kept_share(model, reduction)
     torch.manual_seed(SEED)
     epochs = budget.admm_epochs + budget.retrain_epochs
+    if method == "quantize":
+        pruner = oneshot_prune(model, quantize_config(model, quantize))
+        train(model, xtr, ytr, epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
+        pruner.squash()
+        return model
+    if quantize is not None and method != "admm":
+        raise ValueError(f"method {method!r} takes no quantizer (quantize or admm do)")
+    share = kept_share(model, reduction)
     if method in ("admm", "admm_fblock", "admm_block"):
         steps = budget.admm_epochs * budget.admm_steps_per_epoch
         growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
-        config = pattern_config(model, share, method == "admm_block", FILTER_BLOCK if method == "admm_fblock" else 0)
+        config = pattern_config(model, share, method == "admm_block", FILTER_BLOCK if method == "admm_fblock" else 0,
+                                quantize)
         pruner = ADMMPruner(model, config, library(dense),
                             rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
         train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
@@ -350,9 +423,21 @@ def load(name: str, budget: Budget):
     raise ValueError(f"unknown data set {name!r} (fashion-mnist or digits)")
 
 
-def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCTIONS, width: int | None = None,
+def pruning_jobs(methods=METHODS, reductions=REDUCTIONS) -> list[tuple]:
+    """The pruning table's models after the dense one: (method, 3x3 reduction, grid)."""
+    return [(m, r, None) for r in reductions for m in methods]
+
+
+def quantization_jobs() -> list[tuple]:
+    """The quantization table's: admm at 8x in float, every grid alone, every 4-bit grid on admm at 8x."""
+    return ([("admm", QUANT_REDUCTION, None)] + [("quantize", None, g) for g in (*GRIDS.values(), *GRIDS_ALONE.values())]
+            + [("admm", QUANT_REDUCTION, g) for g in GRIDS.values()])
+
+
+def run(data_name: str, nets, budget: Budget, jobs=None, width: int | None = None,
         tvm_images: int = 1000, log=print, done=lambda row: None) -> list[dict]:
-    """Rows of the table (see COLUMNS), dense first; ``done(row)`` is called as each one is ready."""
+    """Rows of the table (see COLUMNS and QUANT_COLUMNS), dense first, then one a job of ``jobs``
+    (default ``pruning_jobs()``); ``done(row)`` is called as each one is ready."""
     data = load(data_name, budget)
     test = (data[2], data[3], min(tvm_images, len(data[3])) // 100 * 100 or len(data[3]))
     epochs = budget.admm_epochs + budget.retrain_epochs
@@ -363,34 +448,42 @@ def run(data_name: str, nets, budget: Budget, methods=METHODS, reductions=REDUCT
         t0 = time.perf_counter()
         train(dense, data[0], data[1], budget.dense_epochs, budget.lr, budget, SEED)
         base = {"data": data_name, "network": net, "seed": SEED}
+        lib = library(dense)
         dense_row = finish({**base, "method": "dense", "budget": ""}, dense, time.perf_counter() - t0,
-                           budget.dense_epochs, None, test, log)
+                           budget.dense_epochs, None, test, log, lib)
         rows.append(dense_row)
         done(dense_row)
         teacher = logits(dense, data[0]) if budget.distill > 0 else None
-        for reduction in reductions:
-            for method in methods:
-                t0 = time.perf_counter()
-                model = compress(dense, method, reduction, data, budget, teacher)
-                rows.append(finish({**base, "method": method, "budget": reduction}, model, time.perf_counter() - t0,
-                                   epochs, dense_row, test, log))
-                done(rows[-1])
+        for method, reduction, grid in (pruning_jobs() if jobs is None else jobs):
+            t0 = time.perf_counter()
+            model = compress(dense, method, reduction, data, budget, teacher, grid)
+            rows.append(finish({**base, "method": method, "budget": reduction or ""}, model,
+                               time.perf_counter() - t0, epochs, dense_row, test, log, lib, grid))
+            done(rows[-1])
     return rows
 
 
-def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dict | None, test, log) -> dict:
+def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dict | None, test, log,
+           lib: PatternLibrary, grid: dict | None = None) -> dict:
     """The row of one trained model: its accuracies (PyTorch on the test set and on its first
-    ``n1k`` images; the TVM build on those), reductions, and the loss against the ``dense`` row."""
+    ``n1k`` images; the TVM build on those), reductions, stored 3x3 weight bits (on ``grid``, if
+    quantized), and the loss against the ``dense`` row."""
     xte, yte, n1k = test
     acc = accuracy(predictions(model, xte), yte)
     dense_acc = acc if dense is None else dense["test_accuracy"]
     torch_1k = accuracy(predictions(model, xte[:n1k]), yte[:n1k])
     tvm_pred, sparse_layers = tvm_predictions(model, xte[:n1k])
-    row = {**base, "reduction_3x3": reduction_3x3(model), "reduction_total": reduction_total(model),
+    bits = weight_bits_3x3(model, lib, grid)
+    float_bits = 32 * sum(m.weight.numel() for _, m in convs3x3(model))
+    scheme = "float" if grid is None else grid["scheme"] + "".join(f" {k}={grid[k]}" for k in ("group", "terms") if k in grid)
+    row = {**base, "scheme": scheme, "bits": 32 if grid is None else grid["bits"],
+           "reduction_3x3": reduction_3x3(model), "reduction_total": reduction_total(model),
+           "weight_bits_3x3": bits, "weight_bits_ratio_3x3": float_bits / bits,
            "test_accuracy": acc, "loss_vs_dense": dense_acc - acc, "torch_accuracy_1k": torch_1k,
            "tvm_accuracy_1k": accuracy(tvm_pred, yte[:n1k]), "tvm_sparse_layers": sparse_layers,
            "train_seconds": seconds, "epochs": epochs}
-    log(f"  {base['network']} {base['method']:12s} 3x3 {row['reduction_3x3']:5.1f}x  test {acc:6.2f}%  "
+    log(f"  {base['network']} {base['method']:12s} {scheme:18s} 3x3 {row['reduction_3x3']:5.1f}x "
+        f"{row['weight_bits_ratio_3x3']:5.1f}x fewer bits  test {acc:6.2f}%  "
         f"1k: torch {torch_1k:.1f}% tvm {row['tvm_accuracy_1k']:.1f}% ({sparse_layers} sparse layers)  "
         f"{seconds:.0f} s")
     return row
@@ -401,7 +494,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="fashion-mnist", choices=["fashion-mnist", "digits"])
     ap.add_argument("--csv", required=True)
     ap.add_argument("--nets", default="vgg,resnet")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS), help="the pruning table's methods")
+    ap.add_argument("--table", default="pruning", choices=["pruning", "quantization"],
+                    help="pruning: every method at 8x and 16x; quantization: every grid, alone and with admm at 8x")
     ap.add_argument("--width", type=int, default=None,
                     help=f"channels of the first stage (default {', '.join(f'{n} {w}' for n, w in WIDTHS.items())})")
     ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
@@ -423,14 +518,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"{args.data}: {budget}", flush=True)
     rows = []
+    columns = COLUMNS if args.table == "pruning" else QUANT_COLUMNS
 
     def done(row):
         rows.append(row)
-        write_csv(args.csv, [{c: row[c] for c in COLUMNS} for row in rows])
+        write_csv(args.csv, [{c: row[c] for c in columns} for row in rows])
 
-    run(args.data, nets, budget, methods, width=args.width, done=done)
-    print(fmt_table(rows, ["budget", "network", "method", "reduction_3x3", "test_accuracy", "loss_vs_dense",
-                                              "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]))
+    jobs = pruning_jobs(methods) if args.table == "pruning" else quantization_jobs()
+    run(args.data, nets, budget, jobs, width=args.width, done=done)
+    print(fmt_table(rows, ["budget", "network", "method", "scheme", "reduction_3x3", "weight_bits_ratio_3x3",
+                           "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]))
     print(f"total {time.perf_counter() - t0:.0f} s; wrote {args.csv}")
     return 0
 

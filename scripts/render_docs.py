@@ -45,6 +45,11 @@ KINDS = [
      [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
       ("median_ms", "median ms"), ("p10_ms", "p10 ms"), ("p90_ms", "p90 ms"), ("speedup_vs_pytorch", "x PyTorch"),
       ("max_rel_err", "max rel. error"), ("disturbed_rounds", "disturbed rounds"), ("error", "error")]),
+    ("quantization", "weight_bits_ratio_3x3",
+     [("network", "network"), ("method", "method"), ("scheme", "grid"), ("bits", "bits"), ("budget", "budget"),
+      ("reduction_3x3", "3x3 reduction"), ("weight_bits_ratio_3x3", "3x3 weight bits ratio"),
+      ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"), ("torch_accuracy_1k", "PyTorch 1k %"),
+      ("tvm_accuracy_1k", "TVM build 1k %"), ("train_seconds", "train s")]),
     ("accuracy", "loss_vs_dense",
      [("network", "network"), ("method", "method"), ("budget", "budget"), ("reduction_3x3", "3x3 reduction"),
       ("reduction_total", "total reduction"), ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"),
@@ -60,7 +65,9 @@ KINDS = [
       ("speedup_vs_tvm_dense", "x TVM dense")]),
 ]
 TITLES = {"arm": "Static ARM throughput of the NEON hot loops (`scripts/arm_throughput.py`, llvm-mca estimates, one core)",
-          "accuracy": "Accuracy of every compression method (`scripts/compress_accuracy.py`)", "peers": "Peers side by side (`scripts/bench_peers.py`)",
+          "accuracy": "Accuracy of every compression method (`scripts/compress_accuracy.py`)",
+          "quantization": "Accuracy of every quantization grid, alone and with pattern pruning "
+                          "(`scripts/compress_accuracy.py --table quantization`)", "peers": "Peers side by side (`scripts/bench_peers.py`)",
           "networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",
           "sweep": "Latency sweep, whole networks (`tvm-patterns sweep`, TOTAL rows)"}
 

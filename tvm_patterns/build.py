@@ -25,7 +25,7 @@ def check_inputs(mod: tvm.IRModule) -> None:
 
 
 def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_density=None,
-          options=None, report=None, sparse: bool = True, tuning_log: str | None = None):
+          options=None, report=None, sparse: bool = True, tuning_log: str | None = None, int8=None):
     """Compile a Relax module with our sparse kernels; returns a ``tvm.runtime.Executable``.
 
     target: a ``tvm.target.Target``, a dict, a preset name or a target string (default:
@@ -33,17 +33,20 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     the "pattern" and "filter_block" kinds; options: {kind: {option: value}} for any kind; report: a list receiving one
     ``LayerDecision`` per operator looked at; tuning_log: a ``tvm-patterns tune`` log directory
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
-    the others their default schedule.
+    the others their default schedule. int8: ``tvm_patterns.calibrate``'s input ranges; the
+    filter-block pattern convs with a range run in int8 (x86 AVX-512 VNNI; the "int8_filter_block" kind).
     """
     target = as_target(target)
     options = check_options(options)
     check_inputs(mod)
-    for kind in ("filter_block", "pattern"):   # both kinds of pattern-sparse 3x3 convs
+    for kind in ("int8_filter_block", "filter_block", "pattern"):   # the kinds of pattern-sparse 3x3 convs
         opts = dict(options.get(kind, {}))
         if library is not None:
             opts["library"] = library
-        if max_density is not None:
+        if max_density is not None and kind != "int8_filter_block":
             opts["max_density"] = max_density
+        if int8 is not None and kind == "int8_filter_block":
+            opts["ranges"] = dict(int8)
         options[kind] = opts
     extra = [] if tuning_log is None else [ApplyTuningLog(tuning_log, target)]
     return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra),

@@ -57,6 +57,52 @@ def test_the_tvm_build_of_every_model_is_as_accurate_as_pytorch_and_rewrites_the
             assert r["tvm_sparse_layers"] == "6", r          # and the FC layer
 
 
+@pytest.fixture(scope="module")
+def quick_quantization_table(script, tmp_path_factory):
+    path = tmp_path_factory.mktemp("accuracy") / "quantization.csv"
+    assert script.main(["--data", "digits", "--quick", "--nets", "vgg", "--width", "8", "--table", "quantization",
+                        "--csv", str(path)]) == 0
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_grid_is_reported_alone_and_on_pattern_pruning_at_8x(script, quick_quantization_table):
+    rows = quick_quantization_table
+    assert list(rows[0]) == script.QUANT_COLUMNS
+    grids = [*script.GRIDS.values(), *script.GRIDS_ALONE.values()]
+    assert [(r["method"], r["scheme"].split()[0], r["bits"]) for r in rows] == (
+        [("dense", "float", "32"), ("admm", "float", "32")]
+        + [("quantize", g["scheme"], str(g["bits"])) for g in grids]
+        + [("admm", g["scheme"], str(g["bits"])) for g in script.GRIDS.values()])
+    by = {(r["method"], r["scheme"], r["bits"]): r for r in rows}
+    ratio = lambda m, s, b: float(by[(m, s, b)]["weight_bits_ratio_3x3"])  # noqa: E731
+    # 4-bit codes and a scale per channel: a little under 8x; on top of 8x pruning, the indices too
+    assert 7 < ratio("quantize", "sp2", "4") < 8
+    assert ratio("admm", "sp2", "4") > 4 * ratio("admm", "float", "32") > 4 * 7
+    # Term Quantization of 5-bit codes at 4 terms per 8 values stores what uniform 3-bit does
+    assert ratio("quantize", "term group=8 terms=4", "5") == pytest.approx(ratio("quantize", "uniform", "3"), rel=0.02)
+    for r in rows:
+        if r["method"] == "admm":
+            assert float(r["reduction_3x3"]) >= 8 * 0.95, r
+        n = 500
+        assert abs(float(r["tvm_accuracy_1k"]) - float(r["torch_accuracy_1k"])) <= 100 / n + 1e-9, r
+
+
+def test_stored_weight_bits_count_values_scales_and_indices(script):
+    lib = script.PatternLibrary.patdnn()
+    w = np.zeros((2, 4, 3, 3), dtype="float32")
+    taps = lib.tap_offsets()[0]
+    for k, c in ((0, 0), (0, 3), (1, 2)):                 # three kernels on pattern 0, 4 taps each
+        w[k, c, taps[:, 0], taps[:, 1]] = [1, -2, 3, 4]
+    index = 3 * (2 + 3) + 2 * 3          # per kernel its channel (2 bits) and pattern (3); per filter a count
+    assert script.weight_bits(w, lib, None) == 12 * 32 + index
+    assert script.weight_bits(w, lib, {"scheme": "uniform", "bits": 4}) == 12 * 4 + 2 * 32 + index
+    dense = np.ones((2, 4, 3, 3), dtype="float32")      # fits no pattern: stored dense
+    assert script.weight_bits(dense, lib, {"scheme": "sp2", "bits": 4}) == 72 * 4 + 2 * 32
+    # term: 2 channels x ceil(36 / 8) groups x 2 terms x (sign + 2 exponent bits + 3 position bits) + scales
+    assert script.weight_bits(dense, lib, {"scheme": "term", "bits": 5, "group": 8, "terms": 2}) == 2 * (5 * 2 * 6 + 32)
+
+
 def test_filter_pruning_removes_whole_filters_and_the_input_channels_they_fed(script):
     torch.manual_seed(0)
     model = script.vgg_style(8)

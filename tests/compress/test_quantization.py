@@ -6,7 +6,7 @@ import torch
 
 from tvm_patterns.compress import ADMMPruner, oneshot_prune
 from tvm_patterns.sparsity import PatternLibrary
-from tvm_patterns.sparsity.quantization import SCHEMES, levels, quantize
+from tvm_patterns.sparsity.quantization import SCHEMES, find_grid, levels, quantize
 
 
 def on_grid(row: np.ndarray, lv: np.ndarray) -> bool:
@@ -59,8 +59,10 @@ def test_term_quantization_spends_at_most_the_budget_per_group(group, terms):
     rng = np.random.default_rng(2)
     w = rng.integers(-15, 16, (5, 27)).astype("float32")
     w[:, 0] = 15                                                  # scale 1 on the 5-bit grid
+    w[w == 2] = 0                                                 # zeros (pruned weights) are not stored
     q = quantize(w, "term", 5, group=group, terms=terms).astype(int)
-    for row in np.abs(q):
+    for row, stored in zip(np.abs(q), w != 0):
+        row = row[stored]                                         # the groups are of stored values
         for g in range(0, len(row), group):
             assert sum(bin(c).count("1") for c in row[g:g + group]) <= terms
 
@@ -107,6 +109,23 @@ def test_admm_with_pattern_pruning_and_sp2_ends_on_both_structures_after_straigh
     assert all(on_grid(r, levels("pow2", 4)) for r in w3)
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_the_squashed_model_computes_what_the_retraining_forward_computed(scheme):
+    model = net()
+    pruner = oneshot_prune(model, [{"module": "0", "kind": "pattern", "connectivity": 2.0,
+                                    "quantize": {"scheme": scheme, "bits": 4}}], PatternLibrary.patdnn())
+    opt = torch.optim.SGD(model.parameters(), 1e-1)
+    x = torch.randn(4, 8, 6, 6)
+    for _ in range(3):   # the float weights move; the forward keeps the grid found at prune()
+        loss = model(x).pow(2).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    with torch.no_grad():
+        seen = model(x)
+    pruner.squash()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), seen, rtol=0, atol=0)
+
+
 def test_oneshot_quantization_alone_quantizes_every_weight():
     model = net()
     oneshot_prune(model, [{"module": "3", "kind": "dense", "quantize": {"scheme": "uniform", "bits": 3}}]).squash()
@@ -128,3 +147,21 @@ def test_a_bad_quantizer_is_refused_naming_the_module(quant, message):
 
 def test_every_scheme_is_listed():
     assert set(SCHEMES) == {"uniform", "pow2", "sp2", "mixed", "term"}
+
+
+@pytest.mark.parametrize("scheme,bits,found", [("uniform", 4, "uniform"), ("uniform", 8, "uniform"), ("pow2", 4, "pow2"),
+                                                ("sp2", 4, "sp2"), ("mixed", 4, "mixed: 8 sp2, 8 uniform"),
+                                                ("term", 4, "mixed")])   # term: some channels' codes have <= 2 terms
+def test_a_quantized_weight_is_found_on_its_grid_exactly_with_int8_codes(scheme, bits, found):
+    w = weights(shape=(16, 8, 3, 3))
+    w[:, :3] = 0                                              # pruned kernels stay zero codes
+    q = quantize(w, scheme, bits) * np.linspace(0.5, 3, 16, dtype="float32")[:, None, None, None]  # a folded BN
+    grid = find_grid(q)
+    assert grid is not None and grid.scheme.startswith(found)
+    assert grid.codes.dtype == np.int8 and grid.largest_code <= 127
+    np.testing.assert_allclose(grid.codes * grid.scale[:, None, None, None], q, rtol=1e-6)
+    assert np.all(grid.codes[:, :3] == 0)
+
+
+def test_a_float_weight_is_on_no_grid():
+    assert find_grid(weights()) is None

@@ -7,6 +7,7 @@
 torch only: the projections wrap the numpy ones of ``tvm_patterns.sparsity``.
 """
 from .admm import ADMMPruner
+from .calibration import calibrate
 from .kinds import KINDS, Constraint, parse_config, register_kind
 from .oneshot import MaskPruner, oneshot_prune, pattern_prune, prunable_3x3_convs
 from .recipes import LAYER_TYPES, layer_type, whole_network_config
@@ -18,7 +19,7 @@ from .projections import (
     project_patterns,
 )
 
-__all__ = ["ADMMPruner", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
+__all__ = ["ADMMPruner", "calibrate", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
            "register_kind", "KINDS", "Constraint", "project_patterns", "project_connectivity",
            "project_pattern_connectivity", "project_filter_block_pattern", "project_block_punched", "whole_network_config", "layer_type",
            "LAYER_TYPES"]

@@ -14,9 +14,10 @@ import torch.nn.utils.prune as torch_prune
 from torch import nn
 
 from tvm_patterns.sparsity import PatternLibrary
+from tvm_patterns.sparsity.quantization import Grid, fit_grid
 
 from .kinds import Constraint, parse_config
-from .projections import project_quantized
+from .projections import snap
 
 
 class MaskPruner:
@@ -35,6 +36,7 @@ class MaskPruner:
         self.constraints: list[Constraint] = parse_config(model, config, library)
         self.masks: dict[str, torch.Tensor] = {}
         self._quantizers: dict[str, object] = {}   # module name: its forward pre-hook (entries with quantize)
+        self._grids: dict[str, Grid] = {}          # module name: the grid found at prune() (per-channel scales)
 
     @property
     def pattern_library(self) -> PatternLibrary:
@@ -58,7 +60,9 @@ class MaskPruner:
             torch_prune.custom_from_mask(c.module, "weight", mask)
             self.masks[c.name] = c.module.weight_mask
             if c.quantize is not None:   # after the mask's hook: the masked weight, then its grid
-                self._quantizers[c.name] = c.module.register_forward_pre_hook(_straight_through(c.quantize))
+                grid = fit_grid(c.module.weight.detach().float().cpu().numpy(), **c.quantize)
+                self._grids[c.name] = grid
+                self._quantizers[c.name] = c.module.register_forward_pre_hook(_straight_through(grid))
         return dict(self.masks)
 
     def squash(self) -> None:
@@ -72,15 +76,16 @@ class MaskPruner:
             if hook is not None:
                 hook.remove()
                 with torch.no_grad():
-                    c.module.weight.copy_(project_quantized(c.module.weight, **c.quantize))
+                    c.module.weight.copy_(snap(c.module.weight, self._grids.pop(c.name)))
 
 
-def _straight_through(quantize: dict):
-    """Forward pre-hook of masked retraining with a quantizer: the forward sees the quantized weight,
-    the gradient reaches the float weight unchanged (the straight-through estimator)."""
+def _straight_through(grid: Grid):
+    """Forward pre-hook of masked retraining with a quantizer: the forward sees the weight on ``grid``
+    (the scales found at prune(): no search per step), the gradient reaches the float weight
+    unchanged (the straight-through estimator)."""
     def hook(module, inputs):
         w = module.weight
-        module.weight = w + (project_quantized(w, **quantize) - w).detach()
+        module.weight = w + (snap(w, grid) - w).detach()
     return hook
 
 

@@ -12,6 +12,7 @@ from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity import projection as _np
 from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern as _np_filter_block_pattern
+from tvm_patterns.sparsity.quantization import Grid
 from tvm_patterns.sparsity.quantization import quantize as _np_quantize
 
 
@@ -60,3 +61,8 @@ def project_block_punched(w: torch.Tensor, block_rows: int, sparsity: float) -> 
 def project_quantized(w: torch.Tensor, scheme: str, bits: int, **options) -> torch.Tensor:
     """w [K, ...] on a quantization grid with a scale per output channel (``sparsity.quantization``)."""
     return _through_numpy(w, lambda a: _np_quantize(a, scheme, bits, **options))
+
+
+def snap(w: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """w on a quantization grid found before (``sparsity.quantization.fit_grid``)."""
+    return _through_numpy(w, grid.snap)

@@ -41,6 +41,7 @@ class LayerDecision:
     macs_sparse: int = 0
     weight_bytes_dense: int = 0     # the float32 weight as imported
     weight_bytes_packed: int = 0    # what the build keeps of it (values and indices; dense: the weight)
+    passed_over: str = ""           # why the kinds tried before the one that took it did not
 
     @property
     def rewritten(self) -> bool:
@@ -105,7 +106,7 @@ class _Rewriter(PyExprMutator):
                 reasons.append(f"{kind.name}: {e}")
                 continue
             self.report.append(LayerDecision(name, op, kind.name, plan.summary, plan.macs_dense, plan.macs_sparse,
-                                             weight_bytes(call), plan.weight_bytes_packed))
+                                             weight_bytes(call), plan.weight_bytes_packed, "; ".join(reasons)))
             log.info("%s (%s): rewritten as %s: %s", name, op, kind.name, plan.summary)
             return plan.emit(self.builder_, call)
         reason = "; ".join(reasons)

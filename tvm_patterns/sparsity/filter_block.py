@@ -80,11 +80,10 @@ class FilterBlockTables:
         return int(self.length.sum()) * self.filters * self.value.shape[2] / (self.n_filters * n_channels * 9)
 
 
-def filter_block_tables(w: np.ndarray, library: PatternLibrary, filters: int, plane: int, row: int,
-                        columns=(0, 1, 2)) -> FilterBlockTables:
-    """The tables of a pattern-sparse weight whose blocks of ``filters`` filters share their kernels
-    and patterns, or NotPatternSparse saying why it is not one (the union of a block's taps on a
-    channel fits no pattern, or shared kernels would spend more than MAX_EXTRA_MACS on zeros)."""
+def block_kernels(w: np.ndarray, library: PatternLibrary, filters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(used [B, C] bool: the kernels each block of ``filters`` filters keeps, pattern id [B, C]), or
+    NotPatternSparse saying why ``w`` is not filter-block (the union of a block's taps on a channel
+    fits no pattern, or shared kernels would spend more than MAX_EXTRA_MACS on zeros)."""
     nonzero, _ = fit_patterns(w, library)                                   # every kernel fits alone
     K, C = nonzero.shape
     B = blocks_of(K, filters)
@@ -103,7 +102,16 @@ def filter_block_tables(w: np.ndarray, library: PatternLibrary, filters: int, pl
     if extra > MAX_EXTRA_MACS:
         raise NotPatternSparse(f"blocks of {filters} filters do not share kernels: {extra:.0%} more MACs "
                                f"than the filters' own kernels")
-    pid = np.argmax(fits, axis=2)                                           # [B, C]
+    return used, np.argmax(fits, axis=2)
+
+
+def filter_block_tables(w: np.ndarray, library: PatternLibrary, filters: int, plane: int, row: int,
+                        columns=(0, 1, 2)) -> FilterBlockTables:
+    """The tables of a pattern-sparse weight whose blocks of ``filters`` filters share their kernels
+    and patterns, or NotPatternSparse saying why it is not one (``block_kernels``)."""
+    used, pid = block_kernels(w, library, filters)
+    K, C = w.shape[:2]
+    B = used.shape[0]
     taps = library.tap_offsets()                                            # [P, T, 2]
     tap_off = taps[:, :, 0] * row + np.asarray(columns)[taps[:, :, 1]]     # [P, T]
     T = library.taps

@@ -1,0 +1,118 @@
+"""int8_filter_block_pattern_conv2d_rowpair_x86: int8 filter-block pattern conv for AVX-512 VNNI.
+
+A TIR kernel written out (no TE stage can hold the data-dependent byte gather): per block of F filters
+and register tile of ROWS output rows x GROUPS groups of 16 positions,
+
+    parallel (n, block)
+      row tile, group tile
+        j < length[block]             -- the block's kernels: channel c, pattern p
+          index = idx[p]              -- the pattern's vpermi2b index (64 bytes)
+          ROWS x GROUPS (unrolled)
+            v = vpermi2b(rowpair[c, h], index, rowpair[c, h + 2])   -- 16 positions x 4 taps, u8
+            F (unrolled): acc[f] = vpdpbusd(acc[f], v, broadcast(value[block, j, f]))
+        write-back: acc + bias (int32), the tail of a row lane by lane
+
+Each gathered vector does 64 MACs for each of the F filters: one byte shuffle per F ``vpdpbusd``
+where the float filter-block kernel spends an FMA per 16 MACs (``sparsity/int8_filter_block``
+describes the layout). Exact integer arithmetic: the int32 sums of u8 x s8 products.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm.script import tirx as T
+from tvm.target import Target, codegen
+
+from tvm_patterns.sparsity.int8_filter_block import LANES, rowpair_shape
+
+# The int32 accumulators of a tile, F x ROWS x GROUPS zmm registers, beside the F broadcast weights,
+# the index, two row-pair tables and the gathered vector: 32 zmm in all.
+MAX_ACCUMULATORS = 24
+
+
+# vpdpbusd (AVX512-VNNI) and vpermi2b (AVX512-VBMI): Ice Lake and later, Zen 4 and later.
+FEATURES = ("avx512vnni", "avx512vbmi")
+
+
+def missing_features(target: Target) -> list[str]:
+    """The instruction sets the kernel needs that ``target`` lacks."""
+    return [f for f in FEATURES if not codegen.target_has_features(f, target)]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    rows: int = 1     # output rows of a register tile
+    groups: int = 1   # groups of 16 output positions of a register tile row
+
+
+def default_knobs(filters: int, out_h: int, out_w: int) -> Knobs:
+    """The tile with the fewest padded positions per kernel step, then the most accumulators (each
+    kernel step loads the pattern's index and the F weights once for the whole tile)."""
+    groups_in_row = -(-out_w // LANES)
+    best = None
+    for groups in range(1, groups_in_row + 1):
+        for rows in range(1, out_h + 1):
+            acc = filters * rows * groups
+            if acc > MAX_ACCUMULATORS:
+                break
+            padded = -(-out_h // rows) * rows * (-(-groups_in_row // groups) * groups)
+            cost = padded * (1 + 2 / acc)
+            if best is None or cost < best[0]:
+                best = (cost, Knobs(rows, groups))
+    return best[1] if best else Knobs()
+
+
+def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int, k: int, blocks: int, filters: int,
+                                                 max_len: int, patterns: int, knobs: Knobs):
+    """PrimFunc(rowpair u8 [rowpair_shape], length [B], channel [B, L], pattern [B, L], value [B, L, F],
+    index u8 [P, 64], bias [B*F] int32) -> out int32 [N, K, H, W]: out = conv(x, w) + bias, where the
+    row pairs hold x (its padding at the zero point: fold -zero_point * sum(w) into the bias)."""
+    rows, groups = knobs.rows, knobs.groups
+    shape = rowpair_shape(n, c, h, w, rows, groups)
+    tiles_h, tiles_w = (shape[2] - 2) // rows, shape[3] // groups
+    tile = filters * rows * groups
+    F = filters
+
+    @T.prim_func(private=True)
+    def kernel(X: T.Buffer(shape, "uint8"), length: T.Buffer((blocks,), "int32"),
+               channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
+               value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 64), "uint8"),
+               bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
+        T.func_attr({"tir.noalias": True})
+        for nb in T.parallel(n * blocks):
+            for th in T.serial(tiles_h):
+                for tw in T.serial(tiles_w):
+                    acc = T.decl_buffer((tile * LANES,), "int32", scope="local")
+                    for a in T.unroll(tile):
+                        acc[T.ramp(a * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                    for j in T.serial(length[nb % blocks]):
+                        ch: T.int32 = channel[nb % blocks, j]
+                        ix: T.uint8x64 = index[pattern[nb % blocks, j], T.ramp(0, 1, 64)]
+                        for r in T.unroll(rows):
+                            for g in T.unroll(groups):
+                                v: T.uint8x64 = T.call_llvm_pure_intrin(
+                                    "uint8x64", "llvm.x86.avx512.vpermi2var.qi.512",
+                                    X[nb // blocks, ch, th * rows + r, tw * groups + g, T.ramp(0, 1, 64)], ix,
+                                    X[nb // blocks, ch, th * rows + r + 2, tw * groups + g, T.ramp(0, 1, 64)])
+                                for f in T.unroll(F):
+                                    acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                        "int32x16", "llvm.x86.avx512.vpdpbusd.512",
+                                        acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)], v,
+                                        T.reinterpret(T.broadcast(value[nb % blocks, j, f], LANES), dtype="int8x64"))
+                    for f in T.unroll(F):
+                        for r in T.unroll(rows):
+                            for g in T.unroll(groups):
+                                if (nb % blocks) * F + f < k and th * rows + r < h:
+                                    if (tw * groups + g) * LANES + LANES <= w:
+                                        out[nb // blocks, (nb % blocks) * F + f, th * rows + r,
+                                            T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
+                                            acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
+                                            + T.broadcast(bias[(nb % blocks) * F + f], LANES))
+                                    else:
+                                        for i in T.serial(T.max(0, w - (tw * groups + g) * LANES)):
+                                            out[nb // blocks, (nb % blocks) * F + f, th * rows + r,
+                                                (tw * groups + g) * LANES + i] = (
+                                                acc[((f * rows + r) * groups + g) * LANES + i]
+                                                + bias[(nb % blocks) * F + f])
+
+    return kernel

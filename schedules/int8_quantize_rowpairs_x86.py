@@ -1,0 +1,83 @@
+"""int8_quantize_rowpairs_x86: float input -> uint8 row pairs of an int8 conv on host CPUs, and the
+schedule of its dequantization.
+
+The quantization is a TIR function written out: a TE stage with padding holds a condition per
+column, which keeps TVM from vectorizing the row (the out-of-range load of a padding lane), so the
+interior of each row is quantized in vectors of 16 and the padding written apart:
+
+    parallel (n, c)
+      r: the padded rows of the channel        -- interior: 16 codes a vector, then the tail; border: zero point
+      r, g, s: 32 bytes a vector               -- the row pairs
+    dequantize:  parallel (n, k, h) | w_outer, w_inner (16, vectorized)   -- sums -> float, with its epilogue
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from tvm_patterns.computes.int8_conv2d import DEQUANTIZE_BLOCK
+from tvm_patterns.sparsity.int8_filter_block import HALF, LANES, rowpair_shape
+
+from .registry import FALLBACK, find_schedule, register_schedule
+
+SPATIAL = 0  # IterVar.DataPar
+
+
+def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int):
+    """PrimFunc(x float32 [N, C, H, W], grid float32 [2] = (1 / scale, zero point)) -> uint8 row pairs
+    (``sparsity.int8_filter_block``): codes clip(floor(x * (1 / scale) + 0.5) + zero_point, 0, 255),
+    the padding at the zero point."""
+    shape = rowpair_shape(n, c, h, w, rows, groups)
+    hp, g_ = shape[2], shape[3]
+    wp = g_ * LANES + HALF
+    vec = w // LANES * LANES
+
+    @T.prim_func(private=True)
+    def quantize(x: T.Buffer((n, c, h, w), "float32"), grid: T.Buffer((2,), "float32"), out: T.Buffer(shape, "uint8")):
+        T.func_attr({"tir.noalias": True})
+        for nc in T.parallel(n * c):
+            pad = T.decl_buffer(((hp + 1) * wp,), "uint8")
+            zp: T.uint8 = T.Cast("uint8", grid[1])
+            for r in T.serial(hp + 1):
+                if 1 <= r and r <= h:
+                    pad[r * wp] = zp
+                    for q0 in T.serial(w // LANES):
+                        pad[T.ramp(r * wp + 1 + q0 * LANES, 1, LANES)] = T.Cast("uint8x16", T.max(T.min(
+                            T.floor(x[nc // c, nc % c, r - 1, T.ramp(q0 * LANES, 1, LANES)] * T.broadcast(grid[0], LANES)
+                                    + T.broadcast(T.float32(0.5), LANES)) + T.broadcast(grid[1], LANES),
+                            T.broadcast(T.float32(255.0), LANES)), T.broadcast(T.float32(0.0), LANES)))
+                    for q in T.serial(w - vec):
+                        pad[r * wp + 1 + vec + q] = T.Cast("uint8", T.max(T.min(
+                            T.floor(x[nc // c, nc % c, r - 1, vec + q] * grid[0] + T.float32(0.5)) + grid[1],
+                            T.float32(255.0)), T.float32(0.0)))
+                    for q in T.serial(wp - w - 1):
+                        pad[r * wp + w + 1 + q] = zp
+                else:
+                    for q in T.serial(wp):
+                        pad[r * wp + q] = zp
+            for r, g, s in T.grid(hp, g_, 2):
+                out[nc // c, nc % c, r, g, T.ramp(s * HALF, 1, HALF)] = pad[T.ramp((r + s) * wp + g * LANES, 1, HALF)]
+
+    return quantize
+
+
+def inline_all_but(sch: s_tir.Schedule, keep: set) -> None:
+    """Inline every other top-level block into its consumers (elementwise producers)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(block).name_hint not in keep:
+            sch.compute_inline(block)
+
+
+@register_schedule(DEQUANTIZE_BLOCK, "cpu")
+def schedule_dequantize(sch: s_tir.Schedule, block, target) -> None:
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    last = sch.get(blocks[-1]).name_hint
+    inline_all_but(sch, {last})
+    block = sch.get_sblock(last)
+    if all(int(iv.iter_type) == SPATIAL for iv in sch.get(block).iter_vars):
+        loops = sch.get_loops(block)
+        sch.parallel(sch.fuse(*loops[:-1]))
+        _, inner = sch.split(loops[-1], [None, LANES])
+        sch.vectorize(inner)
+    else:   # a reduction after the epilogue (a pool): the generic schedule
+        find_schedule(FALLBACK, target)(sch, block, target)

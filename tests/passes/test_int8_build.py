@@ -1,0 +1,138 @@
+"""Static int8 through ``tp.build(mod, int8=tp.calibrate(model, batches))``: filter-block pattern convs
+with a calibrated input range run in int8 (AVX-512 VNNI), the rest as before, each with its reason."""
+import numpy as np
+import pytest
+import torch
+import tvm
+from torch import nn
+from tvm import relax
+
+import tvm_patterns as tp
+from tvm_patterns.sparsity.quantization import input_grid
+from tvm_patterns.compress import oneshot_prune
+from tvm_patterns.sparsity import PatternLibrary
+
+from ..schedules.test_int8_filter_block_conv import require_vnni
+
+
+def user_model(seed=0, quantize=None) -> nn.Module:
+    """A user's own layout: a dense stem, a conv with BatchNorm, a pool, a strided conv, a head."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Conv2d(32, 24, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(24, 16, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    model[3].running_mean.normal_()
+    model[3].running_var.uniform_(0.5, 2)
+    config = [{"module": m, "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}
+              | ({"quantize": quantize} if quantize else {}) for m in ("2", "6", "8")]
+    oneshot_prune(model, config, PatternLibrary.patdnn()).squash()
+    return model
+
+
+@pytest.fixture(scope="module")
+def int8_build():
+    require_vnni()
+    model = user_model()
+    batches = [torch.randn(4, 3, 20, 30) for _ in range(4)]
+    ranges = tp.calibrate(model, batches)
+    report = []
+    ex = tp.build(tp.from_pytorch(model, batches[0]), int8=ranges, report=report)
+    return model, ex, report
+
+
+def test_the_calibrated_filter_block_convs_run_in_int8_and_the_others_say_why_not(int8_build):
+    _, _, report = int8_build
+    kinds = {r.layer: (r.kind, r.reason) for r in report}
+    assert kinds["2"][0] == kinds["6"][0] == "int8_filter_block"
+    assert "zero point 0" in kinds["2"][1]                          # after a ReLU: a grid of nonnegatives
+    stride2 = next(r for r in report if r.layer == "8")             # stride 2: float, with the reason
+    assert stride2.kind == "filter_block" and "int8_filter_block: the int8 kernel runs stride 1" in stride2.passed_over
+    assert kinds["0"][0] is None                                    # the dense stem
+
+
+def test_the_int8_network_agrees_with_float_pytorch(int8_build):
+    model, ex, _ = int8_build
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(9))   # not a calibration batch
+    with torch.no_grad():
+        ref = model(x).numpy()
+    agree, worst = 0, 0.0
+    for i in range(0, 64, 4):
+        xi = torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(100 + i))
+        with torch.no_grad():
+            ref = model(xi).numpy()
+        got = vm["main"](tvm.runtime.tensor(xi.numpy())).numpy()
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    assert worst < 0.03, worst                                       # 8-bit grids: about 1% of the range
+    assert agree >= 63, agree                                        # top-1 of 64 random inputs
+
+
+def test_the_int8_build_multiplies_with_vpdpbusd(int8_build):
+    _, ex, _ = int8_build
+    asm = "".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert asm.count("vpdpbusd") > 0
+
+
+def test_a_cpu_without_vnni_keeps_the_float_kernel_and_says_so():
+    model = user_model()
+    ranges = tp.calibrate(model, [torch.randn(1, 3, 20, 30)])
+    report = []
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), {"kind": "llvm", "mcpu": "skylake-avx512"},
+             int8=ranges, report=report)
+    layer = next(r for r in report if r.layer == "2")
+    assert layer.kind == "filter_block" and "lacks avx512vnni, avx512vbmi" in layer.passed_over
+
+
+@pytest.mark.parametrize("scheme,found", [("sp2", "sp2"), ("pow2", "pow2"), ("uniform", "uniform")])
+def test_weights_quantized_in_compression_keep_their_values_and_the_report_names_the_grid(scheme, found):
+    require_vnni()
+    model = user_model(quantize={"scheme": scheme, "bits": 4})
+    x = torch.randn(2, 3, 20, 30)
+    report = []
+    tp.build(tp.from_pytorch(model, x), int8=tp.calibrate(model, [x]), report=report)
+    layer = next(r for r in report if r.layer == "6")
+    assert layer.kind == "int8_filter_block" and f"weights exact on a {found} grid" in layer.reason
+    folded = next(r for r in report if r.layer == "2")             # BatchNorm folded in: per channel, still a grid
+    assert f"weights exact on a {found} grid" in folded.reason
+
+
+def test_a_float_weight_goes_on_the_uniform_8bit_grid(int8_build):
+    _, _, report = int8_build
+    assert "weights on the uniform 8-bit grid" in next(r for r in report if r.layer == "6").reason
+
+
+def test_a_layer_without_a_range_stays_float_naming_it():
+    require_vnni()
+    model = user_model()
+    ranges = {k: v for k, v in tp.calibrate(model, [torch.randn(1, 3, 20, 30)]).items() if k != "6"}
+    report = []
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), int8=ranges, report=report)
+    layer = next(r for r in report if r.layer == "6")
+    assert layer.kind == "filter_block" and "no calibrated input range for layer '6'" in layer.passed_over
+
+
+def test_calibration_records_each_conv_input_range_and_clips_outliers_by_percentile():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 1))
+    x = torch.zeros(1, 1, 40, 40)
+    x[0, 0, 0, 0] = 100.0                                            # one outlier among 1600 values
+    x[0, 0, 1:, :] = torch.linspace(-1, 1, 39 * 40).reshape(39, 40)
+    full = tp.calibrate(model, [x])
+    assert full["0"] == (pytest.approx(-1.0), 100.0) and full["2"][0] >= 0.0
+    clipped = tp.calibrate(model, [x], percentile=99.0)
+    assert clipped["0"][1] < 1.0
+    with pytest.raises(ValueError, match="percentile must be in"):
+        tp.calibrate(model, [x], percentile=30)
+    with pytest.raises(ValueError, match="at least one batch"):
+        tp.calibrate(model, [])
+
+
+def test_the_input_grid_holds_zero_exactly():
+    assert input_grid(0.0, 2.55) == (pytest.approx(0.01), 0)
+    scale, zp = input_grid(-1.0, 3.0)
+    assert zp == 64 and scale == pytest.approx(4 / 255)
+    assert input_grid(0.5, 2.0)[1] == 0                                # widened down to 0.0
+    with pytest.raises(ValueError, match="not finite"):
+        input_grid(0.0, float("inf"))

@@ -1,0 +1,177 @@
+"""Int8 filter-block pattern conv on x86 (AVX-512 VNNI): the 4 taps of a kernel are one vpdpbusd lane
+group, gathered from row pairs by one vpermi2b; bit-exact against the same integer arithmetic."""
+import numpy as np
+import pytest
+import torch
+import tvm
+
+from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (Knobs, default_knobs,
+                                                                     int8_filter_block_pattern_conv2d_rowpair_x86,
+                                                                     missing_features)
+from tvm_patterns.passes.register_tiles import tir_pipeline
+from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
+from tvm_patterns.sparsity.filter_block import project_filter_block_pattern
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, permute_index,
+                                                     rowpair_shape)
+
+LIB = PatternLibrary.patdnn()
+# A VNNI CPU named explicitly: the kernel compiles (and its assembly is read) on any host.
+VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"})
+HOST = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def int8_weight(K, C, filters, connectivity=2.0, seed=0):
+    w = np.random.default_rng(seed).standard_normal((K, C, 3, 3)).astype("float32")
+    w = project_filter_block_pattern(w, LIB, connectivity, filters)
+    q = np.clip(np.round(w / np.abs(w).max() * 127), -127, 127).astype("int8")
+    q[w == 0] = 0
+    return q
+
+
+def reference(x, w, bias, zero_point):
+    """The integer conv (stride 1, padding 1) of x - zero_point and w, plus bias, in int64."""
+    out = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64) - zero_point),
+                                     torch.from_numpy(w.astype(np.float64)), torch.from_numpy(bias.astype(np.float64)),
+                                     padding=1)
+    return out.numpy().astype(np.int64)   # float64 holds these sums exactly (< 2^53)
+
+
+def build(shape, K, filters, tables, knobs, target=VNNI):
+    N, C, H, W = shape
+    B, L = tables.channel.shape
+    f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, LIB.size, knobs)
+    return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                       tir_pipeline=tir_pipeline(target))
+
+
+def run(shape, K, filters, knobs, zero_point=0, seed=0):
+    N, C, H, W = shape
+    rng = np.random.default_rng(seed)
+    w = int8_weight(K, C, filters, seed=seed)
+    x = rng.integers(0, 256, shape).astype("uint8")
+    bias = rng.integers(-5000, 5000, K).astype("int32")
+    t = int8_filter_block_tables(w, LIB, filters)
+    B = t.channel.shape[0]
+    folded = np.zeros(B * filters, "int32")                # -zero_point * sum(w) folded into the bias
+    folded[:K] = bias - zero_point * w.astype(np.int64).sum(axis=(1, 2, 3))
+    args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(x, zero_point, knobs.rows, knobs.groups), t.length,
+                                            t.channel, t.pattern, t.value, permute_index(LIB), folded,
+                                            np.zeros((N, K, H, W), "int32"))]
+    build(shape, K, filters, t, knobs, HOST)["main"](*args)
+    return args[-1].numpy(), reference(x, w, bias, zero_point)
+
+
+def require_vnni():
+    missing = missing_features(HOST)
+    if missing:   # a CPU without the instructions cannot execute them; the assembly tests still run
+        pytest.skip(f"this CPU ({HOST.mcpu}) lacks {', '.join(missing)}")
+
+
+@pytest.mark.parametrize("shape,K,filters,knobs,zero_point", [
+    ((1, 16, 8, 16), 8, 4, Knobs(1, 1), 0),
+    ((2, 13, 9, 37), 10, 4, Knobs(3, 1), 3),     # odd channels, a row tail, K not a multiple of F, batch 2
+    ((1, 5, 7, 40), 6, 2, Knobs(2, 2), 128),     # two groups a tile row, rows past the output
+    ((1, 24, 14, 14), 16, 4, None, 17),          # the default tile of a VGG-16 conv5 shape
+])
+def test_the_int8_kernel_is_bit_exact_on_odd_shapes(shape, K, filters, knobs, zero_point):
+    require_vnni()
+    knobs = knobs or default_knobs(filters, shape[2], shape[3])
+    got, ref = run(shape, K, filters, knobs, zero_point)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_the_hot_loop_gathers_with_vpermi2b_and_multiplies_with_vpdpbusd():
+    w = int8_weight(32, 64, 4, connectivity=3.6)
+    t = int8_filter_block_tables(w, LIB, 4)
+    asm = build((1, 64, 28, 28), 32, 4, t, default_knobs(4, 28, 28)).mod.inspect_source("asm")
+    loop = hot_loop(asm)
+    assert sum("vpdpbusd" in line for line in loop) >= 4 * sum("vperm" in line and "b\t" in line for line in loop) > 0
+    assert not any("vpmaddubsw" in line or "vpmulld" in line for line in loop)
+    assert not any("%rsp" in line for line in loop)                  # the accumulators stay in registers
+
+
+def hot_loop(asm: str) -> list[str]:
+    """The loop (its label to its back branch) densest in vpdpbusd: the kernel loop."""
+    lines = asm.splitlines()
+    best, density = [], 0.0
+    for i, line in enumerate(lines):
+        if line.startswith(".LBB") and line.rstrip().endswith(":"):
+            label = line.strip()[:-1]
+            for j in range(i + 1, len(lines)):
+                if lines[j].strip().startswith("j") and lines[j].strip().endswith(label):
+                    body = lines[i:j + 1]
+                    if sum("vpdpbusd" in b for b in body) / len(body) > density:
+                        best, density = body, sum("vpdpbusd" in b for b in body) / len(body)
+                    break
+    return best
+
+
+def test_a_target_without_vnni_is_named():
+    assert missing_features(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == ["avx512vnni",
+                                                                                            "avx512vbmi"]
+    assert missing_features(VNNI) == []
+
+
+def test_row_pairs_hold_two_padded_rows_of_32_columns_every_16_positions():
+    x = np.arange(2 * 3 * 5, dtype="uint8").reshape(1, 2, 3, 5) + 1
+    p = pack_rowpairs(x, zero_point=9)
+    assert p.shape == rowpair_shape(1, 2, 3, 5) == (1, 2, 5, 1, 64)
+    assert (p[0, 1, 0, 0, :32] == 9).all()                         # the padding row above
+    assert p[0, 1, 0, 0, 32:38].tolist() == [9, *x[0, 1, 0].tolist()]   # row 0 behind its left padding
+    assert p[0, 1, 1, 0, :6].tolist() == [9, *x[0, 1, 0].tolist()]
+
+
+def test_the_gather_index_puts_tap_t_of_position_i_in_byte_4i_plus_t():
+    index = permute_index(LIB)
+    rng = np.random.default_rng(4)
+    xpad = rng.integers(0, 256, (3, 32)).astype("uint8")            # xpad rows h, h+1, h+2 at columns 16g..
+    tables = np.concatenate([xpad[0], xpad[1], xpad[2], np.zeros(32, "uint8")])
+    for p, taps in enumerate(LIB.tap_offsets()):
+        gathered = tables[index[p]].reshape(16, 4)
+        for i in range(16):
+            assert gathered[i].tolist() == [xpad[kh, i + kw] for kh, kw in taps]
+
+
+def test_the_tables_pack_each_filters_four_taps_into_one_int32():
+    w = int8_weight(6, 5, 4)
+    t = int8_filter_block_tables(w, LIB, 4)
+    assert t.value.shape[::2] == (2, 4) and t.n_filters == 6
+    b, j, f = 1, 0, 1                                                # filter 5, block 1's first kernel
+    taps = LIB.tap_offsets()[t.pattern[b, j]]
+    expected = w[4 + f, t.channel[b, j], taps[:, 0], taps[:, 1]]
+    assert np.array_equal(np.array([t.value[b, j, f]], "<i4").view("int8"), expected)
+    assert not t.value[1, :, 2:].any()                               # filters 6 and 7 do not exist
+
+
+@pytest.mark.parametrize("weight,error,message", [
+    (np.zeros((4, 4, 3, 3), "float32"), ValueError, "need an int8 weight"),
+    (np.sign(project_pattern_connectivity(np.random.default_rng(1).standard_normal((16, 16, 3, 3)), LIB, 3.6)
+             ).astype("int8"), ValueError, "do not share"),
+])
+def test_a_weight_that_does_not_fit_is_refused(weight, error, message):
+    with pytest.raises(error, match=message):
+        int8_filter_block_tables(weight, LIB, 4)
+
+
+def test_a_library_of_other_than_four_taps_is_not_implemented():
+    lib = PatternLibrary(np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool))
+    with pytest.raises(NotImplementedError, match="4 taps a lane"):
+        int8_filter_block_tables(np.zeros((4, 4, 3, 3), "int8"), lib, 4)
+
+
+@pytest.mark.parametrize("shape,rows,groups,scale,zero_point", [
+    ((2, 5, 7, 37), 3, 1, 0.02, 3),       # batch 2, a tail of 5 columns, rows past the output
+    ((1, 3, 16, 32), 4, 2, 0.5, 128),     # whole vectors, two groups a tile row
+])
+def test_the_quantization_into_row_pairs_rounds_half_up_and_saturates(shape, rows, groups, scale, zero_point):
+    require_vnni()
+    from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
+    x = (np.random.default_rng(5).standard_normal(shape) * 200 * scale).astype("float32")   # some beyond 0..255
+    inv = np.float32(1 / scale)
+    codes = np.clip(np.floor(x * inv + np.float32(0.5)) + zero_point, 0, 255).astype("uint8")
+    expected = pack_rowpairs(codes, zero_point, rows, groups)
+    f = int8_quantize_rowpairs_x86(*shape, rows, groups).with_attr("global_symbol", "main")
+    args = [tvm.runtime.tensor(a) for a in (x, np.array([inv, zero_point], "float32"), np.zeros(expected.shape, "uint8"))]
+    tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
+    assert (codes == 0).any() and (codes == 255).any()
+    np.testing.assert_array_equal(args[-1].numpy(), expected)

@@ -1,0 +1,108 @@
+"""The "int8_filter_block" kind: a filter-block pattern conv run in int8 (x86 AVX-512 VNNI).
+
+Asked for by ``tp.build(mod, int8=ranges)`` (``tvm_patterns.calibrate``); tried before "filter_block".
+A weight quantized on a grid that fits int8 (``quantize`` of a config entry: uniform, pow2, sp2, mixed,
+term) keeps its values exactly, and the report names the grid found; any other weight goes on the
+uniform 8-bit grid, a scale per output channel (``sparsity.quantization``). The
+input on the uint8 grid of its calibrated range (``quantization.input_grid``). The conv becomes
+
+    quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
+
+(the bias and activation after it fuse into the dequantization). Activations are float between layers:
+each layer quantizes its own input.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from tvm import relax
+from tvm.target import Target
+
+from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
+from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
+from schedules import pattern_conv2d_nchw_x86 as x86
+from tvm_patterns.computes.int8_conv2d import DEQUANTIZE_BLOCK, dequantize_conv
+from tvm_patterns.sparsity import NotPatternSparse
+from tvm_patterns.sparsity.int8_filter_block import int8_filter_block_tables, permute_index, rowpair_shape
+from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
+
+from .filter_block_kind import FILTERS
+from .pattern_kind import pattern_conv_of
+from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
+from .schedule_pass import SCHEDULED_ATTR
+
+KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
+QUANTIZE = "int8_quantize_rowpairs_x86"
+OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
+
+
+def int8_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(int8 codes, float32 scale per output channel, what grid) of a weight: the grid it was quantized
+    on if it is on one that fits int8 (its values kept exactly), else the uniform 8-bit grid."""
+    found = find_grid(w)
+    if found is not None:
+        return found.codes, found.scale, f"weights exact on a {found.scheme} grid (codes up to {found.largest_code})"
+    grid = fit_grid(w, "uniform", 8)
+    codes = np.round(grid.snap(w) / grid.scale.reshape(-1, *([1] * (w.ndim - 1))))
+    return codes.astype("int8"), grid.scale.astype("float32"), "weights on the uniform 8-bit grid"
+
+
+@register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
+                      before="filter_block")
+def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+    ranges = ctx.options.get("ranges")
+    if ranges is None:
+        raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
+    target = Target.current(allow_none=True)
+    if target is None or not x86.is_x86(target):
+        raise LeaveDense(f"no int8 kernel for {target} (x86 with AVX-512 VNNI only)")
+    missing = int8_x86.missing_features(target)
+    if missing:
+        raise LeaveDense(f"no int8 kernel: the target CPU lacks {', '.join(missing)}")
+    conv = pattern_conv_of(call, ctx, grouped=False)
+    w, library, geom = conv.weight, conv.library, conv.geom
+    if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
+        raise LeaveDense(f"the int8 kernel runs stride 1, padding 1 (strides {geom.strides}, padding {geom.padding})")
+    if ctx.name not in ranges:
+        raise LeaveDense(f"no calibrated input range for layer {ctx.name!r} (tp.calibrate names the nn.Conv2d modules)")
+    scale, zero_point = input_grid(*ranges[ctx.name])
+    codes, weight_scale, weight_grid = int8_weight(w)
+    reasons = []
+    sizes = ctx.options.get("filters")
+    for filters in FILTERS if sizes is None else (sizes,):
+        try:
+            tables = int8_filter_block_tables(codes, library, filters)
+            break
+        except (NotPatternSparse, NotImplementedError) as e:
+            reasons.append(str(e))
+    else:
+        raise LeaveDense("; ".join(reasons))
+    N, C, H, W, K = geom.N, geom.C, geom.H, geom.W, w.shape[0]
+    F = tables.filters
+    B, L = tables.channel.shape
+    knobs = int8_x86.default_knobs(F, H, W)
+    bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
+    bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
+    kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, F, L, library.size, knobs)
+    kernel = kernel.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
+    quantize = int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups)
+    grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
+    quantize = quantize.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
+    arrays = (tables.length, tables.channel, tables.pattern, tables.value, permute_index(library), bias)
+
+    def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x = bb.emit(relax.call_tir(bb.add_func(quantize, QUANTIZE), relax.Tuple([call.args[0], relax.const(grid)]),
+                                   relax.TensorType(rowpair_shape(N, C, H, W, knobs.rows, knobs.groups), "uint8")))
+        gv = bb.add_func(kernel, KERNEL)
+        acc = bb.emit(relax.call_tir(gv, relax.Tuple([x, *(relax.const(a) for a in arrays)]),
+                                     relax.TensorType((N, K, H, W), "int32")))
+        return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc, relax.const(weight_scale),
+                          primfunc_name_hint=DEQUANTIZE_BLOCK, primfunc_attrs={"op_pattern": 0})
+
+    macs_dense = N * K * C * 9 * H * W
+    return Plan(emit=emit,
+                summary=f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}), {library.size}x{library.taps} "
+                        f"patterns shared by blocks of {F} filters, {int(tables.length.sum())}/{B * C} block kernels",
+                macs_dense=macs_dense, macs_sparse=int(tables.length.sum()) * F * 4 * N * H * W,
+                weight_bytes_packed=sum(a.nbytes for a in arrays))

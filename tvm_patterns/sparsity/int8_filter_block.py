@@ -1,0 +1,113 @@
+"""Int8 filter-block pattern conv: the tables of an int8 weight and the row-pair input layout that the
+x86 VNNI kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``) reads.
+
+``vpdpbusd`` adds, in each of 16 int32 lanes, the 4 products of 4 u8 and 4 s8 bytes. Here the 4
+bytes of a lane are the 4 taps of one pattern kernel (issue 34's layout): the weight side is a
+kernel's 4 taps of one filter (one int32, broadcast to the lanes), the input side 16 output positions
+times their 4 tap inputs, gathered from the input rows by one byte permutation (``vpermi2b``) whose
+index depends only on the pattern. The filters of a block share their kernels and patterns, so one
+gathered vector feeds a ``vpdpbusd`` of every filter of the block. The input is stored in row pairs
+so that two 64-byte loads hold every tap of 16 positions:
+
+    rowpair[n, c, r, g, s * 32 + i] = xpad[n, c, r + s, 16 * g + i]       s < 2, i < 32
+
+``xpad`` is the input with a border of one row and column at the zero point. Output row h,
+positions 16g .. 16g + 15, reads ``rowpair[n, c, h, g]`` (xpad rows h and h + 1) and
+``rowpair[n, c, h + 2, g]`` (row h + 2). Stride 1, padding 1 only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .filter_block import block_kernels
+from .pattern_library import PatternLibrary
+
+LANES = 16    # int32 lanes of a 512-bit vector: output positions per gathered vector
+HALF = 32     # input columns per row of a row pair
+
+
+@dataclass(frozen=True)
+class Int8FilterBlockTables:
+    """Per block b of ``filters`` filters: ``length[b]`` kernels, each on input channel
+    ``channel[b, j]`` with pattern ``pattern[b, j]``, and each filter's 4 int8 taps of it packed in one
+    int32 (tap t in byte t, the pattern's row-major tap order): ``value[b, j, f]``. Rows past
+    ``length[b]`` and filters past the last hold zeros."""
+
+    length: np.ndarray           # [B] int32
+    channel: np.ndarray          # [B, L] int32
+    pattern: np.ndarray          # [B, L] int32
+    value: np.ndarray            # [B, L, F] int32
+    n_filters: int               # K
+
+    @property
+    def filters(self) -> int:
+        return self.value.shape[2]
+
+
+def int8_filter_block_tables(w: np.ndarray, library: PatternLibrary, filters: int) -> Int8FilterBlockTables:
+    """The tables of an int8 [K, C, 3, 3] filter-block pattern weight (``filter_block.block_kernels``
+    says why a weight is not one)."""
+    w = np.asarray(w)
+    if w.dtype != np.int8:
+        raise ValueError(f"int8 filter-block tables need an int8 weight, got {w.dtype}")
+    if library.taps != 4:
+        raise NotImplementedError(f"the int8 kernel packs 4 taps a lane (one vpdpbusd group); this library "
+                                  f"keeps {library.taps}")
+    used, pid = block_kernels(w, library, filters)
+    K, C = w.shape[:2]
+    B = used.shape[0]
+    counts = used.sum(axis=1)
+    L = max(1, int(counts.max(initial=0)))
+    channel = np.zeros((B, L), dtype="int32")
+    pattern = np.zeros((B, L), dtype="int32")
+    taps = np.zeros((B, L, filters, 4), dtype="int8")
+    wp = np.zeros((B * filters, C, 3, 3), dtype="int8")
+    wp[:K] = w
+    wp = wp.reshape(B, filters, C, 3, 3)
+    offsets = library.tap_offsets()                                        # [P, 4, 2]
+    for b in range(B):
+        cs = np.flatnonzero(used[b])
+        p = pid[b, cs]
+        channel[b, :len(cs)], pattern[b, :len(cs)] = cs, p
+        # taps[b, j, f, t] = w[b*F + f, cs[j], kh, kw] of tap t of pattern p[j]
+        taps[b, :len(cs)] = wp[b][:, cs[:, None], offsets[p, :, 0], offsets[p, :, 1]].transpose(1, 0, 2)
+    value = np.ascontiguousarray(taps).view("<i4")[..., 0].astype("int32")
+    return Int8FilterBlockTables(counts.astype("int32"), channel, pattern, value, K)
+
+
+def permute_index(library: PatternLibrary) -> np.ndarray:
+    """[P, 64] uint8: the ``vpermi2b`` index of each pattern. Byte 4i + t of the gathered vector is
+    tap t of output position i: xpad row h + kh, column 16g + i + kw, found in the first table
+    (rowpair h: rows h, h + 1) at kh * 32 + i + kw or in the second (rowpair h + 2) at 64 + i + kw."""
+    offsets = library.tap_offsets()                                        # [P, 4, 2]
+    kh, kw = offsets[:, None, :, 0], offsets[:, None, :, 1]               # [P, 1, 4]
+    i = np.arange(LANES)[None, :, None]
+    index = np.where(kh < 2, kh * HALF, 2 * HALF) + i + kw                 # [P, 16, 4]
+    return index.reshape(library.size, 4 * LANES).astype("uint8")
+
+
+def rowpair_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
+    """Shape of the row-pair input for an output of h x w computed in tiles of ``rows`` rows and
+    ``groups`` groups of 16 positions (the tiles may run past the output; their rows are padding)."""
+    tiles_h = -(-h // rows)
+    tiles_w = -(-(-(-w // LANES)) // groups)
+    return (n, c, tiles_h * rows + 2, tiles_w * groups, 2 * HALF)
+
+
+def pack_rowpairs(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
+    """uint8 input [N, C, H, W] -> its row pairs (``rowpair_shape``), padding at ``zero_point``."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"row pairs pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+    n, c, h, w = x.shape
+    shape = rowpair_shape(n, c, h, w, rows, groups)
+    hp, g = shape[2], shape[3]
+    xpad = np.full((n, c, hp + 1, g * LANES + HALF), zero_point, dtype="uint8")
+    xpad[:, :, 1:h + 1, 1:w + 1] = x
+    out = np.empty(shape, dtype="uint8")
+    for s in range(2):
+        for gi in range(g):
+            out[:, :, :, gi, s * HALF:(s + 1) * HALF] = xpad[:, :, s:s + hp, gi * LANES:gi * LANES + HALF]
+    return out
