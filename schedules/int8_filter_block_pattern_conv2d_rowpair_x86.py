@@ -18,6 +18,8 @@ describes the layout). Exact integer arithmetic: the int32 sums of u8 x s8 produ
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 from tvm.script import tirx as T
@@ -28,6 +30,7 @@ from tvm_patterns.sparsity.int8_filter_block import LANES, rowpair_shape
 # The int32 accumulators of a tile, F x ROWS x GROUPS zmm registers, beside the F broadcast weights,
 # the index, two row-pair tables and the gathered vector: 32 zmm in all.
 MAX_ACCUMULATORS = 24
+L2_HALF = 1 << 20   # bytes
 
 
 # vpdpbusd (AVX512-VNNI) and vpermi2b (AVX512-VBMI): Ice Lake and later, Zen 4 and later.
@@ -43,11 +46,13 @@ def missing_features(target: Target) -> list[str]:
 class Knobs:
     rows: int = 1     # output rows of a register tile
     groups: int = 1   # groups of 16 output positions of a register tile row
+    blocks_inner: bool = False  # parallel loop order: row tiles, then blocks (False: blocks, then row tiles)
 
 
-def default_knobs(filters: int, out_h: int, out_w: int) -> Knobs:
+def default_knobs(filters: int, channels: int, out_h: int, out_w: int) -> Knobs:
     """The tile with the fewest padded positions per kernel step, then the most accumulators (each
-    kernel step loads the pattern's index and the F weights once for the whole tile)."""
+    kernel step loads the pattern's index and the F weights once for the whole tile); blocks inner
+    when the row-pair input does not fit half a core's L2 (docs/design.md#int8-filter-block)."""
     groups_in_row = -(-out_w // LANES)
     best = None
     for groups in range(1, groups_in_row + 1):
@@ -59,7 +64,9 @@ def default_knobs(filters: int, out_h: int, out_w: int) -> Knobs:
             cost = padded * (1 + 2 / acc)
             if best is None or cost < best[0]:
                 best = (cost, Knobs(rows, groups))
-    return best[1] if best else Knobs()
+    knobs = best[1] if best else Knobs()
+    big = math.prod(rowpair_shape(1, channels, out_h, out_w, knobs.rows, knobs.groups)) > L2_HALF
+    return dataclasses.replace(knobs, blocks_inner=big)
 
 
 def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int, k: int, blocks: int, filters: int,
@@ -72,6 +79,7 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
     tiles_h, tiles_w = (shape[2] - 2) // rows, shape[3] // groups
     tile = filters * rows * groups
     F = filters
+    step_b, step_h = (1, blocks) if knobs.blocks_inner else (tiles_h, 1)
 
     @T.prim_func(private=True)
     def kernel(X: T.Buffer(shape, "uint8"), length: T.Buffer((blocks,), "int32"),
@@ -79,40 +87,43 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
                value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 64), "uint8"),
                bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
         T.func_attr({"tir.noalias": True})
-        for nb in T.parallel(n * blocks):
-            for th in T.serial(tiles_h):
-                for tw in T.serial(tiles_w):
-                    acc = T.decl_buffer((tile * LANES,), "int32", scope="local")
-                    for a in T.unroll(tile):
-                        acc[T.ramp(a * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
-                    for j in T.serial(length[nb % blocks]):
-                        ch: T.int32 = channel[nb % blocks, j]
-                        ix: T.uint8x64 = index[pattern[nb % blocks, j], T.ramp(0, 1, 64)]
-                        for r in T.unroll(rows):
-                            for g in T.unroll(groups):
-                                v: T.uint8x64 = T.call_llvm_pure_intrin(
-                                    "uint8x64", "llvm.x86.avx512.vpermi2var.qi.512",
-                                    X[nb // blocks, ch, th * rows + r, tw * groups + g, T.ramp(0, 1, 64)], ix,
-                                    X[nb // blocks, ch, th * rows + r + 2, tw * groups + g, T.ramp(0, 1, 64)])
-                                for f in T.unroll(F):
-                                    acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
-                                        "int32x16", "llvm.x86.avx512.vpdpbusd.512",
-                                        acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)], v,
-                                        T.reinterpret(T.broadcast(value[nb % blocks, j, f], LANES), dtype="int8x64"))
-                    for f in T.unroll(F):
-                        for r in T.unroll(rows):
-                            for g in T.unroll(groups):
-                                if (nb % blocks) * F + f < k and th * rows + r < h:
-                                    if (tw * groups + g) * LANES + LANES <= w:
-                                        out[nb // blocks, (nb % blocks) * F + f, th * rows + r,
-                                            T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
-                                            acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
-                                            + T.broadcast(bias[(nb % blocks) * F + f], LANES))
-                                    else:
-                                        for i in T.serial(T.max(0, w - (tw * groups + g) * LANES)):
-                                            out[nb // blocks, (nb % blocks) * F + f, th * rows + r,
-                                                (tw * groups + g) * LANES + i] = (
-                                                acc[((f * rows + r) * groups + g) * LANES + i]
-                                                + bias[(nb % blocks) * F + f])
+        for q in T.parallel(n * tiles_h * blocks):
+            # blocks inner: the threads split the rows, each tile's input rows read by every block from L2
+            b: T.int32 = q // step_b % blocks
+            th: T.int32 = q // step_h % tiles_h
+            nn: T.int32 = q // (blocks * tiles_h)
+            for tw in T.serial(tiles_w):
+                acc = T.decl_buffer((tile * LANES,), "int32", scope="local")
+                for a in T.unroll(tile):
+                    acc[T.ramp(a * LANES, 1, LANES)] = T.broadcast(T.int32(0), LANES)
+                for j in T.serial(length[b]):
+                    ch: T.int32 = channel[b, j]
+                    ix: T.uint8x64 = index[pattern[b, j], T.ramp(0, 1, 64)]
+                    for r in T.unroll(rows):
+                        for g in T.unroll(groups):
+                            v: T.uint8x64 = T.call_llvm_pure_intrin(
+                                "uint8x64", "llvm.x86.avx512.vpermi2var.qi.512",
+                                X[nn, ch, th * rows + r, tw * groups + g, T.ramp(0, 1, 64)], ix,
+                                X[nn, ch, th * rows + r + 2, tw * groups + g, T.ramp(0, 1, 64)])
+                            for f in T.unroll(F):
+                                acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
+                                    "int32x16", "llvm.x86.avx512.vpdpbusd.512",
+                                    acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)], v,
+                                    T.reinterpret(T.broadcast(value[b, j, f], LANES), dtype="int8x64"))
+                for f in T.unroll(F):
+                    for r in T.unroll(rows):
+                        for g in T.unroll(groups):
+                            if (b) * F + f < k and th * rows + r < h:
+                                if (tw * groups + g) * LANES + LANES <= w:
+                                    out[nn, (b) * F + f, th * rows + r,
+                                        T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
+                                        acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
+                                        + T.broadcast(bias[(b) * F + f], LANES))
+                                else:
+                                    for i in T.serial(T.max(0, w - (tw * groups + g) * LANES)):
+                                        out[nn, (b) * F + f, th * rows + r,
+                                            (tw * groups + g) * LANES + i] = (
+                                            acc[((f * rows + r) * groups + g) * LANES + i]
+                                            + bias[(b) * F + f])
 
     return kernel

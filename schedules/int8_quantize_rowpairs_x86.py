@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from tvm_patterns.computes.int8_conv2d import DEQUANTIZE_BLOCK
+from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK
 from tvm_patterns.sparsity.int8_filter_block import HALF, LANES, rowpair_shape
 
 from .registry import FALLBACK, find_schedule, register_schedule

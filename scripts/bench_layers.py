@@ -93,7 +93,7 @@ class Int8Layer:
         K = w.shape[0]
         t = int8_filter_block_tables(wq, lib, filters)
         B, L = t.channel.shape
-        knobs = default_knobs(filters, H, W)
+        knobs = default_knobs(filters, C, H, W)
         f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs)
         self.fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                               tir_pipeline=tir_pipeline(target))["main"]

@@ -34,7 +34,8 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     ``LayerDecision`` per operator looked at; tuning_log: a ``tvm-patterns tune`` log directory
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
     the others their default schedule. int8: ``tvm_patterns.calibrate``'s input ranges; the
-    filter-block pattern convs with a range run in int8 (x86 AVX-512 VNNI; the "int8_filter_block" kind).
+    filter-block pattern convs and block-punched linear layers with a range run in int8 (x86 AVX-512
+    VNNI; the "int8_filter_block" and "int8_block" kinds).
     """
     target = as_target(target)
     options = check_options(options)
@@ -45,9 +46,10 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
             opts["library"] = library
         if max_density is not None and kind != "int8_filter_block":
             opts["max_density"] = max_density
-        if int8 is not None and kind == "int8_filter_block":
-            opts["ranges"] = dict(int8)
         options[kind] = opts
+    if int8 is not None:
+        for kind in ("int8_filter_block", "int8_block"):
+            options[kind] = {**options.get(kind, {}), "ranges": dict(int8)}
     extra = [] if tuning_log is None else [ApplyTuningLog(tuning_log, target)]
     return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra),
                        tir_pipeline=tir_pipeline(target))

@@ -114,6 +114,38 @@ def test_a_layer_without_a_range_stays_float_naming_it():
     assert layer.kind == "filter_block" and "no calibrated input range for layer '6'" in layer.passed_over
 
 
+def linear_model(seed=0) -> nn.Module:
+    """A classifier head of a user's: conv, flatten, two block-pruned linear layers (one of 21 features,
+    not a multiple of the block), a small dense one."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 9 * 10, 40),
+                          nn.ReLU(), nn.Linear(40, 21), nn.Tanh(), nn.Linear(21, 5)).eval()
+    oneshot_prune(model, [{"module": "3", "kind": "block", "block_rows": 8, "sparsity": 0.75},
+                          {"module": "5", "kind": "block", "block_rows": 4, "sparsity": 0.75,
+                           "quantize": {"scheme": "sp2", "bits": 4}}], PatternLibrary.patdnn()).squash()
+    return model
+
+
+def test_block_pruned_linear_layers_run_in_int8_within_the_grids_of_float_pytorch():
+    require_vnni()
+    model = linear_model()
+    batches = [torch.randn(3, 3, 9, 10) for _ in range(4)]
+    report = []
+    ex = tp.build(tp.from_pytorch(model, batches[0]), int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r for r in report}
+    assert kinds["3"].kind == kinds["5"].kind == "int8_block"
+    assert "weights on the uniform 8-bit grid" in kinds["3"].reason and "exact on a sp2 grid" in kinds["5"].reason
+    assert kinds["7"].kind is None                                  # dense: stays float
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = torch.randn(3, 3, 9, 10, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.03
+    asm = "".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert "vpdpbusd" in asm                                        # only the linear layers are int8 here
+
+
 def test_calibration_records_each_conv_input_range_and_clips_outliers_by_percentile():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 1))
     x = torch.zeros(1, 1, 40, 40)

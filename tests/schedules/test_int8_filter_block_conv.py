@@ -71,11 +71,12 @@ def require_vnni():
     ((1, 16, 8, 16), 8, 4, Knobs(1, 1), 0),
     ((2, 13, 9, 37), 10, 4, Knobs(3, 1), 3),     # odd channels, a row tail, K not a multiple of F, batch 2
     ((1, 5, 7, 40), 6, 2, Knobs(2, 2), 128),     # two groups a tile row, rows past the output
+    ((2, 7, 6, 20), 9, 4, Knobs(2, 1, blocks_inner=True), 5),   # threads split rows, blocks inner
     ((1, 24, 14, 14), 16, 4, None, 17),          # the default tile of a VGG-16 conv5 shape
 ])
 def test_the_int8_kernel_is_bit_exact_on_odd_shapes(shape, K, filters, knobs, zero_point):
     require_vnni()
-    knobs = knobs or default_knobs(filters, shape[2], shape[3])
+    knobs = knobs or default_knobs(filters, shape[1], shape[2], shape[3])
     got, ref = run(shape, K, filters, knobs, zero_point)
     np.testing.assert_array_equal(got, ref)
 
@@ -83,7 +84,7 @@ def test_the_int8_kernel_is_bit_exact_on_odd_shapes(shape, K, filters, knobs, ze
 def test_the_hot_loop_gathers_with_vpermi2b_and_multiplies_with_vpdpbusd():
     w = int8_weight(32, 64, 4, connectivity=3.6)
     t = int8_filter_block_tables(w, LIB, 4)
-    asm = build((1, 64, 28, 28), 32, 4, t, default_knobs(4, 28, 28)).mod.inspect_source("asm")
+    asm = build((1, 64, 28, 28), 32, 4, t, default_knobs(4, 64, 28, 28)).mod.inspect_source("asm")
     loop = hot_loop(asm)
     assert sum("vpdpbusd" in line for line in loop) >= 4 * sum("vperm" in line and "b\t" in line for line in loop) > 0
     assert not any("vpmaddubsw" in line or "vpmulld" in line for line in loop)

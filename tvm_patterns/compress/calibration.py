@@ -16,8 +16,8 @@ MAX_SAMPLES = 1 << 20   # values kept per layer for a percentile (a random subse
 
 
 def calibrate(model: nn.Module, batches, percentile: float = 100.0, seed: int = 0) -> dict[str, tuple[float, float]]:
-    """{module name: (low, high)} of the input of every nn.Conv2d of ``model`` over ``batches`` (an
-    iterable of input tensors, or of tuples of them), in eval mode."""
+    """{module name: (low, high)} of the input of every nn.Conv2d and nn.Linear of ``model`` over
+    ``batches`` (an iterable of input tensors, or of tuples of them), in eval mode."""
     if not (isinstance(percentile, (int, float)) and 50 < percentile <= 100):
         raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
     rng = np.random.default_rng(seed)
@@ -33,7 +33,8 @@ def calibrate(model: nn.Module, batches, percentile: float = 100.0, seed: int = 
             seen.setdefault(name, []).append(x)
         return hook
 
-    hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
     model.eval()
     try:
         with torch.no_grad():

@@ -22,7 +22,7 @@ from tvm.target import Target
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
-from tvm_patterns.computes.int8_conv2d import DEQUANTIZE_BLOCK, dequantize_conv
+from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, dequantize_conv
 from tvm_patterns.sparsity import NotPatternSparse
 from tvm_patterns.sparsity.int8_filter_block import int8_filter_block_tables, permute_index, rowpair_shape
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
@@ -48,9 +48,8 @@ def int8_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     return codes.astype("int8"), grid.scale.astype("float32"), "weights on the uniform 8-bit grid"
 
 
-@register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
-                      before="filter_block")
-def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+def check_int8_target(ctx: LayerContext) -> tuple[float, int]:
+    """The input grid (scale, zero point) of an int8 layer, or LeaveDense saying why it stays float."""
     ranges = ctx.options.get("ranges")
     if ranges is None:
         raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
@@ -60,13 +59,20 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     missing = int8_x86.missing_features(target)
     if missing:
         raise LeaveDense(f"no int8 kernel: the target CPU lacks {', '.join(missing)}")
+    if ctx.name not in ranges:
+        raise LeaveDense(f"no calibrated input range for layer {ctx.name!r} (tp.calibrate names the nn.Conv2d "
+                         f"and nn.Linear modules)")
+    return input_grid(*ranges[ctx.name])
+
+
+@register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
+                      before="filter_block")
+def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+    scale, zero_point = check_int8_target(ctx)
     conv = pattern_conv_of(call, ctx, grouped=False)
     w, library, geom = conv.weight, conv.library, conv.geom
     if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
         raise LeaveDense(f"the int8 kernel runs stride 1, padding 1 (strides {geom.strides}, padding {geom.padding})")
-    if ctx.name not in ranges:
-        raise LeaveDense(f"no calibrated input range for layer {ctx.name!r} (tp.calibrate names the nn.Conv2d modules)")
-    scale, zero_point = input_grid(*ranges[ctx.name])
     codes, weight_scale, weight_grid = int8_weight(w)
     reasons = []
     sizes = ctx.options.get("filters")
@@ -81,7 +87,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     N, C, H, W, K = geom.N, geom.C, geom.H, geom.W, w.shape[0]
     F = tables.filters
     B, L = tables.channel.shape
-    knobs = int8_x86.default_knobs(F, H, W)
+    knobs = int8_x86.default_knobs(F, C, H, W)
     bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
     bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
     kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, F, L, library.size, knobs)

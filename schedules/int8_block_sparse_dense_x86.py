@@ -1,0 +1,62 @@
+"""int8_block_sparse_dense_x86: int8 block-punched linear layer for AVX-512 VNNI.
+
+A TIR kernel written out (the input gather feeds a byte-lane broadcast no TE stage expresses): per row
+m of the input and block b of R output features,
+
+    parallel (m, b)
+      q < quads (by UNROLL, one accumulator each)
+        x4 = x[m, col[b, 4q]] | x[m, col[b, 4q + 1]] << 8 | ...     -- 4 input codes, u8
+        acc[u] = vpdpbusd(acc[u], broadcast(x4), value[b, q, 0:R])   -- R rows x 4 MACs
+      out[m, bR:bR + R] = sum of acc + bias
+
+R = 4, 8 or 16 (xmm, ymm, zmm). At batch 1 the layer reads its weights once: a byte a weight where
+the float kernel reads four (``sparsity/int8_block`` describes the tables; docs/design.md#int8-block-linear).
+"""
+from __future__ import annotations
+
+from tvm.script import tirx as T
+
+from tvm_patterns.sparsity.int8_block import UNROLL
+
+BLOCK_ROWS = (4, 8, 16)
+
+
+def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: int, block_rows: int, quads: int):
+    """PrimFunc(x u8 [M, cols], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
+    [M, out_features] = x codes @ weight codes + bias."""
+    if block_rows not in BLOCK_ROWS:
+        raise NotImplementedError(f"the int8 block kernel runs blocks of {BLOCK_ROWS} rows, not {block_rows}")
+    R = block_rows
+    acc_t, byte_t, ubyte_t = f"int32x{R}", f"int8x{4 * R}", f"uint8x{4 * R}"
+    intrin = f"llvm.x86.avx512.vpdpbusd.{32 * R}"
+    steps = quads // UNROLL
+
+    @T.prim_func(private=True)
+    def kernel(x: T.Buffer((m, cols), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+               value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
+               out: T.Buffer((m, out_features), "int32")):
+        T.func_attr({"tir.noalias": True})
+        for mb in T.parallel(m * blocks):
+            row: T.int32 = mb // blocks
+            b: T.int32 = mb % blocks
+            acc = T.decl_buffer((UNROLL * R,), "int32", scope="local")
+            for u in T.unroll(UNROLL):
+                acc[T.ramp(u * R, 1, R)] = T.broadcast(T.int32(0), R)
+            for s in T.serial(steps):
+                for u in T.unroll(UNROLL):
+                    x4: T.int32 = (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4])])
+                                   | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 1])]) << 8)
+                                   | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 2])]) << 16)
+                                   | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 3])]) << 24))
+                    acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
+                        acc_t, intrin, acc[T.ramp(u * R, 1, R)],
+                        T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
+                        T.reinterpret(value[b, s * UNROLL + u, T.ramp(0, 1, R)], dtype=byte_t))
+            if b * R + R <= out_features:
+                out[row, T.ramp(b * R, 1, R)] = (acc[T.ramp(0, 1, R)] + acc[T.ramp(R, 1, R)] + acc[T.ramp(2 * R, 1, R)]
+                                                 + acc[T.ramp(3 * R, 1, R)] + bias[T.ramp(b * R, 1, R)])
+            else:
+                for r in T.serial(out_features - b * R):
+                    out[row, b * R + r] = acc[r] + acc[R + r] + acc[2 * R + r] + acc[3 * R + r] + bias[b * R + r]
+
+    return kernel
