@@ -6,11 +6,13 @@ m of the input and block b of R output features,
     parallel (m, b)
       q < quads (by UNROLL, one accumulator each)
         x4 = x[m, col[b, 4q]] | x[m, col[b, 4q + 1]] << 8 | ...     -- 4 input codes, u8
-        acc[u] = vpdpbusd(acc[u], broadcast(x4), value[b, q, 0:R])   -- R rows x 4 MACs
+        acc[u] = vpdpbusd(acc[u], broadcast(x4), w[b, q, 0:R])       -- R rows x 4 MACs
       out[m, bR:bR + R] = sum of acc + bias
 
 R = 4, 8 or 16 (xmm, ymm, zmm). At batch 1 the layer reads its weights once: a byte a weight where
-the float kernel reads four (``sparsity/int8_block`` describes the tables; docs/design.md#int8-block-linear).
+the float kernel reads four. With ``nibbles`` the weights are 4-bit indices into a table of 16 int8
+codes, two quads a word, decoded by one ``vpshufb`` each: half the bytes again (``sparsity/int8_block``
+describes the tables; docs/design.md#int8-block-linear).
 """
 from __future__ import annotations
 
@@ -19,27 +21,35 @@ from tvm.script import tirx as T
 from tvm_patterns.sparsity.int8_block import UNROLL
 
 BLOCK_ROWS = (4, 8, 16)
+PSHUFB = {4: "llvm.x86.ssse3.pshuf.b.128", 8: "llvm.x86.avx2.pshuf.b", 16: "llvm.x86.avx512.pshuf.b.512"}
 
 
-def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: int, block_rows: int, quads: int):
-    """PrimFunc(x u8 [M, cols], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
-    [M, out_features] = x codes @ weight codes + bias."""
+def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: int, block_rows: int, quads: int,
+                                nibbles: bool = False):
+    """PrimFunc(x u8 [M, cols], col u16 [B, 4Q], value int32 [B, Q, R] (nibbles: [B, Q/2, R]), levels int8
+    [16] (nibbles only), bias int32 [B*R]) -> out int32 [M, out_features] = x codes @ weight codes + bias."""
     if block_rows not in BLOCK_ROWS:
         raise NotImplementedError(f"the int8 block kernel runs blocks of {BLOCK_ROWS} rows, not {block_rows}")
     R = block_rows
     acc_t, byte_t, ubyte_t = f"int32x{R}", f"int8x{4 * R}", f"uint8x{4 * R}"
     intrin = f"llvm.x86.avx512.vpdpbusd.{32 * R}"
     steps = quads // UNROLL
+    words = quads // 2 if nibbles else quads
+    shuffle = PSHUFB[R]
 
     @T.prim_func(private=True)
     def kernel(x: T.Buffer((m, cols), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
-               value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
-               out: T.Buffer((m, out_features), "int32")):
+               value: T.Buffer((blocks, words, R), "int32"), levels: T.Buffer((16,), "int8"),
+               bias: T.Buffer((blocks * R,), "int32"), out: T.Buffer((m, out_features), "int32")):
         T.func_attr({"tir.noalias": True})
         for mb in T.parallel(m * blocks):
             row: T.int32 = mb // blocks
             b: T.int32 = mb % blocks
             acc = T.decl_buffer((UNROLL * R,), "int32", scope="local")
+            table = T.decl_buffer((4 * R,), "int8", scope="local")     # the 16 codes in every 16-byte lane
+            if nibbles:
+                for i in T.serial(4 * R):
+                    table[i] = levels[i % 16]
             for u in T.unroll(UNROLL):
                 acc[T.ramp(u * R, 1, R)] = T.broadcast(T.int32(0), R)
             for s in T.serial(steps):
@@ -48,10 +58,18 @@ def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: in
                                    | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 1])]) << 8)
                                    | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 2])]) << 16)
                                    | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 3])]) << 24))
-                    acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
-                        acc_t, intrin, acc[T.ramp(u * R, 1, R)],
-                        T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
-                        T.reinterpret(value[b, s * UNROLL + u, T.ramp(0, 1, R)], dtype=byte_t))
+                    if nibbles:   # quad 2k in the low nibbles of word k, 2k + 1 in the high ones
+                        acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
+                            acc_t, intrin, acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
+                            T.call_llvm_pure_intrin(byte_t, shuffle, table[T.ramp(0, 1, 4 * R)], T.reinterpret(
+                                T.bitwise_and(T.shift_right(value[b, (s * UNROLL + u) // 2, T.ramp(0, 1, R)],
+                                                            T.broadcast(u % 2 * 4, R)),
+                                              T.broadcast(0x0F0F0F0F, R)), dtype=byte_t)))
+                    else:
+                        acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
+                            acc_t, intrin, acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
+                            T.reinterpret(value[b, s * UNROLL + u, T.ramp(0, 1, R)], dtype=byte_t))
+            # the UNROLL = 4 accumulators
             if b * R + R <= out_features:
                 out[row, T.ramp(b * R, 1, R)] = (acc[T.ramp(0, 1, R)] + acc[T.ramp(R, 1, R)] + acc[T.ramp(2 * R, 1, R)]
                                                  + acc[T.ramp(3 * R, 1, R)] + bias[T.ramp(b * R, 1, R)])

@@ -146,6 +146,22 @@ def test_block_pruned_linear_layers_run_in_int8_within_the_grids_of_float_pytorc
     assert "vpdpbusd" in asm                                        # only the linear layers are int8 here
 
 
+def test_a_linear_layer_on_a_4bit_grid_stores_two_codes_a_byte_and_computes_the_same():
+    require_vnni()
+    model = linear_model()
+    x = torch.randn(3, 3, 9, 10)
+    ranges = tp.calibrate(model, [x])
+    outputs = []
+    for options in (None, {"int8_block": {"nibbles_above_bytes": 0}}):   # 0: wherever the codes fit
+        report = []
+        ex = tp.build(tp.from_pytorch(model, x), int8=ranges, options=options, report=report)
+        outputs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy())
+        reasons = {r.layer: r.reason for r in report}
+    assert "4-bit codes two a byte" in reasons["5"]                # sp2, 4 bits: 15 codes
+    assert "4-bit codes two a byte" not in reasons["3"]            # the 8-bit grid: more than 16
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
 def test_calibration_records_each_conv_input_range_and_clips_outliers_by_percentile():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 1))
     x = torch.zeros(1, 1, 40, 40)

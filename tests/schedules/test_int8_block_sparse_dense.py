@@ -8,7 +8,7 @@ import tvm
 from schedules.int8_block_sparse_dense_x86 import int8_block_sparse_dense_x86
 from tvm_patterns.passes.register_tiles import tir_pipeline
 from tvm_patterns.sparsity.block import project_block_punched
-from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables
+from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .test_int8_filter_block_conv import HOST, VNNI, require_vnni
 
@@ -18,35 +18,58 @@ def block_weight(rows, cols, block_rows, sparsity=0.6, seed=0):
     return project_block_punched(w, block_rows, sparsity).astype("int8")
 
 
-def build(m, w, block_rows, target):
+POW2_CODES = np.array([0, 1, 2, 4, 8, 16, 32, 64, -1, -2, -4, -8, -16, -32, -64], "int8")   # 4-bit pow2
+
+
+def build(m, w, block_rows, target, nibbles=False):
     t = int8_block_tables(w, block_rows)
-    f = int8_block_sparse_dense_x86(m, w.shape[1], w.shape[0], t.col.shape[0], block_rows, t.quads)
+    t = nibble_tables(t) if nibbles else t
+    f = int8_block_sparse_dense_x86(m, w.shape[1], w.shape[0], t.col.shape[0], block_rows, t.quads, nibbles)
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target)), t
 
 
+@pytest.mark.parametrize("nibbles", [False, True])
 @pytest.mark.parametrize("m,rows,cols,block_rows", [
     (1, 21, 75, 8),       # rows not a multiple of the block, columns not of 4
     (3, 32, 130, 4),      # batch 3, xmm lanes
     (2, 50, 64, 16),      # zmm lanes, a short last block
 ])
-def test_the_int8_block_kernel_is_bit_exact(m, rows, cols, block_rows):
+def test_the_int8_block_kernel_is_bit_exact(m, rows, cols, block_rows, nibbles):
     require_vnni()
     rng = np.random.default_rng(1)
     w = block_weight(rows, cols, block_rows)
-    ex, t = build(m, w, block_rows, HOST)
+    if nibbles:                                                  # 15 codes: two a byte
+        w = np.where(w != 0, POW2_CODES[np.abs(w.astype(np.int64)) % 14 + 1], 0).astype("int8")
+    ex, t = build(m, w, block_rows, HOST, nibbles)
     x = rng.integers(0, 256, (m, cols)).astype("uint8")        # every code, 0 and 255 included
     x[0, :2] = (0, 255)
     bias = rng.integers(-10**6, 10**6, t.col.shape[0] * block_rows).astype("int32")
     out = tvm.runtime.tensor(np.zeros((m, rows), "int32"))
-    ex["main"](*(tvm.runtime.tensor(a) for a in (x, t.col, t.value, bias)), out)
+    levels = t.levels if nibbles else np.zeros(16, "int8")
+    ex["main"](*(tvm.runtime.tensor(a) for a in (x, t.col, t.value, levels, bias)), out)
     np.testing.assert_array_equal(out.numpy(), x.astype(np.int64) @ w.T.astype(np.int64) + bias[:rows])
 
 
-def test_the_hot_loop_multiplies_with_vpdpbusd_without_spilling():
-    ex, _ = build(1, block_weight(64, 512, 8), 8, VNNI)
+@pytest.mark.parametrize("nibbles", [False, True])
+def test_the_hot_loop_multiplies_with_vpdpbusd_without_spilling(nibbles):
+    w = block_weight(64, 512, 8)
+    w = np.sign(w).astype("int8") if nibbles else w
+    ex, _ = build(1, w, 8, VNNI, nibbles)
     asm = ex.mod.inspect_source("asm")
     assert asm.count("vpdpbusd") >= UNROLL and "%rsp" not in asm.split("vpdpbusd", 1)[1].split("ret", 1)[0]
+    assert ("vpshufb" in asm) == nibbles                            # the 4-bit codes decoded in registers
+
+
+def test_nibble_tables_hold_two_codes_a_byte_when_the_weight_has_at_most_16():
+    w = np.where(block_weight(8, 40, 8) != 0, POW2_CODES[np.arange(8 * 40).reshape(8, 40) % 15], 0).astype("int8")
+    t = int8_block_tables(w, 8)
+    n = nibble_tables(t)
+    assert n.quads == t.quads and n.value.nbytes * 2 == t.value.nbytes
+    index = n.value.view("uint8").reshape(1, t.quads // 2, 8, 4)
+    decoded = np.stack([n.levels[index & 15], n.levels[index >> 4]], axis=2).reshape(t.value.shape + (4,))
+    np.testing.assert_array_equal(decoded, t.value.view("int8").reshape(t.value.shape + (4,)))
+    assert nibble_tables(int8_block_tables(block_weight(8, 40, 8), 8)) is None      # 8-bit codes: more than 16
 
 
 def test_the_tables_hold_each_rows_four_weights_of_a_quad_in_one_int32():

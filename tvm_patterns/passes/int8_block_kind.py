@@ -2,7 +2,8 @@
 
 Asked for by ``tp.build(mod, int8=ranges)`` (``tvm_patterns.calibrate``); tried before "block", on the
 same weights (options as "block"'s: ``block_rows``, ``block_rows_candidates``, ``max_density``,
-``tolerance``, under ``options={"int8_block": {...}}``). Weights on a grid that fits int8 keep their
+``tolerance``, under ``options={"int8_block": {...}}``; ``nibbles_above_bytes``: weights of at most
+16 codes whose int8 tables are larger than this are stored two codes a byte). Weights on a grid that fits int8 keep their
 values; others go on the uniform 8-bit grid (as "int8_filter_block"). The matmul becomes
 
     quantize_dense(x) -> int8_block_sparse_dense_x86 -> dequantize_dense
@@ -18,7 +19,7 @@ from tvm import relax
 
 from schedules.int8_block_sparse_dense_x86 import BLOCK_ROWS, int8_block_sparse_dense_x86
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense, quantize_dense
-from tvm_patterns.sparsity.int8_block import int8_block_tables
+from tvm_patterns.sparsity.int8_block import int8_block_tables, nibble_tables
 
 from .block_kind import choose_block_rows
 from .int8_filter_block_kind import OPAQUE, check_int8_target, int8_weight
@@ -26,10 +27,13 @@ from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_
 from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_block_sparse_dense_x86"
+# Two codes a byte pay where the tables do not stay in cache (docs/design.md#int8-block-linear)
+NIBBLES_ABOVE_BYTES = 8 << 20
 
 
 @register_sparse_kind("int8_block", ["relax.matmul"],
-                      options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance"),
+                      options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance",
+                               "nibbles_above_bytes"),
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point = check_int8_target(ctx)
@@ -52,11 +56,15 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     except NotImplementedError as e:
         raise LeaveDense(str(e)) from None
     B = tables.col.shape[0]
+    if tables.col.nbytes + tables.value.nbytes > ctx.options.get("nibbles_above_bytes", NIBBLES_ABOVE_BYTES):
+        tables = nibble_tables(tables) or tables
+    nibbles = tables.levels is not None
     bias = np.zeros(B * R, dtype="int32")   # the zero point's share of the sums
     bias[:out] = -zero_point * codes.astype(np.int64).sum(axis=1)
-    kernel = int8_block_sparse_dense_x86(M, cols, out, B, R, tables.quads)
+    kernel = int8_block_sparse_dense_x86(M, cols, out, B, R, tables.quads, nibbles)
     kernel = kernel.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
-    arrays = (tables.col, tables.value, bias)
+    levels = tables.levels if nibbles else np.zeros(16, dtype="int8")
+    arrays = (tables.col, tables.value, levels, bias)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         x = bb.emit_te(functools.partial(quantize_dense, scale=scale, zero_point=zero_point), call.args[0],
@@ -67,8 +75,10 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
                           primfunc_name_hint=DEQUANTIZE_BLOCK, primfunc_attrs={"op_pattern": 0})
 
     macs = M * cols * out
+    stored = ", 4-bit codes two a byte" if nibbles else ""
     return Plan(emit=emit,
-                summary=f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}), block-punched "
-                        f"{R}x{4 * tables.quads} (of {cols} columns) in {B} blocks, {1 / max(density, 1e-9):.1f}x fewer MACs",
+                summary=f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}{stored}), block-"
+                        f"punched {R}x{4 * tables.quads} (of {cols} columns) in {B} blocks, "
+                        f"{1 / max(density, 1e-9):.1f}x fewer MACs",
                 macs_dense=macs, macs_sparse=int(round(macs * density)),
                 weight_bytes_packed=sum(a.nbytes for a in arrays))

@@ -11,6 +11,10 @@ broadcast to the R lanes. Per block b and quad q:
 
 Blocks keep the same number of columns when pruned at one sparsity; the tables are padded to the
 widest, and to a multiple of ``UNROLL`` quads, with zero weights.
+
+A weight of at most 16 distinct codes (a grid of 4 bits: uniform, pow2, sp2, ...) packs two codes a
+byte (``nibble_tables``): ``levels`` [16] lists the codes, and word k of a row holds the indices of
+quad 2k in its low nibbles and of quad 2k + 1 in its high ones, byte t for tap t.
 """
 from __future__ import annotations
 
@@ -34,9 +38,11 @@ class Int8BlockTables:
     def block_rows(self) -> int:
         return self.value.shape[2]
 
+    levels: np.ndarray | None = None   # [16] int8: the codes a nibble indexes; None: value holds the codes
+
     @property
     def quads(self) -> int:
-        return self.value.shape[1]
+        return self.value.shape[1] * (2 if self.levels is not None else 1)
 
 
 def int8_block_tables(w2d: np.ndarray, block_rows: int) -> Int8BlockTables:
@@ -55,3 +61,17 @@ def int8_block_tables(w2d: np.ndarray, block_rows: int) -> Int8BlockTables:
     taps[:, :width] = packed.values
     value = np.ascontiguousarray(taps.reshape(B, Q, 4, block_rows).transpose(0, 1, 3, 2)).view("<i4")[..., 0]
     return Int8BlockTables(col.astype("uint16"), value.astype("int32"), tuple(w2d.shape))
+
+
+def nibble_tables(tables: Int8BlockTables) -> Int8BlockTables | None:
+    """The same tables with 4-bit indices into a table of the weight's codes (two quads a word), or None
+    when the weight has more than 16 distinct codes."""
+    taps = tables.value.view("int8").reshape(*tables.value.shape, 4)                  # [B, Q, R, tap]
+    codes = np.unique(np.concatenate([[0], taps.ravel()]))
+    if codes.size > 16:
+        return None
+    levels = np.zeros(16, dtype="int8")
+    levels[:codes.size] = codes
+    index = np.searchsorted(codes, taps).astype("uint8")
+    words = np.ascontiguousarray(index[:, 0::2] | (index[:, 1::2] << 4)).view("<i4")[..., 0]
+    return Int8BlockTables(tables.col, words.astype("int32"), tables.shape, levels)
