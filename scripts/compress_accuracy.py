@@ -1,7 +1,7 @@
 """Compression quality on a real data set: every method side by side, at the same 3x3 weight budget.
 
     python scripts/compress_accuracy.py --data fashion-mnist|digits --csv FILE [--quick] [--nets vgg,resnet]
-                                        [--table pruning|quantization]
+                                        [--table pruning|quantization] [--int8]
 
 A small VGG-style CNN (3x3 convs only, one FC) and a small ResNet-style one (3x3 convs, 1x1
 shortcuts) are trained dense once, then each trained dense model is compressed with every method at
@@ -29,7 +29,9 @@ the others: as many masked epochs), with the same seed, distilling the dense mod
 (``Budget.distill``). The stem conv (one input channel) stays
 dense in every method. Each compressed model is also built with the TVM pass (its pattern library
 found from the weights) and its accuracy measured from that build on the first 1,000 test images,
-beside PyTorch's on the same images.
+beside PyTorch's on the same images. ``--int8`` builds each model in int8 too (``tp.calibrate`` on
+CALIBRATION_BATCHES training batches; the filter-block convs (``admm_fblock``) and block-pruned
+linear layers run in int8): its accuracy on those images and how often its top-1 equals PyTorch's.
 """
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ REDUCTIONS = (8, 16)
 QUANT_COLUMNS = ["data", "network", "method", "scheme", "bits", "budget", "reduction_3x3", "weight_bits_3x3",
                  "weight_bits_ratio_3x3", "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k",
                  "tvm_sparse_layers", "train_seconds", "epochs", "seed"]
+# --int8: the int8 build of each model (x86 AVX-512 VNNI), calibrated on CALIBRATION_BATCHES training batches
+INT8_COLUMNS = ["tvm_int8_accuracy_1k", "int8_top1_agreement_1k", "tvm_int8_layers"]
+CALIBRATION_BATCHES = 8
 GRIDS = {"uniform": {"scheme": "uniform", "bits": 4}, "pow2": {"scheme": "pow2", "bits": 4},
          "sp2": {"scheme": "sp2", "bits": 4}, "mixed": {"scheme": "mixed", "bits": 4},
          "term": {"scheme": "term", "bits": 4, "group": 8, "terms": 8}}
@@ -397,20 +402,23 @@ def library(dense: nn.Module) -> PatternLibrary:
     return PatternLibrary.extract([m.weight.detach().numpy() for _, m in pruned_3x3(dense)], 8, 4)
 
 
-def tvm_predictions(model: nn.Module, x: torch.Tensor, batch: int = 100) -> tuple[torch.Tensor, int]:
-    """Predictions of the TVM build of ``model`` (sparse kinds found from the weights) and how many
-    of its layers the build made sparse."""
+def tvm_predictions(model: nn.Module, x: torch.Tensor, batch: int = 100, int8=None) -> tuple[torch.Tensor, int]:
+    """Predictions of the TVM build of ``model`` (sparse kinds found from the weights; with ``int8``,
+    ``tp.calibrate``'s ranges, the layers the int8 kernels run in int8) and how many of its layers the
+    build rewrote (with ``int8``: how many it ran in int8)."""
     import tvm
     from tvm import relax
 
     import tvm_patterns as tp
 
     report = []
-    ex = tp.build(tp.from_pytorch(model.eval(), x[:batch].contiguous()), report=report)
+    ex = tp.build(tp.from_pytorch(model.eval(), x[:batch].contiguous()), report=report, int8=int8)
     vm = relax.VirtualMachine(ex, tvm.cpu())
     out = [vm["main"](tvm.runtime.tensor(x[i:i + batch].contiguous().numpy())).numpy().argmax(1)
            for i in range(0, len(x) - len(x) % batch, batch)]
-    return torch.from_numpy(np.concatenate(out)), sum(r.rewritten for r in report)
+    counted = [r for r in report if str(r.kind).startswith("int8_")] if int8 is not None else \
+        [r for r in report if r.rewritten]
+    return torch.from_numpy(np.concatenate(out)), len(counted)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -435,10 +443,11 @@ def quantization_jobs() -> list[tuple]:
 
 
 def run(data_name: str, nets, budget: Budget, jobs=None, width: int | None = None,
-        tvm_images: int = 1000, log=print, done=lambda row: None) -> list[dict]:
-    """Rows of the table (see COLUMNS and QUANT_COLUMNS), dense first, then one a job of ``jobs``
-    (default ``pruning_jobs()``); ``done(row)`` is called as each one is ready."""
+        tvm_images: int = 1000, log=print, done=lambda row: None, int8: bool = False) -> list[dict]:
+    """Rows of the table (see COLUMNS and QUANT_COLUMNS; ``int8``: INT8_COLUMNS too), dense first, then
+    one a job of ``jobs`` (default ``pruning_jobs()``); ``done(row)`` is called as each one is ready."""
     data = load(data_name, budget)
+    calibration = [data[0][i * 100:(i + 1) * 100] for i in range(CALIBRATION_BATCHES)] if int8 else None
     test = (data[2], data[3], min(tvm_images, len(data[3])) // 100 * 100 or len(data[3]))
     epochs = budget.admm_epochs + budget.retrain_epochs
     rows = []
@@ -450,7 +459,7 @@ def run(data_name: str, nets, budget: Budget, jobs=None, width: int | None = Non
         base = {"data": data_name, "network": net, "seed": SEED}
         lib = library(dense)
         dense_row = finish({**base, "method": "dense", "budget": ""}, dense, time.perf_counter() - t0,
-                           budget.dense_epochs, None, test, log, lib)
+                           budget.dense_epochs, None, test, log, lib, calibration=calibration)
         rows.append(dense_row)
         done(dense_row)
         teacher = logits(dense, data[0]) if budget.distill > 0 else None
@@ -458,16 +467,17 @@ def run(data_name: str, nets, budget: Budget, jobs=None, width: int | None = Non
             t0 = time.perf_counter()
             model = compress(dense, method, reduction, data, budget, teacher, grid)
             rows.append(finish({**base, "method": method, "budget": reduction or ""}, model,
-                               time.perf_counter() - t0, epochs, dense_row, test, log, lib, grid))
+                               time.perf_counter() - t0, epochs, dense_row, test, log, lib, grid, calibration))
             done(rows[-1])
     return rows
 
 
 def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dict | None, test, log,
-           lib: PatternLibrary, grid: dict | None = None) -> dict:
+           lib: PatternLibrary, grid: dict | None = None, calibration=None) -> dict:
     """The row of one trained model: its accuracies (PyTorch on the test set and on its first
     ``n1k`` images; the TVM build on those), reductions, stored 3x3 weight bits (on ``grid``, if
-    quantized), and the loss against the ``dense`` row."""
+    quantized), and the loss against the ``dense`` row. With ``calibration`` (training batches) the
+    int8 build too (INT8_COLUMNS)."""
     xte, yte, n1k = test
     acc = accuracy(predictions(model, xte), yte)
     dense_acc = acc if dense is None else dense["test_accuracy"]
@@ -482,6 +492,14 @@ def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dic
            "test_accuracy": acc, "loss_vs_dense": dense_acc - acc, "torch_accuracy_1k": torch_1k,
            "tvm_accuracy_1k": accuracy(tvm_pred, yte[:n1k]), "tvm_sparse_layers": sparse_layers,
            "train_seconds": seconds, "epochs": epochs}
+    if calibration is not None:
+        import tvm_patterns as tp
+
+        int8_pred, int8_layers = tvm_predictions(model, xte[:n1k], int8=tp.calibrate(model, calibration))
+        row.update({"tvm_int8_accuracy_1k": accuracy(int8_pred, yte[:n1k]), "tvm_int8_layers": int8_layers,
+                    "int8_top1_agreement_1k": 100.0 * float((int8_pred == predictions(model, xte[:n1k])).float().mean())})
+        log(f"  {base['network']} {base['method']:12s} int8 build: {int8_layers} int8 layers, 1k accuracy "
+            f"{row['tvm_int8_accuracy_1k']:.1f}%, top-1 as PyTorch's on {row['int8_top1_agreement_1k']:.1f}%")
     log(f"  {base['network']} {base['method']:12s} {scheme:18s} 3x3 {row['reduction_3x3']:5.1f}x "
         f"{row['weight_bits_ratio_3x3']:5.1f}x fewer bits  test {acc:6.2f}%  "
         f"1k: torch {torch_1k:.1f}% tvm {row['tvm_accuracy_1k']:.1f}% ({sparse_layers} sparse layers)  "
@@ -501,6 +519,8 @@ def main(argv=None) -> int:
                     help=f"channels of the first stage (default {', '.join(f'{n} {w}' for n, w in WIDTHS.items())})")
     ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--int8", action="store_true",
+                    help="also the int8 build of each model (x86 AVX-512 VNNI): its accuracy and top-1 agreement")
     args = ap.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     methods = [m for m in args.methods.split(",") if m]
@@ -518,16 +538,17 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"{args.data}: {budget}", flush=True)
     rows = []
-    columns = COLUMNS if args.table == "pruning" else QUANT_COLUMNS
+    columns = (COLUMNS if args.table == "pruning" else QUANT_COLUMNS) + (INT8_COLUMNS if args.int8 else [])
 
     def done(row):
         rows.append(row)
         write_csv(args.csv, [{c: row[c] for c in columns} for row in rows])
 
     jobs = pruning_jobs(methods) if args.table == "pruning" else quantization_jobs()
-    run(args.data, nets, budget, jobs, width=args.width, done=done)
+    run(args.data, nets, budget, jobs, width=args.width, done=done, int8=args.int8)
     print(fmt_table(rows, ["budget", "network", "method", "scheme", "reduction_3x3", "weight_bits_ratio_3x3",
-                           "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]))
+                           "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]
+                    + (INT8_COLUMNS if args.int8 else [])))
     print(f"total {time.perf_counter() - t0:.0f} s; wrote {args.csv}")
     return 0
 

@@ -13,6 +13,8 @@ import torch
 
 from tvm_patterns.apps import datasets
 
+from ..schedules.test_int8_filter_block_conv import require_vnni
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compress_accuracy.py"
 
 
@@ -55,6 +57,20 @@ def test_the_tvm_build_of_every_model_is_as_accurate_as_pytorch_and_rewrites_the
             assert r["tvm_sparse_layers"] == "5", r          # the five 3x3 convs after the stem
         if r["method"] == "admm_block":
             assert r["tvm_sparse_layers"] == "6", r          # and the FC layer
+
+
+def test_the_int8_build_runs_the_filter_block_convs_in_int8_with_the_top1_of_pytorch(script, tmp_path):
+    require_vnni()
+    path = tmp_path / "int8.csv"
+    assert script.main(["--data", "digits", "--quick", "--nets", "vgg", "--methods", "admm_fblock", "--int8",
+                        "--csv", str(path)]) == 0
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == script.COLUMNS + script.INT8_COLUMNS
+    assert [(r["method"], r["tvm_int8_layers"]) for r in rows] == [("dense", "0"), ("admm_fblock", "5"),
+                                                                   ("admm_fblock", "5")]
+    for r in rows[1:]:
+        assert float(r["int8_top1_agreement_1k"]) >= 98.0, r       # 500 images: at most 10 apart
 
 
 @pytest.fixture(scope="module")
