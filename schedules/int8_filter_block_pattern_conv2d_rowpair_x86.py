@@ -70,10 +70,13 @@ def default_knobs(filters: int, channels: int, out_h: int, out_w: int) -> Knobs:
 
 
 def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int, k: int, blocks: int, filters: int,
-                                                 max_len: int, patterns: int, knobs: Knobs):
+                                                 max_len: int, patterns: int, knobs: Knobs, requantize: bool = False):
     """PrimFunc(rowpair u8 [rowpair_shape], length [B], channel [B, L], pattern [B, L], value [B, L, F],
     index u8 [P, 64], bias [B*F] int32) -> out int32 [N, K, H, W]: out = conv(x, w) + bias, where the
-    row pairs hold x (its padding at the zero point: fold -zero_point * sum(w) into the bias)."""
+    row pairs hold x (its padding at the zero point: fold -zero_point * sum(w) into the bias).
+
+    ``requantize``: two more inputs, scale float32 [B*F, 2] and grid float32 [3], and out uint8: the
+    sums requantized onto the next layer's grid in the write-back (``requantize_codes``)."""
     rows, groups = knobs.rows, knobs.groups
     shape = rowpair_shape(n, c, h, w, rows, groups)
     tiles_h, tiles_w = (shape[2] - 2) // rows, shape[3] // groups
@@ -81,12 +84,8 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
     F = filters
     step_b, step_h = (1, blocks) if knobs.blocks_inner else (tiles_h, 1)
 
-    @T.prim_func(private=True)
-    def kernel(X: T.Buffer(shape, "uint8"), length: T.Buffer((blocks,), "int32"),
-               channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
-               value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 64), "uint8"),
-               bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
-        T.func_attr({"tir.noalias": True})
+    @T.macro
+    def conv(X, length, channel, pattern, value, index, bias, scale, grid, out):
         for q in T.parallel(n * tiles_h * blocks):
             # blocks inner: the threads split the rows, each tile's input rows read by every block from L2
             b: T.int32 = q // step_b % blocks
@@ -115,15 +114,46 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
                         for g in T.unroll(groups):
                             if (b) * F + f < k and th * rows + r < h:
                                 if (tw * groups + g) * LANES + LANES <= w:
-                                    out[nn, (b) * F + f, th * rows + r,
-                                        T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
-                                        acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
-                                        + T.broadcast(bias[(b) * F + f], LANES))
+                                    sums = (acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
+                                            + T.broadcast(bias[(b) * F + f], LANES))
+                                    out[nn, (b) * F + f, th * rows + r, T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
+                                        requantize_codes(sums, scale, grid, (b) * F + f, LANES) if requantize else sums)
                                 else:
                                     for i in T.serial(T.max(0, w - (tw * groups + g) * LANES)):
-                                        out[nn, (b) * F + f, th * rows + r,
-                                            (tw * groups + g) * LANES + i] = (
-                                            acc[((f * rows + r) * groups + g) * LANES + i]
-                                            + bias[(b) * F + f])
+                                        sums = acc[((f * rows + r) * groups + g) * LANES + i] + bias[(b) * F + f]
+                                        out[nn, (b) * F + f, th * rows + r, (tw * groups + g) * LANES + i] = (
+                                            requantize_codes(sums, scale, grid, (b) * F + f, 1) if requantize else sums)
+
+    if requantize:
+        @T.prim_func(private=True)
+        def kernel(X: T.Buffer(shape, "uint8"), length: T.Buffer((blocks,), "int32"),
+                   channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
+                   value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 64), "uint8"),
+                   bias: T.Buffer((blocks * filters,), "int32"), scale: T.Buffer((blocks * filters, 2), "float32"),
+                   grid: T.Buffer((3,), "float32"), out: T.Buffer((n, k, h, w), "uint8")):
+            T.func_attr({"tir.noalias": True})
+            conv(X, length, channel, pattern, value, index, bias, scale, grid, out)
+    else:
+        @T.prim_func(private=True)
+        def kernel(X: T.Buffer(shape, "uint8"), length: T.Buffer((blocks,), "int32"),
+                   channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
+                   value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 64), "uint8"),
+                   bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
+            T.func_attr({"tir.noalias": True})
+            conv(X, length, channel, pattern, value, index, bias, None, None, out)
 
     return kernel
+
+
+def requantize_codes(sums, scale, grid, k, lanes: int):
+    """uint8 codes of int32 sums of output channel k on the next layer's grid: with scale[k] = (the
+    sums' float scale, the float bias) and grid = (1 / next scale, next zero point, lowest code),
+    clip(floor((sums * scale[k, 0] + scale[k, 1]) * grid[0] + 0.5) + grid[1], grid[2], 255), the same
+    float32 operations as the float epilogue then the next layer's quantizer (a ReLU between: lowest
+    code = the zero point)."""
+    def bc(x):
+        return T.broadcast(x, lanes) if lanes > 1 else x
+    f32 = "float32" if lanes == 1 else f"float32x{lanes}"
+    y = T.Cast(f32, sums) * bc(scale[k, 0]) + bc(scale[k, 1])
+    q = T.max(T.min(T.floor(y * bc(grid[0]) + bc(T.float32(0.5))) + bc(grid[1]), bc(T.float32(255.0))), bc(grid[2]))
+    return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)

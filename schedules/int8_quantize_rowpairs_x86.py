@@ -23,17 +23,19 @@ from .registry import FALLBACK, find_schedule, register_schedule
 SPATIAL = 0  # IterVar.DataPar
 
 
-def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int):
+def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int, codes: bool = False):
     """PrimFunc(x float32 [N, C, H, W], grid float32 [2] = (1 / scale, zero point)) -> uint8 row pairs
     (``sparsity.int8_filter_block``): codes clip(floor(x * (1 / scale) + 0.5) + zero_point, 0, 255),
-    the padding at the zero point."""
+    the padding at the zero point. ``codes``: x is uint8, already on the grid (written by the previous
+    int8 conv, ``passes/int8_requantize``), and is only laid out."""
     shape = rowpair_shape(n, c, h, w, rows, groups)
     hp, g_ = shape[2], shape[3]
     wp = g_ * LANES + HALF
     vec = w // LANES * LANES
 
     @T.prim_func(private=True)
-    def quantize(x: T.Buffer((n, c, h, w), "float32"), grid: T.Buffer((2,), "float32"), out: T.Buffer(shape, "uint8")):
+    def quantize(x: T.Buffer((n, c, h, w), "uint8" if codes else "float32"), grid: T.Buffer((2,), "float32"),
+                 out: T.Buffer(shape, "uint8")):
         T.func_attr({"tir.noalias": True})
         for nc in T.parallel(n * c):
             pad = T.decl_buffer(((hp + 1) * wp,), "uint8")
@@ -42,14 +44,20 @@ def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups
                 if 1 <= r and r <= h:
                     pad[r * wp] = zp
                     for q0 in T.serial(w // LANES):
-                        pad[T.ramp(r * wp + 1 + q0 * LANES, 1, LANES)] = T.Cast("uint8x16", T.max(T.min(
-                            T.floor(x[nc // c, nc % c, r - 1, T.ramp(q0 * LANES, 1, LANES)] * T.broadcast(grid[0], LANES)
-                                    + T.broadcast(T.float32(0.5), LANES)) + T.broadcast(grid[1], LANES),
-                            T.broadcast(T.float32(255.0), LANES)), T.broadcast(T.float32(0.0), LANES)))
+                        if codes:
+                            pad[T.ramp(r * wp + 1 + q0 * LANES, 1, LANES)] = x[nc // c, nc % c, r - 1, T.ramp(q0 * LANES, 1, LANES)]
+                        else:
+                            pad[T.ramp(r * wp + 1 + q0 * LANES, 1, LANES)] = T.Cast("uint8x16", T.max(T.min(
+                                T.floor(x[nc // c, nc % c, r - 1, T.ramp(q0 * LANES, 1, LANES)] * T.broadcast(grid[0], LANES)
+                                        + T.broadcast(T.float32(0.5), LANES)) + T.broadcast(grid[1], LANES),
+                                T.broadcast(T.float32(255.0), LANES)), T.broadcast(T.float32(0.0), LANES)))
                     for q in T.serial(w - vec):
-                        pad[r * wp + 1 + vec + q] = T.Cast("uint8", T.max(T.min(
-                            T.floor(x[nc // c, nc % c, r - 1, vec + q] * grid[0] + T.float32(0.5)) + grid[1],
-                            T.float32(255.0)), T.float32(0.0)))
+                        if codes:
+                            pad[r * wp + 1 + vec + q] = x[nc // c, nc % c, r - 1, vec + q]
+                        else:
+                            pad[r * wp + 1 + vec + q] = T.Cast("uint8", T.max(T.min(
+                                T.floor(x[nc // c, nc % c, r - 1, vec + q] * grid[0] + T.float32(0.5)) + grid[1],
+                                T.float32(255.0)), T.float32(0.0)))
                     for q in T.serial(wp - w - 1):
                         pad[r * wp + w + 1 + q] = zp
                 else:

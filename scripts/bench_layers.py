@@ -12,8 +12,8 @@ the machine's SGEMM rate, measured in the same run, is the roof.
 (the kernel with load reuse across filters), in the same rounds. ``--int8`` (with ``--filter-block``)
 also times that layer in int8 (weights per output channel on the uniform 8-bit grid, the input on a
 per-tensor one): our int8 kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``, AVX-512
-VNNI; the kernel alone, its input already in row pairs as the layer before would write it) and
-PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer. ``--deepsparse`` also runs
+VNNI; the kernel alone, its input already in row pairs and its output uint8 codes, as between int8
+layers of a build) and PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer. ``--deepsparse`` also runs
 DeepSparse on each pruned layer in its venv's worker beside PyTorch there (not interleaved with ours:
 ``ours_vs_deepsparse`` is the ratio of the two speed-ups, each over the PyTorch timed beside it).
 """
@@ -94,22 +94,30 @@ class Int8Layer:
         t = int8_filter_block_tables(wq, lib, filters)
         B, L = t.channel.shape
         knobs = default_knobs(filters, C, H, W)
-        f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs)
+        # as the build runs it between int8 layers, and as torch.ao does: the sums requantized to uint8
+        # codes (an output grid of zero point 128 over the float conv's range)
+        f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs, requantize=True)
         self.fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                               tir_pipeline=tir_pipeline(target))["main"]
+        w_dequant = wq.astype("float32") * grid.scale[:, None, None, None].astype("float32")
+        with torch.no_grad():
+            self.out_scale = float(torch.nn.functional.conv2d(x, torch.from_numpy(w_dequant), padding=1).abs().max()) / 127
         bias = np.zeros(B * filters, "int32")
         bias[:K] = -128 * wq.astype(np.int64).sum(axis=(1, 2, 3))
+        scale = np.zeros((B * filters, 2), "float32")
+        scale[:K, 0] = np.float32(self.x_scale) * grid.scale
         self.args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(xq, 128, knobs.rows, knobs.groups), t.length,
-                                                     t.channel, t.pattern, t.value, permute_index(lib), bias,
-                                                     np.zeros((N, K, H, W), "int32"))]
-        self.w_scale = grid.scale
+                                                     t.channel, t.pattern, t.value, permute_index(lib), bias, scale,
+                                                     np.array([1 / self.out_scale, 128, 0], "float32"),
+                                                     np.zeros((N, K, H, W), "uint8"))]
         self.macs = int(t.length.sum()) * filters * 4 * H * W
-        # PyTorch's int8 conv of the same grids, dense
+        # PyTorch's int8 conv of the same grids, dense, onto the same output grid
         torch.backends.quantized.engine = "x86"
         self.torch_conv = torch.ao.nn.quantized.Conv2d(C, K, 3, padding=1)
         self.torch_conv.set_weight_bias(torch.quantize_per_channel(
-            torch.from_numpy(wq.astype("float32") * grid.scale[:, None, None, None].astype("float32")),
-            torch.from_numpy(grid.scale), torch.zeros(K, dtype=torch.long), 0, torch.qint8), None)
+            torch.from_numpy(w_dequant), torch.from_numpy(grid.scale), torch.zeros(K, dtype=torch.long), 0,
+            torch.qint8), None)
+        self.torch_conv.scale, self.torch_conv.zero_point = self.out_scale, 128
         self.torch_x = torch.quantize_per_tensor(x, self.x_scale, 128, torch.quint8)
 
     def run(self):
@@ -119,9 +127,9 @@ class Int8Layer:
         return self.torch_conv(self.torch_x)
 
     def output(self) -> np.ndarray:
-        """The conv (no bias) dequantized from our kernel's int32 sums."""
+        """The conv (no bias) dequantized from our kernel's output codes."""
         self.run()
-        return self.args[-1].numpy() * self.x_scale * self.w_scale[None, :, None, None]
+        return (self.args[-1].numpy().astype("float32") - 128) * self.out_scale
 
 
 def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1, blocked=None,

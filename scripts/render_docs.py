@@ -50,6 +50,11 @@ KINDS = [
       ("reduction_3x3", "3x3 reduction"), ("weight_bits_ratio_3x3", "3x3 weight bits ratio"),
       ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"), ("torch_accuracy_1k", "PyTorch 1k %"),
       ("tvm_accuracy_1k", "TVM build 1k %"), ("train_seconds", "train s")]),
+    ("int8", "int8_top1_agreement_1k",
+     [("network", "network"), ("method", "method"), ("budget", "budget"), ("reduction_3x3", "3x3 reduction"),
+      ("test_accuracy", "test accuracy %"), ("torch_accuracy_1k", "PyTorch 1k %"), ("tvm_accuracy_1k", "TVM build 1k %"),
+      ("tvm_int8_accuracy_1k", "TVM int8 build 1k %"), ("int8_top1_agreement_1k", "int8 top-1 as PyTorch's %"),
+      ("tvm_int8_layers", "int8 layers")]),
     ("accuracy", "loss_vs_dense",
      [("network", "network"), ("method", "method"), ("budget", "budget"), ("reduction_3x3", "3x3 reduction"),
       ("reduction_total", "total reduction"), ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"),
@@ -66,6 +71,8 @@ KINDS = [
 ]
 TITLES = {"arm": "Static ARM throughput of the NEON hot loops (`scripts/arm_throughput.py`, llvm-mca estimates, one core)",
           "accuracy": "Accuracy of every compression method (`scripts/compress_accuracy.py`)",
+          "int8": "Int8 builds of compressed models (`scripts/compress_accuracy.py --int8`, calibrated on 8 "
+                  "training batches)",
           "quantization": "Accuracy of every quantization grid, alone and with pattern pruning "
                           "(`scripts/compress_accuracy.py --table quantization`)", "peers": "Peers side by side (`scripts/bench_peers.py`)",
           "networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",

@@ -1,5 +1,7 @@
 """Static int8 through ``tp.build(mod, int8=tp.calibrate(model, batches))``: filter-block pattern convs
 with a calibrated input range run in int8 (AVX-512 VNNI), the rest as before, each with its reason."""
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from torch import nn
 from tvm import relax
 
 import tvm_patterns as tp
+from tvm_patterns.passes.int8_requantize import REQUANTIZED
 from tvm_patterns.sparsity.quantization import input_grid
 from tvm_patterns.compress import oneshot_prune
 from tvm_patterns.sparsity import PatternLibrary
@@ -74,6 +77,34 @@ def test_the_int8_build_multiplies_with_vpdpbusd(int8_build):
     _, ex, _ = int8_build
     asm = "".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
     assert asm.count("vpdpbusd") > 0
+
+
+def test_an_int8_conv_feeding_another_writes_the_next_layers_codes_as_the_float_chain_would(monkeypatch):
+    require_vnni()
+    model = user_model()
+    batches = [torch.randn(2, 3, 20, 30, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    mod, ranges = tp.from_pytorch(model, batches[0]), tp.calibrate(model, batches)
+    report = []
+    fused = tp.build(mod, int8=ranges, report=report)
+    reasons = {r.layer: r.reason for r in report}
+    assert REQUANTIZED in reasons["2"]          # conv -> BatchNorm -> ReLU -> max pool -> int8 conv "6"
+    assert REQUANTIZED not in reasons["6"]      # its consumer, the stride-2 conv, runs in float
+    assert "rowpair_x86_requantize" in "".join(m.inspect_source("asm") for m in fused.mod.imports if m.kind == "llvm")
+    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8Requantize", lambda report=None: tvm.transform.Sequential([]))
+    float_between = tp.build(mod, int8=ranges)
+    x = tvm.runtime.tensor(torch.randn(2, 3, 20, 30, generator=torch.Generator().manual_seed(7)).numpy())
+    got, expected = (relax.VirtualMachine(ex, tvm.cpu())["main"](x).numpy() for ex in (fused, float_between))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_every_int8_conv_of_vgg16_but_the_last_writes_the_next_layers_codes():
+    require_vnni()                 # the importer's max pools there: a tuple of the pool and its indices
+    from tvm_patterns.apps.models import pruned_network
+    model, x, mod = pruned_network("vgg16", 32, filter_block=4)
+    report = []
+    tp.build(mod, int8=tp.calibrate(model, [x]), report=report)
+    convs = [r for r in report if r.kind == "int8_filter_block"]
+    assert len(convs) == 12 and [REQUANTIZED in r.reason for r in convs] == [True] * 11 + [False]
 
 
 def test_a_cpu_without_vnni_keeps_the_float_kernel_and_says_so():

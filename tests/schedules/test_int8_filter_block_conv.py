@@ -176,3 +176,51 @@ def test_the_quantization_into_row_pairs_rounds_half_up_and_saturates(shape, row
     tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
     assert (codes == 0).any() and (codes == 255).any()
     np.testing.assert_array_equal(args[-1].numpy(), expected)
+
+
+def requantized_reference(sums, scale, grid):
+    """The next layer's codes of int32 sums [N, K, H, W]: the float32 operations of the float epilogue
+    (sums * scale + bias) and of the next quantizer, the lowest code grid[2]."""
+    y = sums.astype("float32") * scale[:, 0, None, None] + scale[:, 1, None, None]
+    return np.clip(np.floor(y * grid[0] + np.float32(0.5)) + grid[1], grid[2], 255).astype("uint8")
+
+
+@pytest.mark.parametrize("shape,K,filters,knobs,lowest", [
+    ((2, 13, 9, 37), 10, 4, Knobs(3, 1), 7),     # a row tail, K not a multiple of F; a ReLU (lowest = zero point)
+    ((1, 5, 7, 40), 6, 2, Knobs(2, 2), 0),       # no ReLU: the whole grid
+])
+def test_the_requantizing_kernel_writes_the_next_layers_codes_of_its_sums(shape, K, filters, knobs, lowest):
+    require_vnni()
+    N, C, H, W = shape
+    rng = np.random.default_rng(2)
+    w = int8_weight(K, C, filters, seed=2)
+    x = rng.integers(0, 256, shape).astype("uint8")
+    t = int8_filter_block_tables(w, LIB, filters)
+    B = t.channel.shape[0]
+    folded = np.zeros(B * filters, "int32")
+    folded[:K] = -3 * w.astype(np.int64).sum(axis=(1, 2, 3))       # zero point 3
+    scale = np.zeros((B * filters, 2), "float32")
+    scale[:K, 0] = rng.uniform(1e-4, 3e-4, K)
+    scale[:K, 1] = rng.uniform(-1, 1, K)
+    grid = np.array([20.0, 7, lowest], "float32")                   # next scale 0.05, zero point 7
+    f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, t.channel.shape[1], LIB.size, knobs,
+                                                     requantize=True)
+    args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(x, 3, knobs.rows, knobs.groups), t.length, t.channel,
+                                            t.pattern, t.value, permute_index(LIB), folded, scale, grid,
+                                            np.zeros((N, K, H, W), "uint8"))]
+    tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=HOST,
+                tir_pipeline=tir_pipeline(HOST))["main"](*args)
+    expected = requantized_reference(reference(x, w, np.zeros(K, "int32"), 3), scale[:K], grid)
+    assert (expected == lowest).any() and (expected == 255).any() and (expected > lowest).mean() > 0.2
+    np.testing.assert_array_equal(args[-1].numpy(), expected)
+
+
+def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs():
+    require_vnni()
+    from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
+    codes = np.random.default_rng(6).integers(0, 256, (2, 3, 7, 37)).astype("uint8")
+    expected = pack_rowpairs(codes, 9, 3, 1)
+    f = int8_quantize_rowpairs_x86(2, 3, 7, 37, 3, 1, codes=True).with_attr("global_symbol", "main")
+    args = [tvm.runtime.tensor(a) for a in (codes, np.array([0.5, 9], "float32"), np.zeros(expected.shape, "uint8"))]
+    tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
+    np.testing.assert_array_equal(args[-1].numpy(), expected)

@@ -23,6 +23,7 @@ from .. import targets
 from ..build import build
 from ..compress.calibration import calibrate
 from ..importer import from_pytorch
+from ..passes.int8_requantize import REQUANTIZED
 from ..devices.profiling import kernel_times
 from ..devices.timing import cpu_name, measure_rounds, use_threads
 from ..tuning import log_dir_for
@@ -85,7 +86,9 @@ def run_network(name: str, image_size: int, connectivity: float, sparsity: float
     for r in report:
         say(f"    {r.layer:24s} {r.kind or 'dense':8s} {r.reason}")
     if int8:
-        say(f"[{name}] the int8 build ran {sum(str(r.kind).startswith('int8_') for r in int8_report)} layers in int8")
+        chained = sum(REQUANTIZED in r.reason for r in int8_report)
+        say(f"[{name}] the int8 build ran {sum(str(r.kind).startswith('int8_') for r in int8_report)} layers in int8, "
+            f"{chained} of them writing 8-bit codes for the next")
     xt = tvm.runtime.tensor(x.numpy())
     outputs = {label: vm["main"](xt).numpy() for label, vm in vms.items()}
     errors = {label: rel_error(out, ref) for label, out in outputs.items()}

@@ -22,9 +22,8 @@ from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_B
 from tvm_patterns.sparsity.int8_block import int8_block_tables, nibble_tables
 
 from .block_kind import choose_block_rows
-from .int8_filter_block_kind import OPAQUE, check_int8_target, int8_weight
+from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
 from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
-from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_block_sparse_dense_x86"
 # Two codes a byte pay where the tables do not stay in cache (docs/design.md#int8-block-linear)
@@ -62,7 +61,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     bias = np.zeros(B * R, dtype="int32")   # the zero point's share of the sums
     bias[:out] = -zero_point * codes.astype(np.int64).sum(axis=1)
     kernel = int8_block_sparse_dense_x86(M, cols, out, B, R, tables.quads, nibbles)
-    kernel = kernel.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
+    kernel = written_out(kernel)
     levels = tables.levels if nibbles else np.zeros(16, dtype="int8")
     arrays = (tables.col, tables.value, levels, bias)
 

@@ -8,8 +8,8 @@ input on the uint8 grid of its calibrated range (``quantization.input_grid``). T
 
     quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
 
-(the bias and activation after it fuse into the dequantization). Activations are float between layers:
-each layer quantizes its own input.
+(the bias and activation after it fuse into the dequantization). Where the next layer is an int8 conv
+too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
 """
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ from .schedule_pass import SCHEDULED_ATTR
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
 QUANTIZE = "int8_quantize_rowpairs_x86"
 OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
+# What passes/int8_requantize reads back: the kernel's geometry and knobs, its layer, the row pairs a
+# quantization writes, the input scale a dequantization multiplies by.
+CONV_ATTR, LAYER_ATTR = "tvm_patterns.int8_conv", "tvm_patterns.layer"
+ROWPAIRS_ATTR, DEQUANTIZE_ATTR = "tvm_patterns.int8_rowpairs", "tvm_patterns.int8_dequantize_scale"
+
+
+def written_out(func):
+    """A TIR function of ours marked scheduled and opaque to Relax's fusion."""
+    return func.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
 
 
 def int8_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -90,11 +99,13 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     knobs = int8_x86.default_knobs(F, C, H, W)
     bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
     bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
-    kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, F, L, library.size, knobs)
-    kernel = kernel.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
-    quantize = int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups)
+    geometry = (N, C, H, W, K, B, F, L, library.size)
+    kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
+    kernel = written_out(kernel).with_attrs({CONV_ATTR: [*geometry, knobs.rows, knobs.groups, knobs.blocks_inner],
+                                             LAYER_ATTR: ctx.name})
+    quantize = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups))
+    quantize = quantize.with_attr(ROWPAIRS_ATTR, [N, C, H, W, knobs.rows, knobs.groups])
     grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
-    quantize = quantize.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
     arrays = (tables.length, tables.channel, tables.pattern, tables.value, permute_index(library), bias)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -104,7 +115,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         acc = bb.emit(relax.call_tir(gv, relax.Tuple([x, *(relax.const(a) for a in arrays)]),
                                      relax.TensorType((N, K, H, W), "int32")))
         return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc, relax.const(weight_scale),
-                          primfunc_name_hint=DEQUANTIZE_BLOCK, primfunc_attrs={"op_pattern": 0})
+                          primfunc_name_hint=DEQUANTIZE_BLOCK,
+                          primfunc_attrs={"op_pattern": 0, DEQUANTIZE_ATTR: float(scale)})
 
     macs_dense = N * K * C * 9 * H * W
     return Plan(emit=emit,
