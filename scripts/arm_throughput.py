@@ -2,7 +2,7 @@
 hot loop of each layer's generated aarch64 code.
 
     python scripts/arm_throughput.py --net vgg16 --csv F [--mcpu cortex-a76] [--model neoverse-n2]
-                                     [--clock-ghz 2.4] [--layers a,b] [--filter-block 4]
+                                     [--clock-ghz 2.4] [--layers a,b] [--filter-block 4 [--int8]]
 
 For each 3x3 layer of the network, pattern-pruned as the demo prunes it (``--filter-block F``: in
 blocks of F filters sharing kernels and patterns, which the build runs with its filter-block
@@ -17,6 +17,8 @@ loads per iteration, predicted cycles per iteration, FMA-pipe utilisation (fmla 
 128-bit FMA pipes, as on Cortex-A76 / Neoverse-N1) and predicted GFLOP/s of the loop at ``--clock-ghz``
 against the core's peak (2 x 4 lanes x 2 FLOP = 16 FLOP a cycle). These are static estimates of the
 steady state of one loop on one core: no cache misses, no loop overhead outside it, no threads.
+``--int8`` adds the int8 build of each filter-block layer (``sdot``: 16 int8 multiply-adds, 32 ops,
+in the FMA pipes; its rows count sdot instead of fmla and GOP/s instead of GFLOP/s).
 """
 from __future__ import annotations
 
@@ -38,11 +40,13 @@ from tvm_patterns.apps.report import fmt_table, write_csv
 MCA_NAMES = [f"llvm-mca-{v}" for v in range(19, 14, -1)] + ["llvm-mca"]   # the newest first
 ITERATIONS = 200
 FLOP_PER_FMLA = 8            # 4 float lanes x (multiply + add)
+OPS_PER_SDOT = 32            # 4 int32 lanes x 4 int8 products x (multiply + add)
 FMA_PIPES = 2
 PEAK_FLOP_PER_CYCLE = FMA_PIPES * FLOP_PER_FMLA
+OPS = {"fmla": FLOP_PER_FMLA, "sdot": OPS_PER_SDOT}
 BRANCH = re.compile(r"^\s+(b(?:\.\w+)?|cbn?z|tbn?z)\s+(?:[^,]+,\s*)*(\.?L\w+)\s*$")
 LABEL = re.compile(r"^(\.?L\w+|[A-Za-z_]\w*):")
-COLUMNS = ["layer", "cin", "cout", "hw", "stride", "build", "kind", "function", "instructions", "fmla", "loads",
+COLUMNS = ["layer", "cin", "cout", "hw", "stride", "build", "kind", "function", "instructions", "fmla", "sdot", "loads",
            "cycles_per_iteration", "fma_utilisation", "predicted_gflops", "peak_gflops", "fraction_of_peak",
            "mcpu", "mca_model", "mca", "clock_ghz"]
 
@@ -67,16 +71,16 @@ def is_instruction(line: str) -> bool:
     return bool(s) and not s.startswith((".", "//", "#", ";")) and not LABEL.match(s)
 
 
-def hot_loop(lines: list[str]) -> list[str]:
-    """The innermost loop with the most fmla: lines from a label to the last backward branch to it,
-    with no loop (backward branch to a label strictly inside) within. [] when there is no loop."""
+def hot_loop(lines: list[str], instruction: str = "fmla") -> list[str]:
+    """The innermost loop with the most ``instruction``: lines from a label to the last backward branch
+    to it, with no loop (backward branch to a label strictly inside) within. [] when there is no loop."""
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := LABEL.match(line.strip()))}
     loops = [(labels[m.group(2)], j) for j, line in enumerate(lines)
              if (m := BRANCH.match(line)) and m.group(2) in labels and labels[m.group(2)] < j]
     innermost = [(i, j) for i, j in loops if not any(i < a < j and a < b <= j for a, b in loops)]
     if not innermost:
         return []
-    best = max(innermost, key=lambda ij: (sum("fmla" in l for l in lines[ij[0]:ij[1] + 1]), -(ij[1] - ij[0])))
+    best = max(innermost, key=lambda ij: (sum(instruction in l for l in lines[ij[0]:ij[1] + 1]), -(ij[1] - ij[0])))
     return [l for l in lines[best[0]:best[1] + 1] if is_instruction(l)]
 
 
@@ -104,25 +108,28 @@ def mca_cycles(loop: list[str], model: str) -> float:
     return int(cycles.group(1)) / ITERATIONS
 
 
-def analyse(asm: str, match: str, model: str, clock: float) -> dict:
-    """The hot-loop figures of the kernel whose function name contains ``match``."""
+def analyse(asm: str, match: str, model: str, clock: float, instruction: str = "fmla") -> dict:
+    """The hot-loop figures of the kernel whose function name contains ``match``: its ``instruction``
+    (fmla, or sdot for int8) per iteration, and the operations per second they do."""
     funcs = {n: ls for n, ls in functions(asm).items() if match in n and not n.startswith("__tvm_ffi")}
     # the parallel body (a lambda) holds the loops where the function is parallel
-    candidates = {n: hot_loop(ls) for n, ls in functions(asm).items()
+    candidates = {n: hot_loop(ls, instruction) for n, ls in functions(asm).items()
                   if n in funcs or ("parallel_lambda" in n and funcs)}
-    name, loop = max(candidates.items(), key=lambda kv: sum("fmla" in l for l in kv[1]), default=(None, []))
-    fmla = sum(bool(re.match(r"\s*fmla\s", l)) for l in loop)
-    if not loop or not fmla:
-        raise ValueError(f"no loop with fmla in the kernel matching {match!r} (functions: {', '.join(functions(asm))})")
+    name, loop = max(candidates.items(), key=lambda kv: sum(instruction in l for l in kv[1]), default=(None, []))
+    count = sum(bool(re.match(rf"\s*{instruction}\s", l)) for l in loop)
+    if not loop or not count:
+        raise ValueError(f"no loop with {instruction} in the kernel matching {match!r} "
+                         f"(functions: {', '.join(functions(asm))})")
     cycles = mca_cycles(loop, model)
-    gflops = fmla * FLOP_PER_FMLA / cycles * clock
-    return {"function": name, "instructions": len(loop), "fmla": fmla,
+    gflops = count * OPS[instruction] / cycles * clock
+    peak = FMA_PIPES * OPS[instruction] * clock
+    return {"function": name, "instructions": len(loop), instruction: count,
             "loads": sum(bool(re.match(r"\s*ld\w*\s", l)) for l in loop), "cycles_per_iteration": cycles,
-            "fma_utilisation": fmla / cycles / FMA_PIPES, "predicted_gflops": gflops,
-            "peak_gflops": PEAK_FLOP_PER_CYCLE * clock, "fraction_of_peak": gflops / (PEAK_FLOP_PER_CYCLE * clock)}
+            "fma_utilisation": count / cycles / FMA_PIPES, "predicted_gflops": gflops,
+            "peak_gflops": peak, "fraction_of_peak": gflops / peak}
 
 
-def layer_rows(name, conv, shape, mcpu: str, model: str, clock: float) -> list[dict]:
+def layer_rows(name, conv, shape, mcpu: str, model: str, clock: float, int8: bool = False) -> list[dict]:
     layer = torch.nn.Sequential(torch.nn.Conv2d(conv.in_channels, conv.out_channels, 3, conv.stride, 1),
                                 torch.nn.ReLU()).eval()
     with torch.no_grad():
@@ -130,15 +137,18 @@ def layer_rows(name, conv, shape, mcpu: str, model: str, clock: float) -> list[d
     mod = tp.from_pytorch(layer, torch.randn(*shape))
     target = tp.targets.arm_cpu(mcpu)
     rows = []
-    for build, sparse, match in (("ours", True, "pattern_conv2d"), ("dense", False, "conv2d")):
+    builds = [("ours", True, "pattern_conv2d", None), ("dense", False, "conv2d", None)]
+    if int8:   # the input range of a ReLU'd layer: the int8 kernel's code only depends on the shapes
+        builds.insert(1, ("int8", True, "int8_filter_block", {"0": (0.0, 1.0)}))
+    for build, sparse, match, ranges in builds:
         report = []
-        ex = tp.build(mod, target, sparse=sparse, report=report if sparse else None)
-        if sparse and not report[0].rewritten:
-            continue                    # the stem: dense in both builds
+        ex = tp.build(mod, target, sparse=sparse, report=report if sparse else None, int8=ranges)
+        if sparse and not report[0].rewritten or ranges and report[0].kind != "int8_filter_block":
+            continue                    # the stem: dense in both builds; a layer int8 does not take
         asm = ex.mod.imports[0].inspect_source("asm")
         rows.append({"layer": name, "cin": conv.in_channels, "cout": conv.out_channels, "hw": shape[2],
                      "stride": conv.stride[0], "build": build, "kind": report[0].kind if sparse else "dense",
-                     **analyse(asm, match, model, clock),
+                     **analyse(asm, match, model, clock, "sdot" if ranges else "fmla"),
                      "mcpu": mcpu, "mca_model": model, "mca": os.path.basename(find_mca()), "clock_ghz": clock})
     return rows
 
@@ -155,8 +165,12 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", help="comma-separated layer names (default: every 3x3 conv)")
     ap.add_argument("--filter-block", type=int, default=0,
                     help="prune the 3x3 filters in blocks of this many sharing kernels and patterns")
+    ap.add_argument("--int8", action="store_true",
+                    help="also the int8 build of each filter-block layer (sdot; needs --filter-block)")
     args = ap.parse_args(argv)
     arguments.at_least(ap, args, 0, "filter_block")
+    if args.int8 and not args.filter_block:
+        ap.error("--int8 runs the filter-block int8 kernel: give --filter-block F too")
     if find_mca() is None:
         ap.error("llvm-mca is missing: apt-get install llvm-15 (.ci/apt-packages.txt)")
     if args.clock_ghz <= 0 or args.image_size < 8:
@@ -172,9 +186,10 @@ def main(argv=None) -> int:
         layers = [l for l in layers if l[0] in keep]
     rows = []
     for name, conv, shape in layers:
-        rows += layer_rows(name, conv, shape, args.mcpu, args.model, args.clock_ghz)
+        new = layer_rows(name, conv, shape, args.mcpu, args.model, args.clock_ghz, args.int8)
+        rows += new
         write_csv(args.csv, rows)
-        print(fmt_table(rows[-2:], ["layer", "build", "kind", "instructions", "fmla", "loads", "cycles_per_iteration",
+        print(fmt_table(new, ["layer", "build", "kind", "instructions", "fmla", "sdot", "loads", "cycles_per_iteration",
                                     "fma_utilisation", "fraction_of_peak"]), flush=True)
     print("Static estimates (llvm-mca, one core, steady state of the hot loop), not measurements.")
     return 0

@@ -1,6 +1,7 @@
 """Static int8 through ``tp.build(mod, int8=tp.calibrate(model, batches))``: filter-block pattern convs
 with a calibrated input range run in int8 (AVX-512 VNNI), the rest as before, each with its reason."""
 import importlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -105,6 +106,40 @@ def test_every_int8_conv_of_vgg16_but_the_last_writes_the_next_layers_codes():
     tp.build(mod, int8=tp.calibrate(model, [x]), report=report)
     convs = [r for r in report if r.kind == "int8_filter_block"]
     assert len(convs) == 12 and [REQUANTIZED in r.reason for r in convs] == [True] * 11 + [False]
+
+
+def test_the_int8_network_for_aarch64_runs_sdot_and_agrees_with_float_pytorch_on_the_emulated_device(arm_device,
+                                                                                                    tmp_path):
+    model = user_model()
+    batches = [torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    report = []
+    target = tp.targets.arm_cpu()
+    ex = tp.build(tp.from_pytorch(model, batches[0]), target, int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r for r in report}
+    assert kinds["2"].kind == kinds["6"].kind == "int8_filter_block"
+    assert kinds["12"].kind is None and "no int8 kernel for llvm cortex-a76" in kinds["12"].reason
+    path = tp.export_library(ex, tmp_path / "int8.so", target)
+    dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "sdot\t" in dis and "\ttbl\t" in dis
+    agree, worst = 0, 0.0
+    for i in range(4):
+        x = torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(50 + i))
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = arm_device.run_model(path, x.numpy())
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    assert worst < 0.03 and agree >= 15, (worst, agree)
+
+
+def test_an_aarch64_cpu_without_dot_product_keeps_the_float_kernel_and_says_so():
+    model = user_model()
+    report = []
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), tp.targets.arm_cpu("cortex-a53"),
+             int8=tp.calibrate(model, [torch.randn(1, 3, 20, 30)]), report=report)
+    layer = next(r for r in report if r.layer == "2")
+    assert layer.kind == "filter_block" and "lacks dotprod" in layer.passed_over
 
 
 def test_a_cpu_without_vnni_keeps_the_float_kernel_and_says_so():

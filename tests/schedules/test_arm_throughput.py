@@ -66,8 +66,22 @@ def test_filter_block_layers_get_the_kernel_that_loads_an_input_vector_per_four_
     assert int(ours["loads"]) <= 0.5 * int(ours["fmla"]), ours
 
 
+def test_the_int8_build_of_a_filter_block_layer_counts_sdot_at_32_ops_each(script, tmp_path):
+    path = tmp_path / "arm.csv"
+    assert script.main(["--net", "vgg16", "--image-size", "32", "--layers", "0.2", "--filter-block", "4", "--int8",
+                        "--csv", str(path)]) == 0
+    rows = path.read_text().splitlines()
+    table = [dict(zip(rows[0].split(","), r.split(","))) for r in rows[1:]]
+    int8 = next(r for r in table if r["build"] == "int8")
+    assert int8["kind"] == "int8_filter_block" and int(int8["sdot"]) >= 8 and int8["fmla"] == ""
+    assert float(int8["peak_gflops"]) == pytest.approx(64 * 2.4)
+    assert float(int8["predicted_gflops"]) == pytest.approx(int(int8["sdot"]) * 32 / float(int8["cycles_per_iteration"])
+                                                            * 2.4)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--filter-block", "-1"], "--filter-block must be >= 0"),
+    (["--int8"], "--int8 runs the filter-block int8 kernel: give --filter-block F too"),
     (["--clock-ghz", "0"], "--clock-ghz must be > 0"),
     (["--model", "cortex-a99"], "--model: llvm-mca has no aarch64 CPU 'cortex-a99'"),
     (["--layers", "0.2,9.9"], "--layers: no 3x3 conv 9.9 in vgg16"),

@@ -5,14 +5,15 @@ import pytest
 import torch
 import tvm
 
+import tvm_patterns as tp
 from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (Knobs, default_knobs,
                                                                      int8_filter_block_pattern_conv2d_rowpair_x86,
                                                                      missing_features)
 from tvm_patterns.passes.register_tiles import tir_pipeline
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern
-from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, permute_index,
-                                                     rowpair_shape)
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, pack_rows, permute_index,
+                                                     rowpair_shape, rows_index, rows_shape)
 
 LIB = PatternLibrary.patdnn()
 # A VNNI CPU named explicitly: the kernel compiles (and its assembly is read) on any host.
@@ -91,18 +92,18 @@ def test_the_hot_loop_gathers_with_vpermi2b_and_multiplies_with_vpdpbusd():
     assert not any("%rsp" in line for line in loop)                  # the accumulators stay in registers
 
 
-def hot_loop(asm: str) -> list[str]:
-    """The loop (its label to its back branch) densest in vpdpbusd: the kernel loop."""
+def hot_loop(asm: str, instruction: str = "vpdpbusd") -> list[str]:
+    """The loop (its label to its back branch: x86 j*, aarch64 b*) densest in ``instruction``."""
     lines = asm.splitlines()
     best, density = [], 0.0
     for i, line in enumerate(lines):
         if line.startswith(".LBB") and line.rstrip().endswith(":"):
             label = line.strip()[:-1]
             for j in range(i + 1, len(lines)):
-                if lines[j].strip().startswith("j") and lines[j].strip().endswith(label):
+                if lines[j].strip()[:1] in ("j", "b") and lines[j].strip().endswith(label):
                     body = lines[i:j + 1]
-                    if sum("vpdpbusd" in b for b in body) / len(body) > density:
-                        best, density = body, sum("vpdpbusd" in b for b in body) / len(body)
+                    if sum(instruction in b for b in body) / len(body) > density:
+                        best, density = body, sum(instruction in b for b in body) / len(body)
                     break
     return best
 
@@ -224,3 +225,63 @@ def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs():
     args = [tvm.runtime.tensor(a) for a in (codes, np.array([0.5, 9], "float32"), np.zeros(expected.shape, "uint8"))]
     tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
     np.testing.assert_array_equal(args[-1].numpy(), expected)
+
+
+# aarch64 with dot product: the same conv on the emulated device (qemu-user), bit-exact
+def build_neon(shape, K, filters, tables, knobs):
+    from schedules.int8_filter_block_pattern_conv2d_rows_neon import int8_filter_block_pattern_conv2d_rows_neon
+    N, C, H, W = shape
+    f = int8_filter_block_pattern_conv2d_rows_neon(N, C, H, W, K, tables.channel.shape[0], filters,
+                                                   tables.channel.shape[1], LIB.size, knobs)
+    target = tp.targets.arm_cpu()
+    return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                       tir_pipeline=tir_pipeline(target))
+
+
+@pytest.mark.parametrize("shape,K,filters,rows,groups,zero_point", [
+    ((2, 13, 9, 37), 10, 4, 2, 2, 3),      # odd channels, a row tail, K not a multiple of F, batch 2
+    ((1, 5, 7, 12), 6, 2, 3, 1, 200),      # whole vectors, rows past the output
+])
+def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_path, shape, K, filters, rows, groups,
+                                                                zero_point):
+    from schedules.int8_filter_block_pattern_conv2d_rows_neon import Knobs as NeonKnobs
+    N, C, H, W = shape
+    rng = np.random.default_rng(1)
+    w = int8_weight(K, C, filters, seed=1)
+    x = rng.integers(0, 256, shape).astype("uint8")
+    bias = rng.integers(-5000, 5000, K).astype("int32")
+    t = int8_filter_block_tables(w, LIB, filters)
+    folded = np.zeros(t.channel.shape[0] * filters, "int32")   # signed codes x - 128: fold zero_point - 128
+    folded[:K] = bias - (zero_point - 128) * w.astype(np.int64).sum(axis=(1, 2, 3))
+    path = tp.export_library(build_neon(shape, K, filters, t, NeonKnobs(rows, groups)), tmp_path / "k.so",
+                             tp.targets.arm_cpu())
+    got = arm_device.run(path, pack_rows(x, zero_point, rows, groups), t.length, t.channel, t.pattern, t.value,
+                         rows_index(LIB), folded, np.zeros((N, K, H, W), "int32"))[-1]
+    np.testing.assert_array_equal(got, reference(x, w, bias, zero_point))
+
+
+def test_the_aarch64_hot_loop_gathers_with_tbl_and_multiplies_with_sdot():
+    from schedules.int8_filter_block_pattern_conv2d_rows_neon import default_knobs as neon_knobs
+    w = int8_weight(32, 64, 4, connectivity=3.6)
+    t = int8_filter_block_tables(w, LIB, 4)
+    asm = build_neon((1, 64, 28, 28), 32, 4, t, neon_knobs(4, 28, 28)).mod.inspect_source("asm")
+    loop = hot_loop(asm, "sdot")
+    assert sum("sdot" in line for line in loop) >= 4 * sum("\ttbl\t" in line for line in loop) > 0
+    assert not any(line.split()[0] in ("str", "stp", "stur") for line in loop[1:])   # accumulators in registers
+
+
+def test_the_gather_index_of_aarch64_puts_tap_t_of_position_i_in_byte_4i_plus_t():
+    index = rows_index(LIB)
+    xpad = np.random.default_rng(4).integers(-128, 128, (3, 16)).astype("int8")    # rows h..h+2 from column 4g
+    for p, taps in enumerate(LIB.tap_offsets()):
+        gathered = xpad.reshape(-1)[index[p]].reshape(4, 4)
+        for i in range(4):
+            assert gathered[i].tolist() == [xpad[kh, i + kw] for kh, kw in taps]
+
+
+def test_padded_rows_hold_signed_codes_behind_a_border_at_the_zero_point():
+    x = np.arange(2 * 3 * 5, dtype="uint8").reshape(1, 2, 3, 5) + 126
+    p = pack_rows(x, zero_point=9, rows=2, groups=1)
+    assert p.shape == rows_shape(1, 2, 3, 5, 2, 1) == (1, 2, 6, 20) and p.dtype == np.int8
+    assert (p[0, 1, 0] == 9 - 128).all() and (p[0, 1, 4:] == 9 - 128).all()    # above, and rows past the output
+    assert p[0, 1, 1, :7].tolist() == [9 - 128, *(x[0, 1, 0].astype(int) - 128).tolist(), 9 - 128]

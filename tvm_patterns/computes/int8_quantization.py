@@ -2,6 +2,7 @@
 conv is a TIR function: ``schedules/int8_quantize_rowpairs_x86``).
 
     quantize_dense:     float [M, C] -> uint8 codes clip(floor(x / scale + 0.5) + zero_point, 0, 255)
+    quantize_rows:      float [N, C, H, W] -> the padded rows of signed codes (code - 128) of the NEON conv
     dequantize_conv:    int32 [N, K, H, W] sums -> float: sum * scale * weight_scale[k]
     dequantize_dense:   int32 [M, K] sums -> float, the same
 
@@ -15,6 +16,7 @@ from tvm import te, tirx
 
 DEQUANTIZE_BLOCK = "int8_dequantize"
 QUANTIZE_BLOCK = "int8_quantize"
+QUANTIZE_ROWS = "int8_quantize_rows"
 
 
 def quantize_dense(x: te.Tensor, scale: float, zero_point: int) -> te.Tensor:
@@ -23,6 +25,23 @@ def quantize_dense(x: te.Tensor, scale: float, zero_point: int) -> te.Tensor:
     return te.compute(x.shape, lambda m, c: tirx.max(tirx.min(
         tirx.floor(x[m, c] * inv + tirx.const(0.5, "float32")) + tirx.const(float(zero_point), "float32"),
         tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8"), name=QUANTIZE_BLOCK)
+
+
+def quantize_rows(x: te.Tensor, scale: float, zero_point: int, shape: tuple) -> te.Tensor:
+    """x float32 [N, C, H, W] -> int8 [shape] (``sparsity.int8_filter_block.rows_shape``): code - 128 of
+    each input value at row + 1, column + 1, zero_point - 128 around it."""
+    _, _, h, w = x.shape
+    inv = tirx.const(1.0 / scale, "float32")
+
+    def code(n, c, r, q):
+        inside = tirx.all(r >= 1, r <= h, q >= 1, q <= w)
+        v = x[n, c, tirx.max(tirx.min(r - 1, h - 1), 0), tirx.max(tirx.min(q - 1, w - 1), 0)]
+        u = tirx.max(tirx.min(tirx.floor(v * inv + tirx.const(0.5, "float32")) + tirx.const(float(zero_point), "float32"),
+                              tirx.const(255.0, "float32")), tirx.const(0.0, "float32"))
+        return tirx.if_then_else(inside, (u - tirx.const(128.0, "float32")).astype("int8"),
+                                 tirx.const(zero_point - 128, "int8"))
+
+    return te.compute(shape, code, name=QUANTIZE_ROWS)
 
 
 def dequantize_conv(acc: te.Tensor, weight_scale: te.Tensor, scale: float) -> te.Tensor:

@@ -1,4 +1,4 @@
-"""The "int8_filter_block" kind: a filter-block pattern conv run in int8 (x86 AVX-512 VNNI).
+"""The "int8_filter_block" kind: a filter-block pattern conv run in int8 (x86 AVX-512 VNNI, aarch64 sdot).
 
 Asked for by ``tp.build(mod, int8=ranges)`` (``tvm_patterns.calibrate``); tried before "filter_block".
 A weight quantized on a grid that fits int8 (``quantize`` of a config entry: uniform, pow2, sp2, mixed,
@@ -6,10 +6,11 @@ term) keeps its values exactly, and the report names the grid found; any other w
 uniform 8-bit grid, a scale per output channel (``sparsity.quantization``). The
 input on the uint8 grid of its calibrated range (``quantization.input_grid``). The conv becomes
 
-    quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
+    x86:      quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
+    aarch64:  quantize_rows(x)     -> int8_filter_block_pattern_conv2d_rows_neon   -> dequantize_conv
 
-(the bias and activation after it fuse into the dequantization). Where the next layer is an int8 conv
-too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
+(the bias and activation after it fuse into the dequantization). On x86, where the next layer is an
+int8 conv too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ from tvm import relax
 from tvm.target import Target
 
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
+from schedules import int8_filter_block_pattern_conv2d_rows_neon as int8_neon
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
-from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, dequantize_conv
+from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWS, dequantize_conv, quantize_rows
 from tvm_patterns.sparsity import NotPatternSparse
-from tvm_patterns.sparsity.int8_filter_block import int8_filter_block_tables, permute_index, rowpair_shape
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_shape,
+                                                     rows_index, rows_shape)
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
@@ -33,6 +36,7 @@ from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
 from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
+NEON_KERNEL = "int8_filter_block_pattern_conv2d_rows_neon"
 QUANTIZE = "int8_quantize_rowpairs_x86"
 OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
 # What passes/int8_requantize reads back: the kernel's geometry and knobs, its layer, the row pairs a
@@ -57,15 +61,25 @@ def int8_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     return codes.astype("int8"), grid.scale.astype("float32"), "weights on the uniform 8-bit grid"
 
 
-def check_int8_target(ctx: LayerContext) -> tuple[float, int]:
-    """The input grid (scale, zero point) of an int8 layer, or LeaveDense saying why it stays float."""
+def is_aarch64(target: Target | None) -> bool:
+    return target is not None and "arm_cpu" in target.keys and bool(target.attrs.get("feature.is_aarch64", False))
+
+
+def check_int8_target(ctx: LayerContext, aarch64: bool = False) -> tuple[float, int]:
+    """The input grid (scale, zero point) of an int8 layer, or LeaveDense saying why it stays float.
+    ``aarch64``: the layer has a kernel for aarch64 with dot product too."""
     ranges = ctx.options.get("ranges")
     if ranges is None:
         raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
     target = Target.current(allow_none=True)
-    if target is None or not x86.is_x86(target):
-        raise LeaveDense(f"no int8 kernel for {target} (x86 with AVX-512 VNNI only)")
-    missing = int8_x86.missing_features(target)
+    if aarch64 and is_aarch64(target):
+        missing = int8_neon.missing_features(target)
+    elif target is not None and x86.is_x86(target):
+        missing = int8_x86.missing_features(target)
+    else:
+        where = "x86 with AVX-512 VNNI or aarch64 with dot product" if aarch64 else "x86 with AVX-512 VNNI"
+        name = "no target" if target is None else f"{target.kind.name} {target.attrs.get('mcpu', '')}".strip()
+        raise LeaveDense(f"no int8 kernel for {name} ({where} only)")
     if missing:
         raise LeaveDense(f"no int8 kernel: the target CPU lacks {', '.join(missing)}")
     if ctx.name not in ranges:
@@ -77,7 +91,7 @@ def check_int8_target(ctx: LayerContext) -> tuple[float, int]:
 @register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
                       before="filter_block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    scale, zero_point = check_int8_target(ctx)
+    scale, zero_point = check_int8_target(ctx, aarch64=True)
     conv = pattern_conv_of(call, ctx, grouped=False)
     w, library, geom = conv.weight, conv.library, conv.geom
     if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
@@ -96,23 +110,39 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     N, C, H, W, K = geom.N, geom.C, geom.H, geom.W, w.shape[0]
     F = tables.filters
     B, L = tables.channel.shape
-    knobs = int8_x86.default_knobs(F, C, H, W)
-    bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
-    bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
     geometry = (N, C, H, W, K, B, F, L, library.size)
-    kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
-    kernel = written_out(kernel).with_attrs({CONV_ATTR: [*geometry, knobs.rows, knobs.groups, knobs.blocks_inner],
-                                             LAYER_ATTR: ctx.name})
-    quantize = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups))
-    quantize = quantize.with_attr(ROWPAIRS_ATTR, [N, C, H, W, knobs.rows, knobs.groups])
-    grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
-    arrays = (tables.length, tables.channel, tables.pattern, tables.value, permute_index(library), bias)
+    bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
+    if is_aarch64(Target.current()):         # signed codes: the shift by 128 is folded in as well
+        bias[:K] = -(zero_point - 128) * codes.astype(np.int64).sum(axis=(1, 2, 3))
+        knobs = int8_neon.default_knobs(F, H, W)
+        kernel = written_out(int8_neon.int8_filter_block_pattern_conv2d_rows_neon(*geometry, knobs))
+        kernel_name, index = NEON_KERNEL, rows_index(library)
+        padded = rows_shape(N, C, H, W, knobs.rows, knobs.groups)
+
+        def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
+            return bb.emit_te(functools.partial(quantize_rows, scale=scale, zero_point=zero_point, shape=padded), x,
+                              primfunc_name_hint=QUANTIZE_ROWS)
+    else:
+        bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
+        knobs = int8_x86.default_knobs(F, C, H, W)
+        kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
+        kernel = written_out(kernel).with_attrs({CONV_ATTR: [*geometry, knobs.rows, knobs.groups,
+                                                             knobs.blocks_inner], LAYER_ATTR: ctx.name})
+        rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups))
+        rowpairs = rowpairs.with_attr(ROWPAIRS_ATTR, [N, C, H, W, knobs.rows, knobs.groups])
+        grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
+
+        def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
+            return bb.emit(relax.call_tir(bb.add_func(rowpairs, QUANTIZE), relax.Tuple([x, relax.const(grid)]),
+                                          relax.TensorType(rowpair_shape(N, C, H, W, knobs.rows, knobs.groups),
+                                                           "uint8")))
+        kernel_name, index = KERNEL, permute_index(library)
+    arrays = (tables.length, tables.channel, tables.pattern, tables.value, index, bias)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        x = bb.emit(relax.call_tir(bb.add_func(quantize, QUANTIZE), relax.Tuple([call.args[0], relax.const(grid)]),
-                                   relax.TensorType(rowpair_shape(N, C, H, W, knobs.rows, knobs.groups), "uint8")))
-        gv = bb.add_func(kernel, KERNEL)
-        acc = bb.emit(relax.call_tir(gv, relax.Tuple([x, *(relax.const(a) for a in arrays)]),
+        x = quantize(bb, call.args[0])
+        acc = bb.emit(relax.call_tir(bb.add_func(kernel, kernel_name),
+                                     relax.Tuple([x, *(relax.const(a) for a in arrays)]),
                                      relax.TensorType((N, K, H, W), "int32")))
         return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc, relax.const(weight_scale),
                           primfunc_name_hint=DEQUANTIZE_BLOCK,

@@ -111,3 +111,37 @@ def pack_rowpairs(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int
         for gi in range(g):
             out[:, :, :, gi, s * HALF:(s + 1) * HALF] = xpad[:, :, s:s + hp, gi * LANES:gi * LANES + HALF]
     return out
+
+
+# aarch64 (sdot, tbl): 4 output positions a vector, gathered from three padded rows of signed codes
+NEON_LANES = 4
+
+
+def rows_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
+    """Shape of the padded rows the NEON kernel reads for an output of h x w in tiles of ``rows`` rows
+    and ``groups`` groups of 4 positions: a border of one row and column, rows past the output as
+    padding, and the 16 columns the last group loads."""
+    tiles_h = -(-h // rows)
+    tiles_w = -(-(-(-w // NEON_LANES)) // groups)
+    return (n, c, tiles_h * rows + 2, tiles_w * groups * NEON_LANES + 12)
+
+
+def pack_rows(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
+    """uint8 codes [N, C, H, W] -> int8 padded rows (``rows_shape``) of code - 128, the padding at
+    zero_point - 128."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"padded rows pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+    n, c, h, w = x.shape
+    out = np.full(rows_shape(n, c, h, w, rows, groups), zero_point - 128, dtype="int8")
+    out[:, :, 1:h + 1, 1:w + 1] = (x.astype(np.int16) - 128).astype("int8")
+    return out
+
+
+def rows_index(library: PatternLibrary) -> np.ndarray:
+    """[P, 16] int8: the ``tbl`` index of each pattern over three 16-byte rows. Byte 4i + t of the
+    gathered vector is tap t of output position i: row kh of the table at column i + kw."""
+    offsets = library.tap_offsets()                                        # [P, 4, 2]
+    kh, kw = offsets[:, None, :, 0], offsets[:, None, :, 1]               # [P, 1, 4]
+    i = np.arange(NEON_LANES)[None, :, None]
+    return (kh * 16 + i + kw).reshape(library.size, 4 * NEON_LANES).astype("int8")
