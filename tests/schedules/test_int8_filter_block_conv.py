@@ -1,5 +1,7 @@
 """Int8 filter-block pattern conv on x86 (AVX-512 VNNI): the 4 taps of a kernel are one vpdpbusd lane
 group, gathered from row pairs by one vpermi2b; bit-exact against the same integer arithmetic."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,8 @@ from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (Knobs, defau
 from tvm_patterns.passes.register_tiles import tir_pipeline
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern
-from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, pack_rows, permute_index,
-                                                     rowpair_shape, rows_index, rows_shape)
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, pack_rowtriples,
+                                                     permute_index, rowpair_shape, rowtriple_index, rowtriple_shape)
 
 LIB = PatternLibrary.patdnn()
 # A VNNI CPU named explicitly: the kernel compiles (and its assembly is read) on any host.
@@ -229,22 +231,23 @@ def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs():
 
 # aarch64 with dot product: the same conv on the emulated device (qemu-user), bit-exact
 def build_neon(shape, K, filters, tables, knobs):
-    from schedules.int8_filter_block_pattern_conv2d_rows_neon import int8_filter_block_pattern_conv2d_rows_neon
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import int8_filter_block_pattern_conv2d_rowtriple_neon
     N, C, H, W = shape
-    f = int8_filter_block_pattern_conv2d_rows_neon(N, C, H, W, K, tables.channel.shape[0], filters,
-                                                   tables.channel.shape[1], LIB.size, knobs)
+    f = int8_filter_block_pattern_conv2d_rowtriple_neon(N, C, H, W, K, tables.channel.shape[0], filters,
+                                                        tables.channel.shape[1], LIB.size, knobs)
     target = tp.targets.arm_cpu()
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target))
 
 
 @pytest.mark.parametrize("shape,K,filters,rows,groups,zero_point", [
-    ((2, 13, 9, 37), 10, 4, 2, 2, 3),      # odd channels, a row tail, K not a multiple of F, batch 2
-    ((1, 5, 7, 12), 6, 2, 3, 1, 200),      # whole vectors, rows past the output
+    ((2, 13, 9, 37), 10, 4, 2, 1, 3),      # odd channels, a row tail past half a triple, K not a multiple of F
+    ((1, 5, 7, 18), 6, 2, 3, 2, 200),      # two filters a block, rows and triples past the output
+    ((1, 6, 5, 16), 8, 4, 1, 2, 128),      # whole triples
 ])
 def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_path, shape, K, filters, rows, groups,
                                                                 zero_point):
-    from schedules.int8_filter_block_pattern_conv2d_rows_neon import Knobs as NeonKnobs
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import Knobs as NeonKnobs
     N, C, H, W = shape
     rng = np.random.default_rng(1)
     w = int8_weight(K, C, filters, seed=1)
@@ -255,33 +258,55 @@ def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_
     folded[:K] = bias - (zero_point - 128) * w.astype(np.int64).sum(axis=(1, 2, 3))
     path = tp.export_library(build_neon(shape, K, filters, t, NeonKnobs(rows, groups)), tmp_path / "k.so",
                              tp.targets.arm_cpu())
-    got = arm_device.run(path, pack_rows(x, zero_point, rows, groups), t.length, t.channel, t.pattern, t.value,
-                         rows_index(LIB), folded, np.zeros((N, K, H, W), "int32"))[-1]
+    got = arm_device.run(path, pack_rowtriples(x, zero_point, rows, groups), t.length, t.channel, t.pattern, t.value,
+                         rowtriple_index(LIB), folded, np.zeros((N, K, H, W), "int32"))[-1]
     np.testing.assert_array_equal(got, reference(x, w, bias, zero_point))
 
 
-def test_the_aarch64_hot_loop_gathers_with_tbl_and_multiplies_with_sdot():
-    from schedules.int8_filter_block_pattern_conv2d_rows_neon import default_knobs as neon_knobs
+def test_the_aarch64_hot_loop_gathers_with_two_register_tbl_and_multiplies_with_indexed_sdot():
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import default_knobs as neon_knobs
     w = int8_weight(32, 64, 4, connectivity=3.6)
     t = int8_filter_block_tables(w, LIB, 4)
     asm = build_neon((1, 64, 28, 28), 32, 4, t, neon_knobs(4, 28, 28)).mod.inspect_source("asm")
     loop = hot_loop(asm, "sdot")
-    assert sum("sdot" in line for line in loop) >= 4 * sum("\ttbl\t" in line for line in loop) > 0
-    assert not any(line.split()[0] in ("str", "stp", "stur") for line in loop[1:])   # accumulators in registers
+    tbl = [line for line in loop if "\ttbl\t" in line]
+    assert sum("sdot" in line for line in loop) >= 4 * len(tbl) > 0
+    assert all(line.count(".16b") == 4 for line in tbl)                          # {t0, t1}: one µop
+    assert all(re.search(r"\.4b\[\d\]", line) for line in loop if "sdot" in line)   # the indexed form
+    assert not any(line.split()[0] in ("str", "stp", "stur", "mov") for line in loop[1:])   # no spills, no copies
 
 
-def test_the_gather_index_of_aarch64_puts_tap_t_of_position_i_in_byte_4i_plus_t():
-    index = rows_index(LIB)
-    xpad = np.random.default_rng(4).integers(-128, 128, (3, 16)).astype("int8")    # rows h..h+2 from column 4g
+def test_the_gather_indices_of_aarch64_put_tap_t_of_position_4s_plus_i_in_byte_4i_plus_t_of_half_s():
+    index = rowtriple_index(LIB)
+    triple = np.random.default_rng(4).integers(-128, 128, 32).astype("int8")   # 3 rows x 10 columns, 2 spare
     for p, taps in enumerate(LIB.tap_offsets()):
-        gathered = xpad.reshape(-1)[index[p]].reshape(4, 4)
-        for i in range(4):
-            assert gathered[i].tolist() == [xpad[kh, i + kw] for kh, kw in taps]
+        for s in range(2):
+            gathered = triple[index[p, 16 * s:16 * s + 16]].reshape(4, 4)
+            for i in range(4):
+                assert gathered[i].tolist() == [triple[10 * kh + 4 * s + i + kw] for kh, kw in taps]
 
 
-def test_padded_rows_hold_signed_codes_behind_a_border_at_the_zero_point():
-    x = np.arange(2 * 3 * 5, dtype="uint8").reshape(1, 2, 3, 5) + 126
-    p = pack_rows(x, zero_point=9, rows=2, groups=1)
-    assert p.shape == rows_shape(1, 2, 3, 5, 2, 1) == (1, 2, 6, 20) and p.dtype == np.int8
-    assert (p[0, 1, 0] == 9 - 128).all() and (p[0, 1, 4:] == 9 - 128).all()    # above, and rows past the output
-    assert p[0, 1, 1, :7].tolist() == [9 - 128, *(x[0, 1, 0].astype(int) - 128).tolist(), 9 - 128]
+def test_row_triples_hold_three_padded_rows_of_ten_signed_columns_every_eight_positions():
+    x = np.arange(2 * 3 * 9, dtype="uint8").reshape(1, 2, 3, 9) + 126
+    p = pack_rowtriples(x, zero_point=9, rows=2, groups=1)
+    assert p.shape == rowtriple_shape(1, 2, 3, 9, 2, 1) == (1, 2, 4, 2, 32) and p.dtype == np.int8
+    signed = x[0, 1].astype(int) - 128
+    assert (p[0, 1, 0, 0, :10] == 9 - 128).all()                                  # the padding row above
+    assert p[0, 1, 0, 0, 10:20].tolist() == [9 - 128, *signed[0, :9].tolist()]   # row 0 behind its left padding
+    assert p[0, 1, 0, 1, 10:20].tolist() == [*signed[0, 7:9].tolist(), *[9 - 128] * 8]   # the next 8 positions
+
+
+def test_the_aarch64_quantization_writes_the_row_triples_of_the_codes():
+    from tvm_patterns.computes.int8_quantization import quantize_rowtriples
+    from tvm import te
+    x = (np.random.default_rng(8).standard_normal((2, 3, 7, 19)) * 3).astype("float32")
+    scale, zero_point = 0.02, 117
+    codes = np.clip(np.floor(x * np.float32(1 / scale) + np.float32(0.5)) + zero_point, 0, 255).astype("uint8")
+    expected = pack_rowtriples(codes, zero_point, 2, 2)
+    xt = te.placeholder(x.shape, "float32")
+    out = quantize_rowtriples(xt, scale, zero_point, expected.shape)
+    f = tvm.compile(te.create_prim_func([xt, out]).with_attr("global_symbol", "main"), target=HOST)
+    args = [tvm.runtime.tensor(x), tvm.runtime.tensor(np.zeros(expected.shape, "int8"))]
+    f(*args)
+    assert (codes == 0).any() and (codes == 255).any()
+    np.testing.assert_array_equal(args[-1].numpy(), expected)

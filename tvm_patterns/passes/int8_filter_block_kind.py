@@ -7,7 +7,7 @@ uniform 8-bit grid, a scale per output channel (``sparsity.quantization``). The
 input on the uint8 grid of its calibrated range (``quantization.input_grid``). The conv becomes
 
     x86:      quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
-    aarch64:  quantize_rows(x)     -> int8_filter_block_pattern_conv2d_rows_neon   -> dequantize_conv
+    aarch64:  quantize_rowtriples(x) -> int8_filter_block_pattern_conv2d_rowtriple_neon -> dequantize_conv
 
 (the bias and activation after it fuse into the dequantization). On x86, where the next layer is an
 int8 conv too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
@@ -21,13 +21,13 @@ from tvm import relax
 from tvm.target import Target
 
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
-from schedules import int8_filter_block_pattern_conv2d_rows_neon as int8_neon
+from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
-from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWS, dequantize_conv, quantize_rows
+from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, dequantize_conv, quantize_rowtriples
 from tvm_patterns.sparsity import NotPatternSparse
 from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_shape,
-                                                     rows_index, rows_shape)
+                                                     rowtriple_index, rowtriple_shape)
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
@@ -36,7 +36,7 @@ from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
 from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
-NEON_KERNEL = "int8_filter_block_pattern_conv2d_rows_neon"
+NEON_KERNEL = "int8_filter_block_pattern_conv2d_rowtriple_neon"
 QUANTIZE = "int8_quantize_rowpairs_x86"
 OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
 # What passes/int8_requantize reads back: the kernel's geometry and knobs, its layer, the row pairs a
@@ -115,13 +115,13 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if is_aarch64(Target.current()):         # signed codes: the shift by 128 is folded in as well
         bias[:K] = -(zero_point - 128) * codes.astype(np.int64).sum(axis=(1, 2, 3))
         knobs = int8_neon.default_knobs(F, H, W)
-        kernel = written_out(int8_neon.int8_filter_block_pattern_conv2d_rows_neon(*geometry, knobs))
-        kernel_name, index = NEON_KERNEL, rows_index(library)
-        padded = rows_shape(N, C, H, W, knobs.rows, knobs.groups)
+        kernel = written_out(int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon(*geometry, knobs))
+        kernel_name, index = NEON_KERNEL, rowtriple_index(library)
+        triples = rowtriple_shape(N, C, H, W, knobs.rows, knobs.groups)
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
-            return bb.emit_te(functools.partial(quantize_rows, scale=scale, zero_point=zero_point, shape=padded), x,
-                              primfunc_name_hint=QUANTIZE_ROWS)
+            return bb.emit_te(functools.partial(quantize_rowtriples, scale=scale, zero_point=zero_point,
+                                                shape=triples), x, primfunc_name_hint=QUANTIZE_ROWTRIPLES)
     else:
         bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
         knobs = int8_x86.default_knobs(F, C, H, W)

@@ -113,35 +113,49 @@ def pack_rowpairs(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int
     return out
 
 
-# aarch64 (sdot, tbl): 4 output positions a vector, gathered from three padded rows of signed codes
+# aarch64 (sdot, tbl): 4 output positions a vector; 8 positions (two vectors) a 32-byte table of 3 rows
+# x 10 columns, gathered by a 2-register tbl (one µop where a 3-register one takes two)
 NEON_LANES = 4
+TRIPLE_POSITIONS = 8
+TRIPLE_COLUMNS = TRIPLE_POSITIONS + 2
+TRIPLE_BYTES = 32
 
 
-def rows_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
-    """Shape of the padded rows the NEON kernel reads for an output of h x w in tiles of ``rows`` rows
-    and ``groups`` groups of 4 positions: a border of one row and column, rows past the output as
-    padding, and the 16 columns the last group loads."""
+def rowtriple_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
+    """Shape of the row triples the NEON kernel reads for an output of h x w in tiles of ``rows`` rows
+    and ``groups`` groups of 8 positions (the tiles may run past the output; their rows are padding)."""
     tiles_h = -(-h // rows)
-    tiles_w = -(-(-(-w // NEON_LANES)) // groups)
-    return (n, c, tiles_h * rows + 2, tiles_w * groups * NEON_LANES + 12)
+    tiles_w = -(-(-(-w // TRIPLE_POSITIONS)) // groups)
+    return (n, c, tiles_h * rows, tiles_w * groups, TRIPLE_BYTES)
 
 
-def pack_rows(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
-    """uint8 codes [N, C, H, W] -> int8 padded rows (``rows_shape``) of code - 128, the padding at
-    zero_point - 128."""
+def pack_rowtriples(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
+    """uint8 codes [N, C, H, W] -> int8 row triples (``rowtriple_shape``) of signed codes (code - 128):
+
+        triple[n, c, r, g, 10 * kh + i] = xpad[n, c, r + kh, 8 * g + i] - 128       kh < 3, i < 10
+
+    ``xpad``: x with a border of one row and column at the zero point (so is every byte past)."""
     x = np.asarray(x)
     if x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError(f"padded rows pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+        raise ValueError(f"row triples pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
     n, c, h, w = x.shape
-    out = np.full(rows_shape(n, c, h, w, rows, groups), zero_point - 128, dtype="int8")
-    out[:, :, 1:h + 1, 1:w + 1] = (x.astype(np.int16) - 128).astype("int8")
+    shape = rowtriple_shape(n, c, h, w, rows, groups)
+    hp, g = shape[2], shape[3]
+    xpad = np.full((n, c, hp + 2, g * TRIPLE_POSITIONS + 2), zero_point, dtype=np.int16)
+    xpad[:, :, 1:h + 1, 1:w + 1] = x
+    out = np.full(shape, zero_point - 128, dtype="int8")
+    for kh in range(3):
+        for gi in range(g):
+            cols = xpad[:, :, kh:kh + hp, gi * TRIPLE_POSITIONS:gi * TRIPLE_POSITIONS + TRIPLE_COLUMNS]
+            out[:, :, :, gi, kh * TRIPLE_COLUMNS:(kh + 1) * TRIPLE_COLUMNS] = (cols - 128).astype("int8")
     return out
 
 
-def rows_index(library: PatternLibrary) -> np.ndarray:
-    """[P, 16] int8: the ``tbl`` index of each pattern over three 16-byte rows. Byte 4i + t of the
-    gathered vector is tap t of output position i: row kh of the table at column i + kw."""
+def rowtriple_index(library: PatternLibrary) -> np.ndarray:
+    """[P, 32] int8: the two ``tbl`` indices of each pattern (positions 0-3, then 4-7 of a triple).
+    Byte 4i + t of half s is tap t of output position 4s + i: byte 10 kh + 4s + i + kw of the triple."""
     offsets = library.tap_offsets()                                        # [P, 4, 2]
-    kh, kw = offsets[:, None, :, 0], offsets[:, None, :, 1]               # [P, 1, 4]
-    i = np.arange(NEON_LANES)[None, :, None]
-    return (kh * 16 + i + kw).reshape(library.size, 4 * NEON_LANES).astype("int8")
+    kh, kw = offsets[:, None, None, :, 0], offsets[:, None, None, :, 1]   # [P, 1, 1, 4]
+    s = np.arange(2)[None, :, None, None]
+    i = np.arange(NEON_LANES)[None, None, :, None]
+    return (kh * TRIPLE_COLUMNS + NEON_LANES * s + i + kw).reshape(library.size, 32).astype("int8")
