@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
+from tvm_patterns.computes.int8_quantization import requantized_codes
 from tvm_patterns.sparsity.int8_filter_block import LANES, rowpair_shape
 
 # The int32 accumulators of a tile, F x ROWS x GROUPS zmm registers, beside the F broadcast weights,
@@ -76,7 +77,7 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
     row pairs hold x (its padding at the zero point: fold -zero_point * sum(w) into the bias).
 
     ``requantize``: two more inputs, scale float32 [B*F, 2] and grid float32 [3], and out uint8: the
-    sums requantized onto the next layer's grid in the write-back (``requantize_codes``)."""
+    sums requantized onto the next layer's grid in the write-back (``requantized_codes``)."""
     rows, groups = knobs.rows, knobs.groups
     shape = rowpair_shape(n, c, h, w, rows, groups)
     tiles_h, tiles_w = (shape[2] - 2) // rows, shape[3] // groups
@@ -117,12 +118,12 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
                                     sums = (acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)]
                                             + T.broadcast(bias[(b) * F + f], LANES))
                                     out[nn, (b) * F + f, th * rows + r, T.ramp((tw * groups + g) * LANES, 1, LANES)] = (
-                                        requantize_codes(sums, scale, grid, (b) * F + f, LANES) if requantize else sums)
+                                        requantized_codes(sums, scale, grid, (b) * F + f, LANES) if requantize else sums)
                                 else:
                                     for i in T.serial(T.max(0, w - (tw * groups + g) * LANES)):
                                         sums = acc[((f * rows + r) * groups + g) * LANES + i] + bias[(b) * F + f]
                                         out[nn, (b) * F + f, th * rows + r, (tw * groups + g) * LANES + i] = (
-                                            requantize_codes(sums, scale, grid, (b) * F + f, 1) if requantize else sums)
+                                            requantized_codes(sums, scale, grid, (b) * F + f, 1) if requantize else sums)
 
     if requantize:
         @T.prim_func(private=True)
@@ -143,17 +144,3 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
             conv(X, length, channel, pattern, value, index, bias, None, None, out)
 
     return kernel
-
-
-def requantize_codes(sums, scale, grid, k, lanes: int):
-    """uint8 codes of int32 sums of output channel k on the next layer's grid: with scale[k] = (the
-    sums' float scale, the float bias) and grid = (1 / next scale, next zero point, lowest code),
-    clip(floor((sums * scale[k, 0] + scale[k, 1]) * grid[0] + 0.5) + grid[1], grid[2], 255), the same
-    float32 operations as the float epilogue then the next layer's quantizer (a ReLU between: lowest
-    code = the zero point)."""
-    def bc(x):
-        return T.broadcast(x, lanes) if lanes > 1 else x
-    f32 = "float32" if lanes == 1 else f"float32x{lanes}"
-    y = T.Cast(f32, sums) * bc(scale[k, 0]) + bc(scale[k, 1])
-    q = T.max(T.min(T.floor(y * bc(grid[0]) + bc(T.float32(0.5))) + bc(grid[1]), bc(T.float32(255.0))), bc(grid[2]))
-    return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
+from tvm_patterns.computes.int8_quantization import requantized_codes
 from tvm_patterns.sparsity.int8_filter_block import NEON_LANES, TRIPLE_POSITIONS, rowtriple_shape
 
 # F x ROWS x GROUPS x 2 accumulators beside the indices, the triples, the gathered vectors and the weights
@@ -61,11 +62,15 @@ def default_knobs(filters: int, out_h: int, out_w: int) -> Knobs:
 
 
 def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: int, k: int, blocks: int,
-                                                    filters: int, max_len: int, patterns: int, knobs: Knobs):
+                                                    filters: int, max_len: int, patterns: int, knobs: Knobs,
+                                                    requantize: bool = False):
     """PrimFunc(triples int8 [rowtriple_shape], length [B], channel [B, L], pattern [B, L],
     value [B, L, F], index int8 [P, 32], bias [B*F] int32) -> out int32 [N, K, H, W]:
     out = conv(x, w) + bias, where the triples hold the signed codes x (padding at zero point - 128:
-    fold -(zero point - 128) * sum(w) into the bias)."""
+    fold -(zero point - 128) * sum(w) into the bias).
+
+    ``requantize``: two more inputs, scale float32 [B*F, 2] and grid float32 [3], and out uint8: the
+    sums requantized onto the next layer's grid in the write-back (``requantized_codes``)."""
     rows, groups = knobs.rows, knobs.groups
     shape = rowtriple_shape(n, c, h, w, rows, groups)
     tiles_h, tiles_w = shape[2] // rows, shape[3] // groups
@@ -79,12 +84,8 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
             return T.Shuffle([value[b, j, T.ramp(f // V * V, 1, V)]], [f % V] * V)
         return T.broadcast(value[b, j, f], V)
 
-    @T.prim_func(private=True)
-    def kernel(X: T.Buffer(shape, "int8"), length: T.Buffer((blocks,), "int32"),
-               channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
-               value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 32), "int8"),
-               bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
-        T.func_attr({"tir.noalias": True})
+    @T.macro
+    def conv(X, length, channel, pattern, value, index, bias, scale, grid, out):
         for q in T.parallel(n * tiles_h * blocks):
             b: T.int32 = q % blocks
             th: T.int32 = q // blocks % tiles_h
@@ -115,14 +116,35 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
                             for s in T.unroll(2):
                                 if b * F + f < k and th * rows + r < h:
                                     if (tw * groups + g) * P + s * V + V <= w:
+                                        sums = (acc[T.ramp((((f * rows + r) * groups + g) * 2 + s) * V, 1, V)]
+                                                + T.broadcast(bias[b * F + f], V))
                                         out[nn, b * F + f, th * rows + r,
                                             T.ramp((tw * groups + g) * P + s * V, 1, V)] = (
-                                            acc[T.ramp((((f * rows + r) * groups + g) * 2 + s) * V, 1, V)]
-                                            + T.broadcast(bias[b * F + f], V))
+                                            requantized_codes(sums, scale, grid, b * F + f, V) if requantize
+                                            else sums)
                                     else:
                                         for i in T.serial(T.max(0, T.min(V, w - (tw * groups + g) * P - s * V))):
+                                            sums = acc[(((f * rows + r) * groups + g) * 2 + s) * V + i] + bias[b * F + f]
                                             out[nn, b * F + f, th * rows + r, (tw * groups + g) * P + s * V + i] = (
-                                                acc[(((f * rows + r) * groups + g) * 2 + s) * V + i]
-                                                + bias[b * F + f])
+                                                requantized_codes(sums, scale, grid, b * F + f, 1) if requantize
+                                                else sums)
+
+    if requantize:
+        @T.prim_func(private=True)
+        def kernel(X: T.Buffer(shape, "int8"), length: T.Buffer((blocks,), "int32"),
+                   channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
+                   value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 32), "int8"),
+                   bias: T.Buffer((blocks * filters,), "int32"), scale: T.Buffer((blocks * filters, 2), "float32"),
+                   grid: T.Buffer((3,), "float32"), out: T.Buffer((n, k, h, w), "uint8")):
+            T.func_attr({"tir.noalias": True})
+            conv(X, length, channel, pattern, value, index, bias, scale, grid, out)
+    else:
+        @T.prim_func(private=True)
+        def kernel(X: T.Buffer(shape, "int8"), length: T.Buffer((blocks,), "int32"),
+                   channel: T.Buffer((blocks, max_len), "int32"), pattern: T.Buffer((blocks, max_len), "int32"),
+                   value: T.Buffer((blocks, max_len, filters), "int32"), index: T.Buffer((patterns, 32), "int8"),
+                   bias: T.Buffer((blocks * filters,), "int32"), out: T.Buffer((n, k, h, w), "int32")):
+            T.func_attr({"tir.noalias": True})
+            conv(X, length, channel, pattern, value, index, bias, None, None, out)
 
     return kernel

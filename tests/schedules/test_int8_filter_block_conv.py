@@ -263,6 +263,33 @@ def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_
     np.testing.assert_array_equal(got, reference(x, w, bias, zero_point))
 
 
+def test_the_requantizing_aarch64_kernel_writes_the_next_layers_codes_on_the_emulated_device(arm_device, tmp_path):
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import (
+        Knobs as NeonKnobs, int8_filter_block_pattern_conv2d_rowtriple_neon)
+    shape, K, filters, zero_point = (2, 13, 9, 37), 10, 4, 3
+    N, C, H, W = shape
+    rng = np.random.default_rng(2)
+    w = int8_weight(K, C, filters, seed=2)
+    x = rng.integers(0, 256, shape).astype("uint8")
+    t = int8_filter_block_tables(w, LIB, filters)
+    B = t.channel.shape[0]
+    folded = np.zeros(B * filters, "int32")
+    folded[:K] = -(zero_point - 128) * w.astype(np.int64).sum(axis=(1, 2, 3))
+    scale = np.zeros((B * filters, 2), "float32")
+    scale[:K, 0], scale[:K, 1] = rng.uniform(1e-4, 3e-4, K), rng.uniform(-1, 1, K)
+    grid = np.array([20.0, 7, 7], "float32")                         # a ReLU: the lowest code is the zero point
+    f = int8_filter_block_pattern_conv2d_rowtriple_neon(N, C, H, W, K, B, filters, t.channel.shape[1], LIB.size,
+                                                        NeonKnobs(2, 1), requantize=True)
+    target = tp.targets.arm_cpu()
+    path = tp.export_library(tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                                         tir_pipeline=tir_pipeline(target)), tmp_path / "rq.so", target)
+    got = arm_device.run(path, pack_rowtriples(x, zero_point, 2, 1), t.length, t.channel, t.pattern, t.value,
+                         rowtriple_index(LIB), folded, scale, grid, np.zeros((N, K, H, W), "uint8"))[-1]
+    expected = requantized_reference(reference(x, w, np.zeros(K, "int32"), zero_point), scale[:K], grid)
+    assert (expected == 7).any() and (expected == 255).any()
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_the_aarch64_hot_loop_gathers_with_two_register_tbl_and_multiplies_with_indexed_sdot():
     from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import default_knobs as neon_knobs
     w = int8_weight(32, 64, 4, connectivity=3.6)
@@ -296,17 +323,19 @@ def test_row_triples_hold_three_padded_rows_of_ten_signed_columns_every_eight_po
     assert p[0, 1, 0, 1, 10:20].tolist() == [*signed[0, 7:9].tolist(), *[9 - 128] * 8]   # the next 8 positions
 
 
-def test_the_aarch64_quantization_writes_the_row_triples_of_the_codes():
-    from tvm_patterns.computes.int8_quantization import quantize_rowtriples
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])   # uint8: codes a conv wrote, only laid out
+def test_the_aarch64_quantization_writes_the_row_triples_of_the_codes(dtype):
     from tvm import te
+    from tvm_patterns.computes.int8_quantization import quantize_rowtriples
     x = (np.random.default_rng(8).standard_normal((2, 3, 7, 19)) * 3).astype("float32")
     scale, zero_point = 0.02, 117
     codes = np.clip(np.floor(x * np.float32(1 / scale) + np.float32(0.5)) + zero_point, 0, 255).astype("uint8")
     expected = pack_rowtriples(codes, zero_point, 2, 2)
-    xt = te.placeholder(x.shape, "float32")
-    out = quantize_rowtriples(xt, scale, zero_point, expected.shape)
-    f = tvm.compile(te.create_prim_func([xt, out]).with_attr("global_symbol", "main"), target=HOST)
-    args = [tvm.runtime.tensor(x), tvm.runtime.tensor(np.zeros(expected.shape, "int8"))]
+    xt, grid = te.placeholder(x.shape, dtype), te.placeholder((2,), "float32")
+    f = tvm.compile(te.create_prim_func([xt, grid, quantize_rowtriples(xt, grid, expected.shape)])
+                    .with_attr("global_symbol", "main"), target=HOST)
+    args = [tvm.runtime.tensor(a) for a in (x if dtype == "float32" else codes,
+                                            np.array([1 / scale, zero_point], "float32"), np.zeros(expected.shape, "int8"))]
     f(*args)
     assert (codes == 0).any() and (codes == 255).any()
     np.testing.assert_array_equal(args[-1].numpy(), expected)

@@ -9,8 +9,8 @@ input on the uint8 grid of its calibrated range (``quantization.input_grid``). T
     x86:      quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
     aarch64:  quantize_rowtriples(x) -> int8_filter_block_pattern_conv2d_rowtriple_neon -> dequantize_conv
 
-(the bias and activation after it fuse into the dequantization). On x86, where the next layer is an
-int8 conv too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
+(the bias and activation after it fuse into the dequantization). Where the next layer is an int8 conv
+too, ``passes/int8_requantize`` then writes its codes in this kernel's write-back instead.
 """
 from __future__ import annotations
 
@@ -39,10 +39,11 @@ KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
 NEON_KERNEL = "int8_filter_block_pattern_conv2d_rowtriple_neon"
 QUANTIZE = "int8_quantize_rowpairs_x86"
 OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
-# What passes/int8_requantize reads back: the kernel's geometry and knobs, its layer, the row pairs a
-# quantization writes, the input scale a dequantization multiplies by.
+# What passes/int8_requantize reads back: the kernel, its geometry and knobs, its layer; the layout a
+# quantization writes; the input scale a dequantization multiplies by.
+# [kernel, geometry..., knobs...], [layout, N, C, H, W, knobs...]
 CONV_ATTR, LAYER_ATTR = "tvm_patterns.int8_conv", "tvm_patterns.layer"
-ROWPAIRS_ATTR, DEQUANTIZE_ATTR = "tvm_patterns.int8_rowpairs", "tvm_patterns.int8_dequantize_scale"
+LAYOUT_ATTR, DEQUANTIZE_ATTR = "tvm_patterns.int8_layout", "tvm_patterns.int8_dequantize_scale"
 
 
 def written_out(func):
@@ -112,31 +113,33 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     B, L = tables.channel.shape
     geometry = (N, C, H, W, K, B, F, L, library.size)
     bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
+    grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
     if is_aarch64(Target.current()):         # signed codes: the shift by 128 is folded in as well
         bias[:K] = -(zero_point - 128) * codes.astype(np.int64).sum(axis=(1, 2, 3))
         knobs = int8_neon.default_knobs(F, H, W)
-        kernel = written_out(int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon(*geometry, knobs))
+        knobs_of = [knobs.rows, knobs.groups]
+        kernel = int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon(*geometry, knobs)
         kernel_name, index = NEON_KERNEL, rowtriple_index(library)
         triples = rowtriple_shape(N, C, H, W, knobs.rows, knobs.groups)
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
-            return bb.emit_te(functools.partial(quantize_rowtriples, scale=scale, zero_point=zero_point,
-                                                shape=triples), x, primfunc_name_hint=QUANTIZE_ROWTRIPLES)
+            return bb.emit(bb.call_te(functools.partial(quantize_rowtriples, shape=triples), x, relax.const(grid),
+                                      primfunc_name_hint=QUANTIZE_ROWTRIPLES,
+                                      primfunc_attrs={LAYOUT_ATTR: ["rowtriple_neon", N, C, H, W, *knobs_of]}))
     else:
         bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
         knobs = int8_x86.default_knobs(F, C, H, W)
+        knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
         kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
-        kernel = written_out(kernel).with_attrs({CONV_ATTR: [*geometry, knobs.rows, knobs.groups,
-                                                             knobs.blocks_inner], LAYER_ATTR: ctx.name})
         rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups))
-        rowpairs = rowpairs.with_attr(ROWPAIRS_ATTR, [N, C, H, W, knobs.rows, knobs.groups])
-        grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
+        rowpairs = rowpairs.with_attr(LAYOUT_ATTR, ["rowpair_x86", N, C, H, W, *knobs_of])
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
             return bb.emit(relax.call_tir(bb.add_func(rowpairs, QUANTIZE), relax.Tuple([x, relax.const(grid)]),
                                           relax.TensorType(rowpair_shape(N, C, H, W, knobs.rows, knobs.groups),
                                                            "uint8")))
         kernel_name, index = KERNEL, permute_index(library)
+    kernel = written_out(kernel).with_attrs({CONV_ATTR: [kernel_name, *geometry, *knobs_of], LAYER_ATTR: ctx.name})
     arrays = (tables.length, tables.channel, tables.pattern, tables.value, index, bias)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

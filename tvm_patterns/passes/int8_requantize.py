@@ -8,7 +8,7 @@ through nothing but its bias, a ReLU and a max pool,
 
 the first conv requantizes its sums onto the second's input grid in its write-back and the chain becomes
 
-    codes = int8 conv(rowpairs) (uint8)  ->  max pool (uint8)  ->  lay out -> rowpairs'
+    codes = int8 conv(rowpairs) (uint8)  ->  max pool (uint8)  ->  lay out -> rowpairs' (x86; NEON: row triples)
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -16,19 +16,25 @@ conv writes a byte per output instead of four, and no float activation is writte
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
+from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
-from tvm_patterns.sparsity.int8_filter_block import rowpair_shape
+from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantize_rowtriples
+from tvm_patterns.sparsity.int8_filter_block import rowpair_shape, rowtriple_shape
 
-from .int8_filter_block_kind import (CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, QUANTIZE, ROWPAIRS_ATTR,
-                                     written_out)
+from .int8_filter_block_kind import (CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, LAYOUT_ATTR, NEON_KERNEL,
+                                     QUANTIZE, written_out)
 
 REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
+KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),
+           NEON_KERNEL: (int8_neon.Knobs, int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon)}
 
 
 def _attr(mod: tvm.IRModule, call, name: str):
@@ -107,43 +113,49 @@ class _Requantize(PyExprMutator):
 
     def visit_var_binding_(self, binding):
         value = binding.value
-        rowpairs = _attr(self.mod_, value, ROWPAIRS_ATTR)
-        chain = self._chain(value) if rowpairs is not None else None
+        layout = _attr(self.mod_, value, LAYOUT_ATTR)
+        chain = self._chain(value) if layout is not None else None
         if chain is None:
             return super().visit_var_binding_(binding)
         pool, relu, bias, dequantize, conv = chain
-        geometry = [int(v) for v in _attr(self.mod_, conv, CONV_ATTR)]
-        n, c, h, w, k, blocks, filters, max_len, patterns, rows, groups, inner = geometry
-        channels = blocks * filters
+        name, *geometry = _attr(self.mod_, conv, CONV_ATTR)
+        n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
         bias_k = np.zeros(k, "float32") if bias is None else _per_channel(bias, k)
         if bias_k is None:
             return super().visit_var_binding_(binding)
         weight_scale = dequantize.args[1].fields[1].value.numpy()
         sums_scale = weight_scale * np.float32(float(_attr(self.mod_, dequantize, DEQUANTIZE_ATTR)))
-        scale = np.zeros((channels, 2), "float32")
+        scale = np.zeros((blocks * filters, 2), "float32")
         scale[:k, 0], scale[:k, 1] = sums_scale, bias_k
-        grid = value.args[1].fields[1].value.numpy()                # (1 / scale, zero point) of the next layer
-        lowest = grid[1] if relu else np.float32(0.0)
-        kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(
-            n, c, h, w, k, blocks, filters, max_len, patterns, int8_x86.Knobs(rows, groups, bool(inner)),
-            requantize=True)
+        grid = value.args[1].fields[1]                               # (1 / scale, zero point) of the next layer
+        zero_point = grid.value.numpy()[1]
+        lowest = zero_point if relu else np.float32(0.0)
+        knobs_type, make = KERNELS[str(name)]
+        kernel = make(n, c, h, w, k, blocks, filters, max_len, patterns, knobs_type(*knobs), requantize=True)
         conv_args = [self.visit_expr(a) for a in conv.args[1].fields]
         codes = self.builder_.emit(relax.call_tir(
-            self.builder_.add_func(written_out(kernel), KERNEL + "_requantize"),
-            relax.Tuple([*conv_args, relax.const(scale), relax.const(np.array([*grid, lowest], "float32"))]),
+            self.builder_.add_func(written_out(kernel), f"{name}_requantize"),
+            relax.Tuple([*conv_args, relax.const(scale), relax.const(np.array([*grid.value.numpy(), lowest], "float32"))]),
             relax.TensorType((n, k, h, w), "uint8")))
         if pool is not None:
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
-        n2, c2, h2, w2, rows2, groups2 = (int(v) for v in rowpairs)
-        layout = written_out(int8_quantize_rowpairs_x86(n2, c2, h2, w2, rows2, groups2, codes=True))
-        new = self.builder_.emit(relax.call_tir(self.builder_.add_func(layout, QUANTIZE + "_layout"),
-                                                relax.Tuple([codes, value.args[1].fields[1]]),
-                                                relax.TensorType(rowpair_shape(n2, c2, h2, w2, rows2, groups2), "uint8")))
-        self.set_var_remap(binding.var, new)
+        self.set_var_remap(binding.var, self.builder_.emit(_lay_out(self.builder_, codes, grid, layout)))
         layer = str(_attr(self.mod_, conv, LAYER_ATTR))
         for decision in self.report:
             if decision.layer == layer and decision.kind == "int8_filter_block":
                 decision.reason += f"; {REQUANTIZED}"
+
+
+def _lay_out(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, layout) -> relax.Expr:
+    """The call that lays uint8 codes out as the next int8 conv reads them (``layout``: its attribute)."""
+    name, n, c, h, w, rows, groups, *_ = layout
+    n, c, h, w, rows, groups = (int(v) for v in (n, c, h, w, rows, groups))
+    if str(name) == "rowpair_x86":
+        func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True))
+        return relax.call_tir(bb.add_func(func, QUANTIZE + "_layout"), relax.Tuple([codes, grid]),
+                              relax.TensorType(rowpair_shape(n, c, h, w, rows, groups), "uint8"))
+    return bb.call_te(functools.partial(quantize_rowtriples, shape=rowtriple_shape(n, c, h, w, rows, groups)),
+                      codes, grid, primfunc_name_hint=QUANTIZE_ROWTRIPLES + "_layout")
 
 
 def Int8Requantize(report: list | None = None) -> tvm.transform.Pass:
