@@ -30,7 +30,7 @@ from tvm import s_tir
 
 from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLOCKS, PACK_SUFFIX
 
-from .block_sparse_x86 import _write_back, block_loops
+from .block_sparse_x86 import block_loops, write_back
 from .pattern_conv2d_nchw_opencl import bind_flat
 from .pattern_conv2d_nchw_x86 import categorical_knob, perfect_tile, unroll_knob
 from .registry import register_schedule
@@ -90,7 +90,7 @@ def apply(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> Non
             bind_flat(sch, p, pack_group)
     conv, (n, k, h, w, j) = block_loops(sch, block, VECTOR)
 
-    wb, plain = _write_back(sch, block, "local")   # private memory (registers) of a work-item
+    wb, plain = write_back(sch, block, "local")   # private memory (registers) of a work-item
     kb, kr = sch.split(k, [None, R])
     kro, kri = perfect_tile(sch, kr, knobs and knobs.rows, MAX_ROWS)
     wo, wv = sch.split(w, [None, VECTOR])

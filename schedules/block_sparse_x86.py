@@ -111,7 +111,7 @@ def _inline_epilogue(sch: s_tir.Schedule, block):
             return block
 
 
-def _write_back(sch: s_tir.Schedule, block, scope: str = ACCUMULATOR_SCOPE):
+def write_back(sch: s_tir.Schedule, block, scope: str = ACCUMULATOR_SCOPE):
     """cache_write the accumulators (in ``scope``); fold the crop / transpose stage and the elementwise
     consumers into the write-back block; returns (write-back block, whether it is a plain copy)."""
     cw = sch.cache_write(block, 0, scope)
@@ -150,7 +150,7 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, **
             _schedule_pack(sch, p)
     conv, (n, k, h, w, j) = block_loops(sch, block, vector)
 
-    wb, plain = _write_back(sch, block)
+    wb, plain = write_back(sch, block)
     kb, kr = sch.split(k, [None, R])
     kro, kri = perfect_tile(sch, kr, knobs and knobs.rows, isa["max_tile_rows"])
     w_, wv = sch.split(w, [None, vector])

@@ -34,7 +34,7 @@ def work_group(plane: int, at_most: int) -> int:
     at least MIN_GROUP, so that no item is idle and no statement is guarded (the F filters'
     multiply-adds of a tap then sit in one basic block, where the compiler loads each input once);
     else the smallest power of two covering the plane, up to ``at_most``."""
-    divisor = ocl._largest_divisor(plane, at_most)
+    divisor = ocl.largest_divisor(plane, at_most)
     if divisor >= min(MIN_GROUP, plane):
         return divisor
     group = MIN_GROUP
@@ -46,7 +46,7 @@ def work_group(plane: int, at_most: int) -> int:
 def apply(sch: s_tir.Schedule, block, knobs: ocl.Knobs, target) -> None:
     n, k, h, w, j, t = sch.get_loops(block)
     groups = ocl.work_groups(target)
-    knobs = replace(knobs, rows=ocl._largest_divisor(int(sch.get(h).extent), knobs.rows),
+    knobs = replace(knobs, rows=ocl.largest_divisor(int(sch.get(h).extent), knobs.rows),
                     work_group=max(g for g in groups if g <= knobs.work_group))
     wb = ocl.gpu_stages(sch, block, knobs)
     kb, f = sch.split(k, [None, filters_of(sch, block)])
@@ -70,9 +70,9 @@ def apply(sch: s_tir.Schedule, block, knobs: ocl.Knobs, target) -> None:
 
 @register_schedule(FILTER_BLOCK_BLOCK, "mali")
 def schedule_mali(sch: s_tir.Schedule, block, target, knobs: ocl.Knobs | None = None) -> None:
-    apply(sch, block, knobs or ocl._knobs_for(target, ocl.MALI), target)
+    apply(sch, block, knobs or ocl.knobs_for(target, ocl.MALI), target)
 
 
 @register_schedule(FILTER_BLOCK_BLOCK, "adreno")
 def schedule_adreno(sch: s_tir.Schedule, block, target, knobs: ocl.Knobs | None = None) -> None:
-    apply(sch, block, knobs or ocl._knobs_for(target, ocl.ADRENO), target)
+    apply(sch, block, knobs or ocl.knobs_for(target, ocl.ADRENO), target)

@@ -40,7 +40,7 @@ MALI = Knobs(vector=4, rows=2, work_group=64)
 ADRENO = Knobs(vector=4, rows=1, work_group=128)
 
 
-def _largest_divisor(n: int, at_most: int) -> int:
+def largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
@@ -88,7 +88,7 @@ def apply(sch: s_tir.Schedule, block, knobs: Knobs | None, target=None) -> None:
     n, k, h, w, j, t = sch.get_loops(block)
     groups = work_groups(target)
     if knobs is not None:
-        knobs = replace(knobs, rows=_largest_divisor(int(sch.get(h).extent), knobs.rows),
+        knobs = replace(knobs, rows=largest_divisor(int(sch.get(h).extent), knobs.rows),
                         work_group=max(g for g in groups if g <= knobs.work_group))
     wb = gpu_stages(sch, block, knobs or replace(MALI, pad_group=min(MALI.pad_group, groups[-1])))
     ho, hi = perfect_tile(sch, h, knobs and knobs.rows, MAX_ROWS)
@@ -124,7 +124,7 @@ def design_space(sch: s_tir.Schedule, target=None) -> s_tir.Schedule:
     return sch
 
 
-def _knobs_for(target, base: Knobs) -> Knobs:
+def knobs_for(target, base: Knobs) -> Knobs:
     """Work-groups never above the target's thread limit."""
     limit = int(target.attrs.get("max_num_threads", 256))
     return replace(base, work_group=min(base.work_group, limit), pad_group=min(base.pad_group, limit))
@@ -132,9 +132,9 @@ def _knobs_for(target, base: Knobs) -> Knobs:
 
 @register_schedule(MAIN_BLOCK, "mali")
 def schedule_mali(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, knobs or _knobs_for(target, MALI), target)
+    apply(sch, block, knobs or knobs_for(target, MALI), target)
 
 
 @register_schedule(MAIN_BLOCK, "adreno")
 def schedule_adreno(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
-    apply(sch, block, knobs or _knobs_for(target, ADRENO), target)
+    apply(sch, block, knobs or knobs_for(target, ADRENO), target)

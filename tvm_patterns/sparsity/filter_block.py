@@ -19,7 +19,7 @@ import numpy as np
 
 from .pattern_format import NotPatternSparse, ROW_MULTIPLE, fit_patterns
 from .pattern_library import PatternLibrary
-from .projection import _check_3x3, kernels_to_keep
+from .projection import check_3x3, kernels_to_keep
 
 # The share of extra MACs a block format may spend on taps that are zero in some filters of a block
 # (a kernel kept by one filter but zero in another) before the weight is not called filter-block.
@@ -45,7 +45,7 @@ def project_filter_block_pattern(w: np.ndarray, library: PatternLibrary, connect
                                  filters: int = 4) -> np.ndarray:
     """The nearest weight (L2) in which each block of ``filters`` filters shares its kept kernels and
     their patterns, one kernel (block, channel) kept in ``connectivity``."""
-    w = _check_3x3(w, "filter-block pattern projection")
+    w = check_3x3(w, "filter-block pattern projection")
     K, C = w.shape[:2]
     energy = _block_energy(w, filters)                                       # [B, C, 9]
     masks = library.masks.reshape(library.size, 9).astype("float64")

@@ -10,7 +10,7 @@ import numpy as np
 from .pattern_library import PatternLibrary
 
 
-def _check_3x3(w: np.ndarray, what: str) -> np.ndarray:
+def check_3x3(w: np.ndarray, what: str) -> np.ndarray:
     w = np.asarray(w)
     if w.ndim != 4 or w.shape[2:] != (3, 3):
         raise ValueError(f"{what}: expected a [K, C, 3, 3] weight, got shape {w.shape}")
@@ -21,7 +21,7 @@ def _check_3x3(w: np.ndarray, what: str) -> np.ndarray:
 
 def pattern_assignment(w: np.ndarray, library: PatternLibrary) -> np.ndarray:
     """[K, C] int: the library pattern that keeps most of each kernel's energy (sum of squares)."""
-    w = _check_3x3(w, "pattern projection")
+    w = check_3x3(w, "pattern projection")
     energy = np.einsum("kcx,px->kcp", (w.astype("float64") ** 2).reshape(*w.shape[:2], 9),
                        library.masks.reshape(library.size, 9).astype("float64"))
     return np.argmax(energy, axis=2)
@@ -42,7 +42,7 @@ def kernels_to_keep(n_kernels: int, connectivity: float) -> int:
 
 def project_connectivity(w: np.ndarray, connectivity: float) -> np.ndarray:
     """Keep the round(K*C / connectivity) 3x3 kernels with the largest L2 norm in the layer."""
-    w = _check_3x3(w, "connectivity projection")
+    w = check_3x3(w, "connectivity projection")
     norms = np.sqrt((w.astype("float64") ** 2).sum(axis=(2, 3))).ravel()
     keep = kernels_to_keep(norms.size, connectivity)
     order = np.argsort(-norms, kind="stable")
