@@ -1,4 +1,4 @@
-"""int8_block_sparse_dense_x86: int8 block-punched linear layer for AVX-512 VNNI.
+"""int8_block_sparse_dense_x86: int8 block-punched linear layer for AVX-512 VNNI, or AVX2.
 
 A TIR kernel written out (the input gather feeds a byte-lane broadcast no TE stage expresses): per row
 m of the input and block b of R output features,
@@ -13,6 +13,10 @@ R = 4, 8 or 16 (xmm, ymm, zmm). At batch 1 the layer reads its weights once: a b
 the float kernel reads four. With ``nibbles`` the weights are 4-bit indices into a table of 16 int8
 codes, two quads a word, decoded by one ``vpshufb`` each: half the bytes again (``sparsity/int8_block``
 describes the tables; docs/design.md#int8-block-linear).
+
+With ``avx2`` (x86 without VNNI) a ``vpdpbusd`` becomes ``vpmaddubsw`` (two u8 x s8 products a
+saturating int16: exact for weights of at most 64, which the int8 kind ensures), ``vpmaddwd`` by ones
+and an add; R = 4 or 8 (xmm, ymm).
 """
 from __future__ import annotations
 
@@ -21,21 +25,33 @@ from tvm.script import tirx as T
 from tvm_patterns.sparsity.int8_block import UNROLL
 
 BLOCK_ROWS = (4, 8, 16)
+AVX2_BLOCK_ROWS = (4, 8)
 PSHUFB = {4: "llvm.x86.ssse3.pshuf.b.128", 8: "llvm.x86.avx2.pshuf.b", 16: "llvm.x86.avx512.pshuf.b.512"}
+PMADDUBSW = {4: "llvm.x86.ssse3.pmadd.ub.sw.128", 8: "llvm.x86.avx2.pmadd.ub.sw"}
+PMADDWD = {4: "llvm.x86.sse2.pmadd.wd", 8: "llvm.x86.avx2.pmadd.wd"}
 
 
 def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: int, block_rows: int, quads: int,
-                                nibbles: bool = False):
+                                nibbles: bool = False, avx2: bool = False):
     """PrimFunc(x u8 [M, cols], col u16 [B, 4Q], value int32 [B, Q, R] (nibbles: [B, Q/2, R]), levels int8
     [16] (nibbles only), bias int32 [B*R]) -> out int32 [M, out_features] = x codes @ weight codes + bias."""
-    if block_rows not in BLOCK_ROWS:
-        raise NotImplementedError(f"the int8 block kernel runs blocks of {BLOCK_ROWS} rows, not {block_rows}")
+    rows = AVX2_BLOCK_ROWS if avx2 else BLOCK_ROWS
+    if block_rows not in rows:
+        raise NotImplementedError(f"the int8 block kernel{' (AVX2)' if avx2 else ''} runs blocks of {rows} rows, "
+                                  f"not {block_rows}")
     R = block_rows
     acc_t, byte_t, ubyte_t = f"int32x{R}", f"int8x{4 * R}", f"uint8x{4 * R}"
     intrin = f"llvm.x86.avx512.vpdpbusd.{32 * R}"
     steps = quads // UNROLL
     words = quads // 2 if nibbles else quads
     shuffle = PSHUFB[R]
+
+    def multiply_add(acc, x, w):
+        """acc + the 4 products of each lane's u8 x and s8 w bytes."""
+        if not avx2:
+            return T.call_llvm_pure_intrin(acc_t, intrin, acc, x, w)
+        return acc + T.call_llvm_pure_intrin(acc_t, PMADDWD[R], T.call_llvm_pure_intrin(
+            f"int16x{2 * R}", PMADDUBSW[R], x, w), T.broadcast(T.int16(1), 2 * R))
 
     @T.prim_func(private=True)
     def kernel(x: T.Buffer((m, cols), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
@@ -59,15 +75,15 @@ def int8_block_sparse_dense_x86(m: int, cols: int, out_features: int, blocks: in
                                    | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 2])]) << 16)
                                    | (T.Cast("int32", x[row, T.Cast("int32", col[b, (s * UNROLL + u) * 4 + 3])]) << 24))
                     if nibbles:   # quad 2k in the low nibbles of word k, 2k + 1 in the high ones
-                        acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
-                            acc_t, intrin, acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
+                        acc[T.ramp(u * R, 1, R)] = multiply_add(
+                            acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
                             T.call_llvm_pure_intrin(byte_t, shuffle, table[T.ramp(0, 1, 4 * R)], T.reinterpret(
                                 T.bitwise_and(T.shift_right(value[b, (s * UNROLL + u) // 2, T.ramp(0, 1, R)],
                                                             T.broadcast(u % 2 * 4, R)),
                                               T.broadcast(0x0F0F0F0F, R)), dtype=byte_t)))
                     else:
-                        acc[T.ramp(u * R, 1, R)] = T.call_llvm_pure_intrin(
-                            acc_t, intrin, acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
+                        acc[T.ramp(u * R, 1, R)] = multiply_add(
+                            acc[T.ramp(u * R, 1, R)], T.reinterpret(T.broadcast(x4, R), dtype=ubyte_t),
                             T.reinterpret(value[b, s * UNROLL + u, T.ramp(0, 1, R)], dtype=byte_t))
             # the UNROLL = 4 accumulators
             if b * R + R <= out_features:

@@ -16,21 +16,24 @@ from tvm import s_tir
 from tvm.script import tirx as T
 
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK
-from tvm_patterns.sparsity.int8_filter_block import HALF, LANES, rowpair_shape
+from tvm_patterns.sparsity.int8_filter_block import (AVX2_COLUMNS, AVX2_HALF, AVX2_LANES, AVX2_POSITIONS, HALF, LANES,
+                                                     rowpair_avx2_shape, rowpair_shape)
 
 from .registry import FALLBACK, find_schedule, register_schedule
 
 SPATIAL = 0  # IterVar.DataPar
 
 
-def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int, codes: bool = False):
+def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int, codes: bool = False,
+                               avx2: bool = False):
     """PrimFunc(x float32 [N, C, H, W], grid float32 [2] = (1 / scale, zero point)) -> uint8 row pairs
     (``sparsity.int8_filter_block``): codes clip(floor(x * (1 / scale) + 0.5) + zero_point, 0, 255),
     the padding at the zero point. ``codes``: x is uint8, already on the grid (written by the previous
-    int8 conv, ``passes/int8_requantize``), and is only laid out."""
-    shape = rowpair_shape(n, c, h, w, rows, groups)
-    hp, g_ = shape[2], shape[3]
-    wp = g_ * LANES + HALF
+    int8 conv, ``passes/int8_requantize``), and is only laid out. ``avx2``: the AVX2 kernel's row pairs
+    (``rowpair_avx2_shape``) instead of the VNNI one's."""
+    shape = (rowpair_avx2_shape if avx2 else rowpair_shape)(n, c, h, w, rows, groups)
+    hp, g_ = (shape[1], shape[2]) if avx2 else (shape[2], shape[3])
+    wp = g_ * AVX2_LANES + 2 if avx2 else g_ * LANES + HALF
     vec = w // LANES * LANES
 
     @T.prim_func(private=True)
@@ -63,8 +66,15 @@ def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups
                 else:
                     for q in T.serial(wp):
                         pad[r * wp + q] = zp
-            for r, g, s in T.grid(hp, g_, 2):
-                out[nc // c, nc % c, r, g, T.ramp(s * HALF, 1, HALF)] = pad[T.ramp((r + s) * wp + g * LANES, 1, HALF)]
+            if avx2:
+                for r, g, s, k in T.grid(hp, g_, 2, 2):
+                    out[nc // c, r, g, nc % c, T.ramp(s * AVX2_HALF + k * AVX2_COLUMNS, 1, AVX2_COLUMNS)] = pad[
+                        T.ramp((r + k) * wp + g * AVX2_LANES + s * AVX2_POSITIONS, 1, AVX2_COLUMNS)]
+                    if k == 1:
+                        out[nc // c, r, g, nc % c, T.ramp(s * AVX2_HALF + 2 * AVX2_COLUMNS, 1, 4)] = T.broadcast(zp, 4)
+            else:
+                for r, g, s in T.grid(hp, g_, 2):
+                    out[nc // c, nc % c, r, g, T.ramp(s * HALF, 1, HALF)] = pad[T.ramp((r + s) * wp + g * LANES, 1, HALF)]
 
     return quantize
 

@@ -13,6 +13,11 @@ one process (``tvm_patterns.devices.timing``); medians and p10/p90 of the quiet 
 On a machine shared with other work, 2-thread PyTorch is erratic (its OpenMP barrier waits for a
 descheduled thread: 2-30 ms for a 3 ms layer); 1-thread runs of both sides compare more steadily.
 
+``--int8`` also times the 1x1 convs in int8 (``schedules/int8_block_sparse_conv2d_1x1_avx2``, blocks of
+4 or 8 rows, weights on a 7-bit grid; the kernel alone, its input uint8 codes already laid out and its
+output the int32 sums, checked exact against numpy): ``ms_ours_int8``, ``int8_speedup_vs_ours`` (over
+the float kernel of the same weight) and ``gops_ours_int8``.
+
 Columns: ``gflops`` counts nonzero FLOPs (2 x MACs kept); ``speedup_torch`` = torch / ours;
 ``mac_ratio`` = dense MACs / kept MACs; ``bar`` = speedup_torch / mac_ratio (issue 6 asks >= 0.6 at
 75% sparsity on ResNet-50's 1x1 layers).
@@ -32,6 +37,7 @@ import tvm  # noqa: E402
 from tvm import te  # noqa: E402
 
 from schedules import block_sparse_x86 as sched  # noqa: E402
+from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS  # noqa: E402
 from tvm_patterns import targets  # noqa: E402
 from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
 from tvm_patterns.devices.timing import cpu_name, measure_rounds, use_threads  # noqa: E402
@@ -140,7 +146,32 @@ class Layer:
         return self.torch_fn(w2d)().numpy()
 
 
-def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=True):
+def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int):
+    """Our int8 1x1 kernel on ``w2d`` on a 7-bit grid and random input codes, checked exact -> call."""
+    from schedules.int8_block_sparse_conv2d_1x1_avx2 import int8_block_sparse_conv2d_1x1_avx2, tile_positions
+    from tvm_patterns.passes.register_tiles import tir_pipeline
+    from tvm_patterns.sparsity.int8_block import int8_block_tables
+    from tvm_patterns.sparsity.quantization import fit_grid
+
+    grid = fit_grid(w2d, "uniform", 7)
+    codes = np.round(grid.snap(w2d) / grid.scale[:, None]).astype("int8")
+    t = int8_block_tables(codes, R)
+    tile = tile_positions(R)
+    positions = -(-layer.positions // tile) * tile
+    f = int8_block_sparse_conv2d_1x1_avx2(1, layer.cols, positions, layer.rows, t.col.shape[0], R, t.quads)
+    target = targets.host()
+    fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                     tir_pipeline=tir_pipeline(target))["main"]
+    x = np.random.default_rng(1).integers(0, 256, (1, layer.cols, positions)).astype("uint8")
+    args = [tvm.runtime.tensor(a) for a in (x, t.col, t.value, np.zeros(t.col.shape[0] * R, "int32"),
+                                            np.zeros((1, layer.rows, positions), "int32"))]
+    fn(*args)
+    if not np.array_equal(args[-1].numpy()[0], codes.astype(np.int64) @ x[0].astype(np.int64)):
+        raise AssertionError(f"{layer.name} int8 R={R}: not the integer product")
+    return lambda: fn(*args)
+
+
+def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=True, int8=False):
     fns = {"torch": layer.torch_fn(layer.w)}
     fns["tvm_dense"], dense_out = layer.tvm_fn(None, _dense_values(layer.w, DENSE_R))
     if check:
@@ -154,6 +185,8 @@ def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=Tru
             fns[key], out = layer.tvm_fn(packed.col_idx, packed.values)
             if check:
                 _check(out.numpy(), layer.reference(w), f"{layer.name} {key}")
+            if int8 and layer.kind == "conv" and R in AVX2_BLOCK_ROWS:
+                fns[key + "_int8"] = int8_conv_fn(layer, w, R)
             density[key] = (s, R, packed.mac_density())
     measured = measure_rounds(fns, rounds=rounds)
     stats = measured.spread()
@@ -176,6 +209,10 @@ def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=Tru
             "ms_torch_p10": stats["torch"][1] * 1e3, "ms_torch_p90": stats["torch"][2] * 1e3,
             "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
         })
+        if key + "_int8" in times:
+            t8 = times[key + "_int8"]
+            rows[-1].update({"ms_ours_int8": t8 * 1e3, "int8_speedup_vs_ours": t / t8,
+                             "gops_ours_int8": 2 * layer.macs_dense * d / t8 / 1e9})
     return rows
 
 
@@ -206,6 +243,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 5)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and torch alike")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check against torch")
+    ap.add_argument("--int8", action="store_true", help="also time the 1x1 convs in int8 (AVX2 kernel)")
     args = ap.parse_args(argv)
 
     threads = use_threads(args.threads)
@@ -221,8 +259,9 @@ def main(argv=None):
     rows = []
     cols = ["layer", "shape", "sparsity", "block_rows", "ms_ours", "ms_torch_dense", "ms_tvm_dense",
             "gflops_ours", "speedup_torch", "speedup_tvm_dense", "mac_ratio", "bar"]
+    cols += ["ms_ours_int8", "int8_speedup_vs_ours", "gops_ours_int8"] if args.int8 else []
     for layer in layers(families):
-        new = bench_layer(layer, sparsities, block_rows, rounds, threads, check=not args.no_check)
+        new = bench_layer(layer, sparsities, block_rows, rounds, threads, check=not args.no_check, int8=args.int8)
         print(fmt_table(new, cols).split("\n", 1)[1] if rows else fmt_table(new, cols), flush=True)
         rows += new
     if args.csv:

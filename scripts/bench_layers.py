@@ -10,9 +10,9 @@ the machine's SGEMM rate, measured in the same run, is the roof.
 
 ``--filter-block F`` also times each layer pruned in blocks of F filters sharing kernels and patterns
 (the kernel with load reuse across filters), in the same rounds. ``--int8`` (with ``--filter-block``)
-also times that layer in int8 (weights per output channel on the uniform 8-bit grid, the input on a
-per-tensor one): our int8 kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``, AVX-512
-VNNI; the kernel alone, its input already in row pairs and its output uint8 codes, as between int8
+also times that layer in int8 (weights per output channel on the uniform 8-bit grid, 7-bit on AVX2, the
+input on a per-tensor one): our int8 kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``
+with AVX-512 VNNI, ``..._rowpair_avx2`` otherwise, column ``int8_isa``; the kernel alone, its input already in row pairs and its output uint8 codes, as between int8
 layers of a build) and PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer. ``--deepsparse`` also runs
 DeepSparse on each pruned layer in its venv's worker beside PyTorch there (not interleaved with ours:
 ``ours_vs_deepsparse`` is the ratio of the two speed-ups, each over the PyTorch timed beside it).
@@ -69,23 +69,26 @@ def deepsparse_columns(layer, x, ref, rounds, threads) -> dict:
 
 
 class Int8Layer:
-    """A filter-block conv in int8: our VNNI kernel on its quantized weight and input, and PyTorch's
-    int8 conv of the dense layer (torch.ao, x86 engine) on the same grids."""
+    """A filter-block conv in int8: our kernel on its quantized weight and input (AVX-512 VNNI, or AVX2
+    with 7-bit weights where the CPU has no VNNI), and PyTorch's int8 conv of the dense layer (torch.ao,
+    x86 engine) on the same grids."""
 
     def __init__(self, conv, x: torch.Tensor, filters: int, target):
-        from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (
-            default_knobs, int8_filter_block_pattern_conv2d_rowpair_x86, missing_features)
+        from schedules import int8_filter_block_pattern_conv2d_rowpair_avx2 as avx2
+        from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as vnni
         from tvm_patterns.passes.register_tiles import tir_pipeline
         from tvm_patterns.sparsity import PatternLibrary
-        from tvm_patterns.sparsity.int8_filter_block import int8_filter_block_tables, pack_rowpairs, permute_index
+        from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs,
+                                                             pack_rowpairs_avx2, permute_index, shuffle_index_avx2)
         from tvm_patterns.sparsity.quantization import fit_grid
 
-        missing = missing_features(target)
+        self.isa = "vnni" if not vnni.missing_features(target) else "avx2"
+        missing = avx2.missing_features(target) if self.isa == "avx2" else []
         if missing:
             raise SystemExit(f"--int8: this CPU ({target.mcpu}) lacks {', '.join(missing)}")
         lib = PatternLibrary.patdnn()
         w = conv.weight.detach().numpy()
-        grid = fit_grid(w, "uniform", 8)
+        grid = fit_grid(w, "uniform", 8 if self.isa == "vnni" else 7)
         wq = np.round(grid.snap(w) / grid.scale[:, None, None, None]).astype("int8")
         self.x_scale = float(x.abs().max()) / 255 * 2     # x is signed: zero point 128
         xq = np.clip(np.round(x.numpy() / self.x_scale) + 128, 0, 255).astype("uint8")
@@ -93,10 +96,18 @@ class Int8Layer:
         K = w.shape[0]
         t = int8_filter_block_tables(wq, lib, filters)
         B, L = t.channel.shape
-        knobs = default_knobs(filters, C, H, W)
         # as the build runs it between int8 layers, and as torch.ao does: the sums requantized to uint8
         # codes (an output grid of zero point 128 over the float conv's range)
-        f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs, requantize=True)
+        if self.isa == "vnni":
+            knobs = vnni.default_knobs(filters, C, H, W)
+            f = vnni.int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, L, lib.size, knobs,
+                                                                  requantize=True)
+            pairs, index = pack_rowpairs(xq, 128, knobs.rows, knobs.groups), permute_index(lib)
+        else:
+            knobs = avx2.default_knobs(filters, H, W)
+            f = avx2.int8_filter_block_pattern_conv2d_rowpair_avx2(N, C, H, W, K, B, filters, L, lib.size, knobs,
+                                                                   requantize=True)
+            pairs, index = pack_rowpairs_avx2(xq, 128, knobs.rows, knobs.groups), shuffle_index_avx2(lib)
         self.fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                               tir_pipeline=tir_pipeline(target))["main"]
         w_dequant = wq.astype("float32") * grid.scale[:, None, None, None].astype("float32")
@@ -106,8 +117,7 @@ class Int8Layer:
         bias[:K] = -128 * wq.astype(np.int64).sum(axis=(1, 2, 3))
         scale = np.zeros((B * filters, 2), "float32")
         scale[:K, 0] = np.float32(self.x_scale) * grid.scale
-        self.args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(xq, 128, knobs.rows, knobs.groups), t.length,
-                                                     t.channel, t.pattern, t.value, permute_index(lib), bias, scale,
+        self.args = [tvm.runtime.tensor(a) for a in (pairs, t.length, t.channel, t.pattern, t.value, index, bias, scale,
                                                      np.array([1 / self.out_scale, 128, 0], "float32"),
                                                      np.zeros((N, K, H, W), "uint8"))]
         self.macs = int(t.length.sum()) * filters * 4 * H * W
@@ -199,7 +209,7 @@ def int8_columns(int8: Int8Layer | None, t: dict, dense_macs: int) -> dict:
     if int8 is None:
         return {}
     mac_ratio = dense_macs / int8.macs
-    return {"int8_ms": t["int8"] * 1e3, "torch_int8_ms": t["torch_int8"] * 1e3,
+    return {"int8_isa": int8.isa, "int8_ms": t["int8"] * 1e3, "torch_int8_ms": t["torch_int8"] * 1e3,
             "int8_speedup_vs_filter_block": t["filter_block"] / t["int8"], "int8_speedup_vs_ours": t["ours"] / t["int8"],
             "int8_speedup_vs_pytorch": t["pytorch"] / t["int8"], "int8_speedup_vs_torch_int8": t["torch_int8"] / t["int8"],
             "int8_vs_torch_int8_ratio_to_mac_ratio": t["torch_int8"] / t["int8"] / mac_ratio,
@@ -233,7 +243,7 @@ def main(argv=None) -> int:
     ap.add_argument("--filter-block", type=int, default=0,
                     help="also time each layer pruned in blocks of this many filters sharing kernels and patterns")
     ap.add_argument("--int8", action="store_true",
-                    help="also time the filter-block layers in int8: ours (AVX-512 VNNI) and PyTorch's (dense)")
+                    help="also time the filter-block layers in int8: ours (AVX-512 VNNI or AVX2) and PyTorch's (dense)")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:
         ap.error("--threads and --rounds must be >= 1")

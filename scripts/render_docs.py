@@ -26,7 +26,8 @@ BEGIN, END = "<!-- results: ", "<!-- /results -->"
 # (kind, a column only that kind has, the columns shown with their headers)
 KINDS = [
     ("networks", "tvm_sparse_ms",
-     [("network", "network"), ("filter_block", "filter block"), ("image", "input"), ("pytorch_ms", "PyTorch ms"),
+     [("network", "network"), ("dtype", "dtype"), ("filter_block", "filter block"), ("image", "input"),
+      ("pytorch_ms", "PyTorch ms"),
       ("pytorch_p10_ms", "PyTorch p10"), ("pytorch_p90_ms", "PyTorch p90"), ("tvm_dense_ms", "TVM dense ms"),
       ("tvm_sparse_ms", "ours ms"), ("tvm_sparse_p10_ms", "ours p10"), ("tvm_sparse_p90_ms", "ours p90"),
       ("speedup_vs_pytorch", "x PyTorch"), ("speedup_vs_tvm_dense", "x TVM dense"),
@@ -39,7 +40,10 @@ KINDS = [
       ("ours_gflops_nonzero", "ours GFLOP/s (nonzero)"), ("filter_block_ms", "filter-block ms"),
       ("filter_block_speedup_vs_pytorch", "filter-block x PyTorch"),
       ("filter_block_ratio_to_mac_ratio", "filter-block x PyTorch / MAC ratio"),
-      ("filter_block_gflops_nonzero", "filter-block GFLOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s"),
+      ("filter_block_gflops_nonzero", "filter-block GFLOP/s (nonzero)"), ("int8_isa", "int8 ISA"),
+      ("int8_ms", "int8 ms"), ("int8_speedup_vs_filter_block", "int8 x filter-block"),
+      ("int8_vs_torch_int8_ratio_to_mac_ratio", "int8 x torch.ao int8 / MAC ratio"),
+      ("int8_gops_nonzero", "int8 GOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s"),
       ("deepsparse_speedup_vs_pytorch", "DeepSparse x its PyTorch"), ("ours_vs_deepsparse", "ours / DeepSparse")]),
     ("peers", "engine",
      [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
@@ -93,7 +97,8 @@ def kind_of(rows: list[dict], path: Path) -> tuple[str, list]:
     raise ValueError(f"{path}: not a CSV of a known benchmark (columns {sorted(columns)})")
 
 
-TEXT_COLUMNS = {"network", "layer", "config", "kind", "engine", "variant", "version", "error", "method", "build"}   # shown as written ("0.10" is a layer name)
+TEXT_COLUMNS = {"network", "layer", "config", "kind", "engine", "variant", "version", "error", "method", "build",
+                "dtype", "int8_isa"}   # shown as written ("0.10" is a layer name)
 
 
 def cell(value: str) -> str:

@@ -1,5 +1,6 @@
 """Static int8 through ``tp.build(mod, int8=tp.calibrate(model, batches))``: filter-block pattern convs
-with a calibrated input range run in int8 (AVX-512 VNNI), the rest as before, each with its reason."""
+with a calibrated input range run in int8 (AVX-512 VNNI, or AVX2 where the CPU has no VNNI), the rest as
+before, each with its reason."""
 import importlib
 import subprocess
 
@@ -16,7 +17,8 @@ from tvm_patterns.sparsity.quantization import input_grid
 from tvm_patterns.compress import oneshot_prune
 from tvm_patterns.sparsity import PatternLibrary
 
-from ..schedules.test_int8_filter_block_conv import require_vnni
+from ..schedules.test_int8_filter_block_conv import VNNI, require_vnni
+from ..schedules.test_int8_filter_block_conv_avx2 import AVX2, require_avx2
 
 
 def user_model(seed=0, quantize=None) -> nn.Module:
@@ -80,30 +82,33 @@ def test_the_int8_build_multiplies_with_vpdpbusd(int8_build):
     assert asm.count("vpdpbusd") > 0
 
 
-def test_an_int8_conv_feeding_another_writes_the_next_layers_codes_as_the_float_chain_would(monkeypatch):
-    require_vnni()
+@pytest.mark.parametrize("family", ["vnni", "avx2"])
+def test_an_int8_conv_feeding_another_writes_the_next_layers_codes_as_the_float_chain_would(monkeypatch, family):
+    target = None if family == "vnni" else AVX2
+    (require_vnni if family == "vnni" else require_avx2)()
     model = user_model()
     batches = [torch.randn(2, 3, 20, 30, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     mod, ranges = tp.from_pytorch(model, batches[0]), tp.calibrate(model, batches)
     report = []
-    fused = tp.build(mod, int8=ranges, report=report)
+    fused = tp.build(mod, target, int8=ranges, report=report)
     reasons = {r.layer: r.reason for r in report}
     assert REQUANTIZED in reasons["2"]          # conv -> BatchNorm -> ReLU -> max pool -> int8 conv "6"
     assert REQUANTIZED not in reasons["6"]      # its consumer, the stride-2 conv, runs in float
-    assert "rowpair_x86_requantize" in "".join(m.inspect_source("asm") for m in fused.mod.imports if m.kind == "llvm")
-    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8Requantize", lambda report=None: tvm.transform.Sequential([]))
-    float_between = tp.build(mod, int8=ranges)
+    assert f"rowpair_{'x86' if family == 'vnni' else 'avx2'}_requantize" in "".join(
+        m.inspect_source("asm") for m in fused.mod.imports if m.kind == "llvm")
+    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8Requantize",
+                        lambda report=None: tvm.transform.Sequential([]))
+    float_between = tp.build(mod, target, int8=ranges)
     x = tvm.runtime.tensor(torch.randn(2, 3, 20, 30, generator=torch.Generator().manual_seed(7)).numpy())
     got, expected = (relax.VirtualMachine(ex, tvm.cpu())["main"](x).numpy() for ex in (fused, float_between))
     np.testing.assert_array_equal(got, expected)
 
 
 def test_every_int8_conv_of_vgg16_but_the_last_writes_the_next_layers_codes():
-    require_vnni()                 # the importer's max pools there: a tuple of the pool and its indices
-    from tvm_patterns.apps.models import pruned_network
+    from tvm_patterns.apps.models import pruned_network   # the importer's max pools: a tuple of the pool and its indices
     model, x, mod = pruned_network("vgg16", 32, filter_block=4)
     report = []
-    tp.build(mod, int8=tp.calibrate(model, [x]), report=report)
+    tp.build(mod, VNNI, int8=tp.calibrate(model, [x]), report=report)
     convs = [r for r in report if r.kind == "int8_filter_block"]
     assert len(convs) == 12 and [REQUANTIZED in r.reason for r in convs] == [True] * 11 + [False]
 
@@ -148,23 +153,55 @@ def test_an_aarch64_cpu_without_dot_product_keeps_the_float_kernel_and_says_so()
     assert layer.kind == "filter_block" and "lacks dotprod" in layer.passed_over
 
 
-def test_a_cpu_without_vnni_keeps_the_float_kernel_and_says_so():
+def test_an_x86_cpu_with_avx2_only_runs_the_avx2_int8_kernel_on_7bit_weights_and_agrees_with_float_pytorch():
+    require_avx2()
+    model = user_model()
+    batches = [torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    report = []
+    ex = tp.build(tp.from_pytorch(model, batches[0]), AVX2, int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r for r in report}
+    assert kinds["2"].kind == kinds["6"].kind == "int8_filter_block"
+    assert "weights on the uniform 7-bit grid" in kinds["2"].reason and REQUANTIZED in kinds["2"].reason
+    asm = "".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
+    assert "vpmaddubsw" in asm and "vpdpbusd" not in asm and "zmm" not in asm
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    agree, worst = 0, 0.0
+    for i in range(0, 64, 4):
+        x = torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(100 + i))
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    assert worst < 0.03 and agree >= 63, (worst, agree)
+
+
+@pytest.mark.parametrize("scheme,kept", [("pow2", True), ("uniform", False)])
+def test_on_avx2_a_grid_with_codes_up_to_64_keeps_its_values_and_a_wider_one_goes_on_7_bits(scheme, kept):
+    model = user_model(quantize={"scheme": scheme, "bits": 8 if scheme == "uniform" else 4})
+    report = []
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), AVX2,
+             int8=tp.calibrate(model, [torch.randn(1, 3, 20, 30)]), report=report)
+    reason = next(r.reason for r in report if r.layer == "6")
+    assert ("exact on a pow2 grid" in reason) if kept else ("uniform 7-bit grid" in reason)
+
+
+def test_an_x86_cpu_without_avx2_keeps_the_float_kernel_and_says_so():
     model = user_model()
     ranges = tp.calibrate(model, [torch.randn(1, 3, 20, 30)])
     report = []
-    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), {"kind": "llvm", "mcpu": "skylake-avx512"},
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), {"kind": "llvm", "mcpu": "sandybridge"},
              int8=ranges, report=report)
     layer = next(r for r in report if r.layer == "2")
-    assert layer.kind == "filter_block" and "lacks avx512vnni, avx512vbmi" in layer.passed_over
+    assert layer.kind == "filter_block" and "lacks avx2" in layer.passed_over
 
 
 @pytest.mark.parametrize("scheme,found", [("sp2", "sp2"), ("pow2", "pow2"), ("uniform", "uniform")])
 def test_weights_quantized_in_compression_keep_their_values_and_the_report_names_the_grid(scheme, found):
-    require_vnni()
     model = user_model(quantize={"scheme": scheme, "bits": 4})
     x = torch.randn(2, 3, 20, 30)
     report = []
-    tp.build(tp.from_pytorch(model, x), int8=tp.calibrate(model, [x]), report=report)
+    tp.build(tp.from_pytorch(model, x), VNNI, int8=tp.calibrate(model, [x]), report=report)
     layer = next(r for r in report if r.layer == "6")
     assert layer.kind == "int8_filter_block" and f"weights exact on a {found} grid" in layer.reason
     folded = next(r for r in report if r.layer == "2")             # BatchNorm folded in: per channel, still a grid
@@ -177,11 +214,10 @@ def test_a_float_weight_goes_on_the_uniform_8bit_grid(int8_build):
 
 
 def test_a_layer_without_a_range_stays_float_naming_it():
-    require_vnni()
     model = user_model()
     ranges = {k: v for k, v in tp.calibrate(model, [torch.randn(1, 3, 20, 30)]).items() if k != "6"}
     report = []
-    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), int8=ranges, report=report)
+    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), VNNI, int8=ranges, report=report)
     layer = next(r for r in report if r.layer == "6")
     assert layer.kind == "filter_block" and "no calibrated input range for layer '6'" in layer.passed_over
 
@@ -198,15 +234,18 @@ def linear_model(seed=0) -> nn.Module:
     return model
 
 
-def test_block_pruned_linear_layers_run_in_int8_within_the_grids_of_float_pytorch():
-    require_vnni()
+@pytest.mark.parametrize("family", ["vnni", "avx2"])
+def test_block_pruned_linear_layers_run_in_int8_within_the_grids_of_float_pytorch(family):
+    (require_vnni if family == "vnni" else require_avx2)()
     model = linear_model()
     batches = [torch.randn(3, 3, 9, 10) for _ in range(4)]
     report = []
-    ex = tp.build(tp.from_pytorch(model, batches[0]), int8=tp.calibrate(model, batches), report=report)
+    ex = tp.build(tp.from_pytorch(model, batches[0]), None if family == "vnni" else AVX2,
+                  int8=tp.calibrate(model, batches), report=report)
     kinds = {r.layer: r for r in report}
     assert kinds["3"].kind == kinds["5"].kind == "int8_block"
-    assert "weights on the uniform 8-bit grid" in kinds["3"].reason and "exact on a sp2 grid" in kinds["5"].reason
+    bits = 8 if family == "vnni" else 7                              # AVX2: codes of at most 64
+    assert f"weights on the uniform {bits}-bit grid" in kinds["3"].reason and "exact on a sp2 grid" in kinds["5"].reason
     assert kinds["7"].kind is None                                  # dense: stays float
     vm = relax.VirtualMachine(ex, tvm.cpu())
     x = torch.randn(3, 3, 9, 10, generator=torch.Generator().manual_seed(5))
@@ -215,18 +254,20 @@ def test_block_pruned_linear_layers_run_in_int8_within_the_grids_of_float_pytorc
     got = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
     assert np.abs(got - ref).max() / np.abs(ref).max() < 0.03
     asm = "".join(m.inspect_source("asm") for m in ex.mod.imports if m.kind == "llvm")
-    assert "vpdpbusd" in asm                                        # only the linear layers are int8 here
+    assert ("vpdpbusd" if family == "vnni" else "vpmaddubsw") in asm  # only the linear layers are int8 here
 
 
-def test_a_linear_layer_on_a_4bit_grid_stores_two_codes_a_byte_and_computes_the_same():
-    require_vnni()
+@pytest.mark.parametrize("family", ["vnni", "avx2"])
+def test_a_linear_layer_on_a_4bit_grid_stores_two_codes_a_byte_and_computes_the_same(family):
+    (require_vnni if family == "vnni" else require_avx2)()
     model = linear_model()
     x = torch.randn(3, 3, 9, 10)
     ranges = tp.calibrate(model, [x])
     outputs = []
     for options in (None, {"int8_block": {"nibbles_above_bytes": 0}}):   # 0: wherever the codes fit
         report = []
-        ex = tp.build(tp.from_pytorch(model, x), int8=ranges, options=options, report=report)
+        ex = tp.build(tp.from_pytorch(model, x), None if family == "vnni" else AVX2, int8=ranges, options=options,
+                      report=report)
         outputs.append(relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy())
         reasons = {r.layer: r.reason for r in report}
     assert "4-bit codes two a byte" in reasons["5"]                # sp2, 4 bits: 15 codes
@@ -256,3 +297,50 @@ def test_the_input_grid_holds_zero_exactly():
     assert input_grid(0.5, 2.0)[1] == 0                                # widened down to 0.0
     with pytest.raises(ValueError, match="not finite"):
         input_grid(0.0, float("inf"))
+
+
+class InvertedResidual(nn.Module):
+    """A user's MobileNet-like block in their own layout: 1x1 expand (BatchNorm, ReLU6), depthwise 3x3,
+    1x1 project added to its input, then a strided 1x1 and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, padding=1)
+        self.expand, self.bn = nn.Conv2d(24, 72, 1, bias=False), nn.BatchNorm2d(72)
+        self.dw = nn.Conv2d(72, 72, 3, padding=1, groups=72)
+        self.project = nn.Conv2d(72, 24, 1)
+        self.down = nn.Conv2d(24, 40, 1, stride=2)
+        self.head = nn.Linear(40, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        y = nn.functional.relu6(self.dw(nn.functional.relu6(self.bn(self.expand(x)))))
+        x = torch.relu(self.down(x + self.project(y)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_block_pruned_1x1_convs_run_in_int8_with_their_stride_and_residual_add_and_agree_with_float_pytorch():
+    require_avx2()
+    torch.manual_seed(0)
+    model = InvertedResidual().eval()
+    model.bn.running_mean.normal_()
+    model.bn.running_var.uniform_(0.5, 2)
+    oneshot_prune(model, [{"module": m, "kind": "block", "block_rows": 8, "sparsity": 0.75}
+                          for m in ("expand", "project", "down")], PatternLibrary.patdnn()).squash()
+    batches = [torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    report = []
+    ex = tp.build(tp.from_pytorch(model, batches[0]), AVX2, int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r for r in report}
+    assert kinds["expand"].kind == kinds["project"].kind == kinds["down"].kind == "int8_block"
+    assert "uniform 7-bit grid" in kinds["expand"].reason and "zero point 0" in kinds["expand"].reason
+    assert "zero point 0" not in kinds["down"].reason        # after the residual add: a signed input
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    agree, worst = 0, 0.0
+    for i in range(16):
+        x = torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(100 + i))
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    assert worst < 0.03 and agree >= 31, (worst, agree)

@@ -1,6 +1,6 @@
-"""Int8 block-punched linear layer on x86 (AVX-512 VNNI): a lane per row of a block, 4 kept columns a
-lane's bytes, the 4 input codes gathered once and broadcast; bit-exact against the same integer
-arithmetic."""
+"""Int8 block-punched linear layer on x86 (AVX-512 VNNI, or AVX2 with weights of at most 64): a lane per
+row of a block, 4 kept columns a lane's bytes, the 4 input codes gathered once and broadcast;
+bit-exact against the same integer arithmetic."""
 import numpy as np
 import pytest
 import tvm
@@ -11,6 +11,7 @@ from tvm_patterns.sparsity.block import project_block_punched
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .test_int8_filter_block_conv import HOST, VNNI, require_vnni
+from .test_int8_filter_block_conv_avx2 import AVX2, require_avx2
 
 
 def block_weight(rows, cols, block_rows, sparsity=0.6, seed=0):
@@ -21,27 +22,31 @@ def block_weight(rows, cols, block_rows, sparsity=0.6, seed=0):
 POW2_CODES = np.array([0, 1, 2, 4, 8, 16, 32, 64, -1, -2, -4, -8, -16, -32, -64], "int8")   # 4-bit pow2
 
 
-def build(m, w, block_rows, target, nibbles=False):
+def build(m, w, block_rows, target, nibbles=False, avx2=False):
     t = int8_block_tables(w, block_rows)
     t = nibble_tables(t) if nibbles else t
-    f = int8_block_sparse_dense_x86(m, w.shape[1], w.shape[0], t.col.shape[0], block_rows, t.quads, nibbles)
+    f = int8_block_sparse_dense_x86(m, w.shape[1], w.shape[0], t.col.shape[0], block_rows, t.quads, nibbles, avx2)
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target)), t
 
 
 @pytest.mark.parametrize("nibbles", [False, True])
-@pytest.mark.parametrize("m,rows,cols,block_rows", [
-    (1, 21, 75, 8),       # rows not a multiple of the block, columns not of 4
-    (3, 32, 130, 4),      # batch 3, xmm lanes
-    (2, 50, 64, 16),      # zmm lanes, a short last block
+@pytest.mark.parametrize("isa,m,rows,cols,block_rows", [
+    ("vnni", 1, 21, 75, 8),       # rows not a multiple of the block, columns not of 4
+    ("vnni", 3, 32, 130, 4),      # batch 3, xmm lanes
+    ("vnni", 2, 50, 64, 16),      # zmm lanes, a short last block
+    ("avx2", 1, 21, 75, 8),       # ymm lanes
+    ("avx2", 3, 30, 130, 4),      # batch 3, xmm lanes, a short last block
 ])
-def test_the_int8_block_kernel_is_bit_exact(m, rows, cols, block_rows, nibbles):
-    require_vnni()
+def test_the_int8_block_kernel_is_bit_exact(isa, m, rows, cols, block_rows, nibbles):
+    (require_vnni if isa == "vnni" else require_avx2)()
     rng = np.random.default_rng(1)
     w = block_weight(rows, cols, block_rows)
     if nibbles:                                                  # 15 codes: two a byte
         w = np.where(w != 0, POW2_CODES[np.abs(w.astype(np.int64)) % 14 + 1], 0).astype("int8")
-    ex, t = build(m, w, block_rows, HOST, nibbles)
+    elif isa == "avx2":                                          # codes of at most 64, both extremes
+        w = np.clip(w, -64, 64).astype("int8")
+    ex, t = build(m, w, block_rows, HOST, nibbles, avx2=isa == "avx2")
     x = rng.integers(0, 256, (m, cols)).astype("uint8")        # every code, 0 and 255 included
     x[0, :2] = (0, 255)
     bias = rng.integers(-10**6, 10**6, t.col.shape[0] * block_rows).astype("int32")
@@ -49,6 +54,13 @@ def test_the_int8_block_kernel_is_bit_exact(m, rows, cols, block_rows, nibbles):
     levels = t.levels if nibbles else np.zeros(16, "int8")
     ex["main"](*(tvm.runtime.tensor(a) for a in (x, t.col, t.value, levels, bias)), out)
     np.testing.assert_array_equal(out.numpy(), x.astype(np.int64) @ w.T.astype(np.int64) + bias[:rows])
+
+
+def test_the_avx2_hot_loop_multiplies_with_vpmaddubsw_then_vpmaddwd():
+    w = np.clip(block_weight(64, 512, 8), -64, 64).astype("int8")
+    asm = build(1, w, 8, AVX2, avx2=True)[0].mod.inspect_source("asm")
+    assert asm.count("vpmaddubsw") >= UNROLL and asm.count("vpmaddwd") >= UNROLL
+    assert "vpdpbusd" not in asm and "zmm" not in asm
 
 
 @pytest.mark.parametrize("nibbles", [False, True])
@@ -87,6 +99,8 @@ def test_the_tables_hold_each_rows_four_weights_of_a_quad_in_one_int32():
 def test_refusals_say_what_the_kernel_does_not_run():
     with pytest.raises(NotImplementedError, match="blocks of .4, 8, 16. rows, not 5"):
         int8_block_sparse_dense_x86(1, 10, 10, 2, 5, 4)
+    with pytest.raises(NotImplementedError, match=r"\(AVX2\) runs blocks of \(4, 8\) rows, not 16"):
+        int8_block_sparse_dense_x86(1, 10, 10, 2, 16, 4, avx2=True)
     with pytest.raises(NotImplementedError, match="indexes at most 65536"):
         int8_block_tables(np.zeros((8, 70000), "int8"), 8)
     with pytest.raises(ValueError, match="int8 block tables need an int8"):

@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--filter-block", type=int, default=0,
                     help="3x3 filters in blocks of this many sharing kernels and patterns (0: free patterns)")
     ap.add_argument("--int8", action="store_true",
-                    help="also build the filter-block pattern convs in int8 (AVX-512 VNNI; --filter-block 4 if not given)")
+                    help="also build the filter-block pattern convs in int8 (AVX-512 VNNI or AVX2; --filter-block 4 if not given)")
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--csv", help="write the per-network table here")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and of PyTorch (default: every core)")

@@ -1,4 +1,5 @@
-"""The "int8_block" kind: a block-punched linear layer run in int8 (x86 AVX-512 VNNI).
+"""The "int8_block" kind: a block-punched linear layer or 1x1 conv run in int8 (x86 AVX-512 VNNI, or AVX2:
+blocks of 4 or 8 rows, weights of at most 64 as the AVX2 conv's).
 
 Asked for by ``tp.build(mod, int8=ranges)`` (``tvm_patterns.calibrate``); tried before "block", on the
 same weights (options as "block"'s: ``block_rows``, ``block_rows_candidates``, ``max_density``,
@@ -8,7 +9,11 @@ values; others go on the uniform 8-bit grid (as "int8_filter_block"). The matmul
 
     quantize_dense(x) -> int8_block_sparse_dense_x86 -> dequantize_dense
 
-(the bias and activation after it fuse into the dequantization). 1x1 convs stay with "block".
+and a 1x1 conv (on any x86 target with AVX2, VNNI ones too: the kernel is AVX2's, weights of at most 64)
+
+    quantize_positions(x) -> int8_block_sparse_conv2d_1x1_avx2 -> dequantize_positions
+
+(the bias, activation and residual add after it fuse into the dequantization).
 """
 from __future__ import annotations
 
@@ -16,26 +21,59 @@ import functools
 
 import numpy as np
 from tvm import relax
+from tvm.target import Target
 
-from schedules.int8_block_sparse_dense_x86 import BLOCK_ROWS, int8_block_sparse_dense_x86
-from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense, quantize_dense
+from schedules.int8_block_sparse_conv2d_1x1_avx2 import int8_block_sparse_conv2d_1x1_avx2
+from schedules.int8_block_sparse_conv2d_1x1_avx2 import tile_positions as tile_positions_1x1
+from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS, BLOCK_ROWS, int8_block_sparse_dense_x86
+from schedules.int8_filter_block_pattern_conv2d_rowpair_avx2 import MAX_PAIR
+from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense,
+                                                     dequantize_positions, quantize_dense, quantize_positions)
 from tvm_patterns.sparsity.int8_block import int8_block_tables, nibble_tables
 
 from .block_kind import choose_block_rows
-from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
+from .int8_filter_block_kind import check_int8_target, int8_family, int8_weight, written_out
+from .pattern_kind import check_conv_attrs
 from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
 
 KERNEL = "int8_block_sparse_dense_x86"
+CONV_KERNEL = "int8_block_sparse_conv2d_1x1_avx2"
 # Two codes a byte pay where the tables do not stay in cache (docs/design.md#int8-block-linear)
 NIBBLES_ABOVE_BYTES = 8 << 20
 
 
-@register_sparse_kind("int8_block", ["relax.matmul"],
-                      options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance",
-                               "nibbles_above_bytes"),
-                      before="block")
-def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    scale, zero_point = check_int8_target(ctx)
+def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool):
+    """(R, MAC density, int8 tables, weight scale, what grid) of a [rows, cols] block-punched weight, or
+    LeaveDense."""
+    rows = AVX2_BLOCK_ROWS if avx2 else BLOCK_ROWS
+    options = ctx.options if not avx2 or "block_rows_candidates" in ctx.options else \
+        {**ctx.options, "block_rows_candidates": AVX2_BLOCK_ROWS}   # a block of 16 rows is two of 8
+    R, density = choose_block_rows(w2d, options)
+    if R not in rows:
+        raise LeaveDense(f"blocks of {R} rows (the int8 kernel{' on AVX2' if avx2 else ''} runs {rows})")
+    codes, weight_scale, weight_grid = int8_weight(w2d, largest=MAX_PAIR // 2 if avx2 else 127)
+    try:
+        tables = int8_block_tables(codes, R)
+    except NotImplementedError as e:
+        raise LeaveDense(str(e)) from None
+    return R, density, tables, weight_scale, weight_grid
+
+
+def _bias(tables, zero_point: int) -> np.ndarray:
+    """The zero point's share of the sums, a row each (int32, padded to whole blocks)."""
+    codes = tables.value.view("int8").reshape(*tables.value.shape, 4)               # [B, Q, R, tap]
+    if tables.levels is not None:
+        raise ValueError("the bias is taken from the int8 tables, before nibbles")
+    return (-zero_point * codes.astype(np.int64).sum(axis=(1, 3))).reshape(-1).astype("int32")
+
+
+def _summary(scale, zero_point, weight_grid, stored, R, tables, cols, density) -> str:
+    return (f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}{stored}), block-punched "
+            f"{R}x{4 * tables.quads} (of {cols} columns) in {tables.col.shape[0]} blocks, "
+            f"{1 / max(density, 1e-9):.1f}x fewer MACs")
+
+
+def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int, avx2: bool) -> Plan:
     w = constant_weight(call)            # [in, out]
     if w.ndim != 2 or w.dtype != np.float32 or not np.isfinite(w).all():
         raise LeaveDense(f"the int8 kernel takes a finite float32 [in, out] weight, got {w.dtype} {w.shape}")
@@ -45,23 +83,13 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
                          f"{list(shape)}")
     M, cols = shape
     out = w.shape[1]
-    w2d = np.ascontiguousarray(w.T)
-    R, density = choose_block_rows(w2d, ctx.options)
-    if R not in BLOCK_ROWS:
-        raise LeaveDense(f"blocks of {R} rows (the int8 kernel runs {BLOCK_ROWS})")
-    codes, weight_scale, weight_grid = int8_weight(w2d)
-    try:
-        tables = int8_block_tables(codes, R)
-    except NotImplementedError as e:
-        raise LeaveDense(str(e)) from None
+    R, density, tables, weight_scale, weight_grid = _tables(np.ascontiguousarray(w.T), ctx, avx2)
     B = tables.col.shape[0]
+    bias = _bias(tables, zero_point)
     if tables.col.nbytes + tables.value.nbytes > ctx.options.get("nibbles_above_bytes", NIBBLES_ABOVE_BYTES):
         tables = nibble_tables(tables) or tables
     nibbles = tables.levels is not None
-    bias = np.zeros(B * R, dtype="int32")   # the zero point's share of the sums
-    bias[:out] = -zero_point * codes.astype(np.int64).sum(axis=1)
-    kernel = int8_block_sparse_dense_x86(M, cols, out, B, R, tables.quads, nibbles)
-    kernel = written_out(kernel)
+    kernel = written_out(int8_block_sparse_dense_x86(M, cols, out, B, R, tables.quads, nibbles, avx2))
     levels = tables.levels if nibbles else np.zeros(16, dtype="int8")
     arrays = (tables.col, tables.value, levels, bias)
 
@@ -75,9 +103,56 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
 
     macs = M * cols * out
     stored = ", 4-bit codes two a byte" if nibbles else ""
-    return Plan(emit=emit,
-                summary=f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}{stored}), block-"
-                        f"punched {R}x{4 * tables.quads} (of {cols} columns) in {B} blocks, "
-                        f"{1 / max(density, 1e-9):.1f}x fewer MACs",
+    return Plan(emit=emit, summary=_summary(scale, zero_point, weight_grid, stored, R, tables, cols, density),
                 macs_dense=macs, macs_sparse=int(round(macs * density)),
                 weight_bytes_packed=sum(a.nbytes for a in arrays))
+
+
+def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int) -> Plan:
+    """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2 (docs/design.md#int8-block-1x1)."""
+    w = constant_weight(call)
+    if w.ndim != 4 or w.shape[2:] != (1, 1):
+        raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
+    if w.dtype != np.float32 or not np.isfinite(w).all():
+        raise LeaveDense(f"the int8 kernel takes a finite float32 weight, got {w.dtype}")
+    strides, padding = check_conv_attrs(call.attrs, w.shape)
+    if any(padding):
+        raise LeaveDense(f"padding={list(padding)} on a 1x1 conv (only 0)")
+    shape = static_shape(call.args[0])
+    if len(shape) != 4 or call.args[0].ty.dtype != "float32":
+        raise LeaveDense(f"the int8 kernel takes a float32 NCHW input, got {call.args[0].ty.dtype} {list(shape)}")
+    N, C, H, W = shape
+    K = w.shape[0]
+    R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=True)
+    B = tables.col.shape[0]
+    out_hw = ((H - 1) // strides[0] + 1, (W - 1) // strides[1] + 1)
+    tile = tile_positions_1x1(R)
+    positions = -(-out_hw[0] * out_hw[1] // tile) * tile
+    kernel = written_out(int8_block_sparse_conv2d_1x1_avx2(N, C, positions, K, B, R, tables.quads))
+    arrays = (tables.col, tables.value, _bias(tables, zero_point))
+
+    def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x = bb.emit_te(functools.partial(quantize_positions, scale=scale, zero_point=zero_point, strides=strides,
+                                         positions=positions), call.args[0], primfunc_name_hint=QUANTIZE_BLOCK)
+        acc = bb.emit(relax.call_tir(bb.add_func(kernel, CONV_KERNEL),
+                                     relax.Tuple([x, *(relax.const(a) for a in arrays)]),
+                                     relax.TensorType((N, K, positions), "int32")))
+        return bb.call_te(functools.partial(dequantize_positions, scale=scale, out_hw=out_hw), acc,
+                          relax.const(weight_scale), primfunc_name_hint=DEQUANTIZE_BLOCK,
+                          primfunc_attrs={"op_pattern": 0})
+
+    macs = N * K * C * out_hw[0] * out_hw[1]
+    return Plan(emit=emit, summary=_summary(scale, zero_point, weight_grid, "", R, tables, C, density),
+                macs_dense=macs, macs_sparse=int(round(macs * density)),
+                weight_bytes_packed=sum(a.nbytes for a in arrays))
+
+
+@register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
+                      options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance",
+                               "nibbles_above_bytes"),
+                      before="block")
+def plan(call: relax.Call, ctx: LayerContext) -> Plan:
+    scale, zero_point = check_int8_target(ctx, avx2=True)
+    if call.op.name == "relax.nn.conv2d":
+        return _plan_conv(call, ctx, scale, zero_point)
+    return _plan_matmul(call, ctx, scale, zero_point, int8_family(Target.current(), avx2=True) == "avx2")

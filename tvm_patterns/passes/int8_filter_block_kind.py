@@ -1,12 +1,15 @@
-"""The "int8_filter_block" kind: a filter-block pattern conv run in int8 (x86 AVX-512 VNNI, aarch64 sdot).
+"""The "int8_filter_block" kind: a filter-block pattern conv run in int8 (x86 AVX-512 VNNI or AVX2,
+aarch64 sdot).
 
 Asked for by ``tp.build(mod, int8=ranges)`` (``tvm_patterns.calibrate``); tried before "filter_block".
 A weight quantized on a grid that fits int8 (``quantize`` of a config entry: uniform, pow2, sp2, mixed,
 term) keeps its values exactly, and the report names the grid found; any other weight goes on the
-uniform 8-bit grid, a scale per output channel (``sparsity.quantization``). The
+uniform 8-bit grid, a scale per output channel (``sparsity.quantization``); on AVX2 (``vpmaddubsw``
+saturates beyond) a found grid only with codes up to 64, else the uniform 7-bit grid. The
 input on the uint8 grid of its calibrated range (``quantization.input_grid``). The conv becomes
 
     x86:      quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
+    AVX2:     quantize_rowpairs(x, avx2) -> int8_filter_block_pattern_conv2d_rowpair_avx2 -> dequantize_conv
     aarch64:  quantize_rowtriples(x) -> int8_filter_block_pattern_conv2d_rowtriple_neon -> dequantize_conv
 
 (the bias and activation after it fuse into the dequantization). Where the next layer is an int8 conv
@@ -20,14 +23,16 @@ import numpy as np
 from tvm import relax
 from tvm.target import Target
 
+from schedules import int8_filter_block_pattern_conv2d_rowpair_avx2 as int8_avx2
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, dequantize_conv, quantize_rowtriples
 from tvm_patterns.sparsity import NotPatternSparse
-from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_shape,
-                                                     rowtriple_index, rowtriple_shape)
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_avx2_shape,
+                                                     rowpair_shape, rowtriple_index, rowtriple_shape,
+                                                     shuffle_index_avx2)
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
@@ -37,6 +42,7 @@ from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
 NEON_KERNEL = "int8_filter_block_pattern_conv2d_rowtriple_neon"
+AVX2_KERNEL = "int8_filter_block_pattern_conv2d_rowpair_avx2"
 QUANTIZE = "int8_quantize_rowpairs_x86"
 OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses nothing into them
 # What passes/int8_requantize reads back: the kernel, its geometry and knobs, its layer; the layout a
@@ -51,24 +57,42 @@ def written_out(func):
     return func.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
 
 
-def int8_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def int8_weight(w: np.ndarray, largest: int = 127) -> tuple[np.ndarray, np.ndarray, str]:
     """(int8 codes, float32 scale per output channel, what grid) of a weight: the grid it was quantized
-    on if it is on one that fits int8 (its values kept exactly), else the uniform 8-bit grid."""
+    on if it is on one whose codes stay within ``largest`` (its values kept exactly), else the uniform
+    grid of 8 bits (7 for a ``largest`` of 64: the AVX2 kernel's)."""
     found = find_grid(w)
-    if found is not None:
+    if found is not None and found.largest_code <= largest:
         return found.codes, found.scale, f"weights exact on a {found.scheme} grid (codes up to {found.largest_code})"
-    grid = fit_grid(w, "uniform", 8)
+    bits = 8 if largest >= 127 else 7
+    grid = fit_grid(w, "uniform", bits)
     codes = np.round(grid.snap(w) / grid.scale.reshape(-1, *([1] * (w.ndim - 1))))
-    return codes.astype("int8"), grid.scale.astype("float32"), "weights on the uniform 8-bit grid"
+    return codes.astype("int8"), grid.scale.astype("float32"), f"weights on the uniform {bits}-bit grid"
 
 
 def is_aarch64(target: Target | None) -> bool:
     return target is not None and "arm_cpu" in target.keys and bool(target.attrs.get("feature.is_aarch64", False))
 
 
-def check_int8_target(ctx: LayerContext, aarch64: bool = False) -> tuple[float, int]:
+def int8_family(target: Target | None, aarch64: bool = False, avx2: bool = False) -> str | None:
+    """Which int8 kernels run on ``target``: "neon" (aarch64 with dot product), "vnni" (x86 with
+    AVX-512 VNNI and VBMI), "avx2" (x86 with AVX2 only); None for none. ``aarch64`` and ``avx2``: the
+    layer has those kernels too."""
+    if target is None:
+        return None
+    if aarch64 and is_aarch64(target):
+        return "neon" if not int8_neon.missing_features(target) else None
+    if x86.is_x86(target):
+        if not int8_x86.missing_features(target):
+            return "vnni"
+        if avx2 and not int8_avx2.missing_features(target):
+            return "avx2"
+    return None
+
+
+def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = False) -> tuple[float, int]:
     """The input grid (scale, zero point) of an int8 layer, or LeaveDense saying why it stays float.
-    ``aarch64``: the layer has a kernel for aarch64 with dot product too."""
+    ``aarch64``, ``avx2``: the layer has a kernel for aarch64 with dot product, for x86 with AVX2 too."""
     ranges = ctx.options.get("ranges")
     if ranges is None:
         raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
@@ -77,8 +101,11 @@ def check_int8_target(ctx: LayerContext, aarch64: bool = False) -> tuple[float, 
         missing = int8_neon.missing_features(target)
     elif target is not None and x86.is_x86(target):
         missing = int8_x86.missing_features(target)
+        if avx2 and missing:
+            missing = int8_avx2.missing_features(target)
     else:
-        where = "x86 with AVX-512 VNNI or aarch64 with dot product" if aarch64 else "x86 with AVX-512 VNNI"
+        where = ("x86 with AVX-512 VNNI" + (" or AVX2" if avx2 else "")
+                 + (" or aarch64 with dot product" if aarch64 else ""))
         name = "no target" if target is None else f"{target.kind.name} {target.attrs.get('mcpu', '')}".strip()
         raise LeaveDense(f"no int8 kernel for {name} ({where} only)")
     if missing:
@@ -92,12 +119,13 @@ def check_int8_target(ctx: LayerContext, aarch64: bool = False) -> tuple[float, 
 @register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
                       before="filter_block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    scale, zero_point = check_int8_target(ctx, aarch64=True)
+    scale, zero_point = check_int8_target(ctx, aarch64=True, avx2=True)
+    family = int8_family(Target.current(), aarch64=True, avx2=True)
     conv = pattern_conv_of(call, ctx, grouped=False)
     w, library, geom = conv.weight, conv.library, conv.geom
     if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
         raise LeaveDense(f"the int8 kernel runs stride 1, padding 1 (strides {geom.strides}, padding {geom.padding})")
-    codes, weight_scale, weight_grid = int8_weight(w)
+    codes, weight_scale, weight_grid = int8_weight(w, largest=int8_avx2.MAX_PAIR // 2 if family == "avx2" else 127)
     reasons = []
     sizes = ctx.options.get("filters")
     for filters in FILTERS if sizes is None else (sizes,):
@@ -114,7 +142,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     geometry = (N, C, H, W, K, B, F, L, library.size)
     bias = np.zeros(B * F, dtype="int32")   # the zero point's share of the sums
     grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
-    if is_aarch64(Target.current()):         # signed codes: the shift by 128 is folded in as well
+    if family == "neon":                     # signed codes: the shift by 128 is folded in as well
         bias[:K] = -(zero_point - 128) * codes.astype(np.int64).sum(axis=(1, 2, 3))
         knobs = int8_neon.default_knobs(F, H, W)
         knobs_of = [knobs.rows, knobs.groups]
@@ -128,17 +156,23 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
                                       primfunc_attrs={LAYOUT_ATTR: ["rowtriple_neon", N, C, H, W, *knobs_of]}))
     else:
         bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
-        knobs = int8_x86.default_knobs(F, C, H, W)
-        knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
-        kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
-        rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups))
-        rowpairs = rowpairs.with_attr(LAYOUT_ATTR, ["rowpair_x86", N, C, H, W, *knobs_of])
+        avx2 = family == "avx2"
+        if avx2:
+            knobs = int8_avx2.default_knobs(F, H, W)
+            knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
+            kernel = int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2(*geometry, knobs)
+            kernel_name, index, shape = AVX2_KERNEL, shuffle_index_avx2(library), rowpair_avx2_shape
+        else:
+            knobs = int8_x86.default_knobs(F, C, H, W)
+            knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
+            kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
+            kernel_name, index, shape = KERNEL, permute_index(library), rowpair_shape
+        rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups, avx2=avx2))
+        rowpairs = rowpairs.with_attr(LAYOUT_ATTR, ["rowpair_avx2" if avx2 else "rowpair_x86", N, C, H, W, *knobs_of])
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
             return bb.emit(relax.call_tir(bb.add_func(rowpairs, QUANTIZE), relax.Tuple([x, relax.const(grid)]),
-                                          relax.TensorType(rowpair_shape(N, C, H, W, knobs.rows, knobs.groups),
-                                                           "uint8")))
-        kernel_name, index = KERNEL, permute_index(library)
+                                          relax.TensorType(shape(N, C, H, W, knobs.rows, knobs.groups), "uint8")))
     kernel = written_out(kernel).with_attrs({CONV_ATTR: [kernel_name, *geometry, *knobs_of], LAYER_ATTR: ctx.name})
     arrays = (tables.length, tables.channel, tables.pattern, tables.value, index, bias)
 

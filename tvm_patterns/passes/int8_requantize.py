@@ -8,7 +8,7 @@ through nothing but its bias, a ReLU and a max pool,
 
 the first conv requantizes its sums onto the second's input grid in its write-back and the chain becomes
 
-    codes = int8 conv(rowpairs) (uint8)  ->  max pool (uint8)  ->  lay out -> rowpairs' (x86; NEON: row triples)
+    codes = int8 conv(rowpairs) (uint8)  ->  max pool (uint8)  ->  lay out -> rowpairs' (x86: row pairs; NEON: row triples)
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -23,17 +23,19 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from schedules import int8_filter_block_pattern_conv2d_rowpair_avx2 as int8_avx2
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantize_rowtriples
-from tvm_patterns.sparsity.int8_filter_block import rowpair_shape, rowtriple_shape
+from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
-from .int8_filter_block_kind import (CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, LAYOUT_ATTR, NEON_KERNEL,
-                                     QUANTIZE, written_out)
+from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, LAYOUT_ATTR,
+                                     NEON_KERNEL, QUANTIZE, written_out)
 
 REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
 KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),
+           AVX2_KERNEL: (int8_avx2.Knobs, int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2),
            NEON_KERNEL: (int8_neon.Knobs, int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon)}
 
 
@@ -150,10 +152,12 @@ def _lay_out(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, layout
     """The call that lays uint8 codes out as the next int8 conv reads them (``layout``: its attribute)."""
     name, n, c, h, w, rows, groups, *_ = layout
     n, c, h, w, rows, groups = (int(v) for v in (n, c, h, w, rows, groups))
-    if str(name) == "rowpair_x86":
-        func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True))
+    if str(name) in ("rowpair_x86", "rowpair_avx2"):
+        avx2 = str(name) == "rowpair_avx2"
+        func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True, avx2=avx2))
+        shape = (rowpair_avx2_shape if avx2 else rowpair_shape)(n, c, h, w, rows, groups)
         return relax.call_tir(bb.add_func(func, QUANTIZE + "_layout"), relax.Tuple([codes, grid]),
-                              relax.TensorType(rowpair_shape(n, c, h, w, rows, groups), "uint8"))
+                              relax.TensorType(shape, "uint8"))
     return bb.call_te(functools.partial(quantize_rowtriples, shape=rowtriple_shape(n, c, h, w, rows, groups)),
                       codes, grid, primfunc_name_hint=QUANTIZE_ROWTRIPLES + "_layout")
 

@@ -159,3 +159,60 @@ def rowtriple_index(library: PatternLibrary) -> np.ndarray:
     s = np.arange(2)[None, :, None, None]
     i = np.arange(NEON_LANES)[None, None, :, None]
     return (kh * TRIPLE_COLUMNS + NEON_LANES * s + i + kw).reshape(library.size, 32).astype("int8")
+
+
+# x86 with AVX2 only (vpshufb, vpmaddubsw): 8 output positions a ymm, 4 a 128-bit lane, which vpshufb
+# cannot leave; a lane's 4 positions read 6 columns of rows h .. h + 2, kept as two rows x 6 columns
+# in each 16-byte half of a 32-byte row pair. The channels are innermost: the kernels of a block, in
+# channel order, read forward through one row's pairs (docs/design.md#int8-filter-block-avx2)
+AVX2_LANES = 8
+AVX2_HALF = 16
+AVX2_POSITIONS = 4          # output positions a 128-bit lane
+AVX2_COLUMNS = AVX2_POSITIONS + 2
+SHUFFLE_ZERO = 0x80         # a vpshufb index byte that writes 0
+
+
+def rowpair_avx2_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
+    """Shape of the AVX2 row pairs for an output of h x w in tiles of ``rows`` rows and ``groups``
+    groups of 8 positions (the tiles may run past the output; their rows are padding)."""
+    tiles_h = -(-h // rows)
+    tiles_w = -(-(-(-w // AVX2_LANES)) // groups)
+    return (n, tiles_h * rows + 2, tiles_w * groups, c, 2 * AVX2_HALF)
+
+
+def pack_rowpairs_avx2(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
+    """uint8 codes [N, C, H, W] -> the AVX2 row pairs (``rowpair_avx2_shape``):
+
+        pair[n, r, g, c, 16 s + 6 k + i] = xpad[n, c, r + k, 8 g + 4 s + i]       s < 2, k < 2, i < 6
+
+    ``xpad``: x with a border of one row and column at the zero point (so are bytes 12..15 of a half)."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"AVX2 row pairs pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+    n, c, h, w = x.shape
+    shape = rowpair_avx2_shape(n, c, h, w, rows, groups)
+    hp, g = shape[1], shape[2]
+    xpad = np.full((n, c, hp + 1, g * AVX2_LANES + 2), zero_point, dtype="uint8")
+    xpad[:, :, 1:h + 1, 1:w + 1] = x
+    out = np.full(shape, zero_point, dtype="uint8")
+    for s in range(2):
+        for k in range(2):
+            for gi in range(g):
+                col = gi * AVX2_LANES + AVX2_POSITIONS * s
+                out[:, :, gi, :, s * AVX2_HALF + k * AVX2_COLUMNS:s * AVX2_HALF + (k + 1) * AVX2_COLUMNS] = \
+                    xpad[:, :, k:k + hp, col:col + AVX2_COLUMNS].transpose(0, 2, 1, 3)
+    return out
+
+
+def shuffle_index_avx2(library: PatternLibrary) -> np.ndarray:
+    """[P, 64] uint8: the two ``vpshufb`` indices of each pattern, into row pair h (rows h, h + 1) then
+    into row pair h + 2 (row h + 2 at its row 0). Byte 4i + t of each 16-byte half is tap t of the
+    half's output position i, at 6 kh + i + kw in the first or 6 (kh - 2) + i + kw in the second; the
+    other index writes 0 there, and the two shuffles are or-ed."""
+    offsets = library.tap_offsets()                                        # [P, 4, 2]
+    kh, kw = offsets[:, None, :, 0], offsets[:, None, :, 1]               # [P, 1, 4]
+    i = np.arange(AVX2_POSITIONS)[None, :, None]
+    first = np.where(kh < 2, kh * AVX2_COLUMNS + i + kw, SHUFFLE_ZERO)     # [P, 4, 4]
+    second = np.where(kh < 2, SHUFFLE_ZERO, (kh - 2) * AVX2_COLUMNS + i + kw)
+    half = lambda a: np.tile(a.reshape(library.size, AVX2_HALF), 2)       # the same in both lanes
+    return np.concatenate([half(first), half(second)], axis=1).astype("uint8")

@@ -60,6 +60,8 @@ def levels(scheme: str, bits: int) -> np.ndarray:
 
 def _nearest(x: np.ndarray, lv: np.ndarray) -> np.ndarray:
     """The level nearest to each of x >= 0 (ties to the lower one)."""
+    if lv[0] == 0 and (np.diff(lv) == 1).all():             # the integers 0 .. n: no search
+        return np.minimum(np.ceil(x - 0.5), lv[-1])
     mid = (lv[1:] + lv[:-1]) / 2
     return lv[np.searchsorted(mid, x, side="left")]
 
@@ -74,9 +76,11 @@ def _scaled(rows: np.ndarray, lv: np.ndarray) -> np.ndarray:
     top = np.abs(rows).max(axis=1)
     best_err = np.full(len(rows), np.inf)
     best_scale = np.ones(len(rows))
+    row, col = np.nonzero(rows)                  # a zero stays zero on every grid: only the nonzeros err
+    values = np.abs(rows[row, col])
     for step in SCALE_STEPS:
         scale = np.where(top > 0, top * step / lv[-1], 1.0)
-        err = ((_snap(rows, lv, scale) - rows) ** 2).sum(axis=1)
+        err = np.bincount(row, (_nearest(values / scale[row], lv) * scale[row] - values) ** 2, minlength=len(rows))
         better = err < best_err
         best_err[better], best_scale[better] = err[better], scale[better]
     return best_scale
