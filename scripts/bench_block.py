@@ -155,7 +155,7 @@ def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int):
 
     grid = fit_grid(w2d, "uniform", 7)
     codes = np.round(grid.snap(w2d) / grid.scale[:, None]).astype("int8")
-    t = int8_block_tables(codes, R)
+    t = int8_block_tables(codes, R, unroll=1)
     tile = tile_positions(R)
     positions = -(-layer.positions // tile) * tile
     f = int8_block_sparse_conv2d_1x1_avx2(1, layer.cols, positions, layer.rows, t.col.shape[0], R, t.quads)

@@ -319,7 +319,7 @@ class InvertedResidual(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def test_block_pruned_1x1_convs_run_in_int8_with_their_stride_and_residual_add_and_agree_with_float_pytorch():
+def test_block_pruned_1x1_convs_run_in_int8_when_asked_with_their_stride_and_residual_add_as_float_pytorch():
     require_avx2()
     torch.manual_seed(0)
     model = InvertedResidual().eval()
@@ -328,8 +328,13 @@ def test_block_pruned_1x1_convs_run_in_int8_with_their_stride_and_residual_add_a
     oneshot_prune(model, [{"module": m, "kind": "block", "block_rows": 8, "sparsity": 0.75}
                           for m in ("expand", "project", "down")], PatternLibrary.patdnn()).squash()
     batches = [torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    mod, ranges = tp.from_pytorch(model, batches[0]), tp.calibrate(model, batches)
     report = []
-    ex = tp.build(tp.from_pytorch(model, batches[0]), AVX2, int8=tp.calibrate(model, batches), report=report)
+    tp.build(mod, AVX2, int8=ranges, report=report)                 # by default they stay float, saying why
+    assert {r.layer: r.kind for r in report}["expand"] == "block"
+    assert "1x1 convs stay float unless asked for" in next(r for r in report if r.layer == "expand").passed_over
+    report = []
+    ex = tp.build(mod, AVX2, int8=ranges, options={"int8_block": {"conv1x1": True}}, report=report)
     kinds = {r.layer: r for r in report}
     assert kinds["expand"].kind == kinds["project"].kind == kinds["down"].kind == "int8_block"
     assert "uniform 7-bit grid" in kinds["expand"].reason and "zero point 0" in kinds["expand"].reason

@@ -15,7 +15,7 @@ from .test_int8_filter_block_conv_avx2 import AVX2, require_avx2
 
 
 def build(n, w, positions, block_rows, target):
-    t = int8_block_tables(w, block_rows)
+    t = int8_block_tables(w, block_rows, unroll=1)                # any number of quads
     f = int8_block_sparse_conv2d_1x1_avx2(n, w.shape[1], positions, w.shape[0], t.col.shape[0], block_rows, t.quads)
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target)), t
@@ -25,6 +25,7 @@ def build(n, w, positions, block_rows, target):
     (1, 21, 75, 50, 8),      # rows not a multiple of the block, channels not of 4, positions not of 8
     (2, 50, 130, 33, 4),     # batch 2, two vectors a tile
     (1, 8, 9, 8, 8),         # one block, one tile
+    (1, 16, 16, 300, 8),     # one quad a block: several position tiles a task, the last one short
 ])
 def test_the_int8_1x1_kernel_is_bit_exact(n, rows, cols, positions, block_rows):
     require_avx2()

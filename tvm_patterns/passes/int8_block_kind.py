@@ -9,7 +9,8 @@ values; others go on the uniform 8-bit grid (as "int8_filter_block"). The matmul
 
     quantize_dense(x) -> int8_block_sparse_dense_x86 -> dequantize_dense
 
-and a 1x1 conv (on any x86 target with AVX2, VNNI ones too: the kernel is AVX2's, weights of at most 64)
+and, with ``conv1x1`` (off by default: unchained, it does not pay end to end), a 1x1 conv (on any x86
+target with AVX2, VNNI ones too: the kernel is AVX2's, weights of at most 64)
 
     quantize_positions(x) -> int8_block_sparse_conv2d_1x1_avx2 -> dequantize_positions
 
@@ -29,7 +30,7 @@ from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS, BLOCK_ROWS, i
 from schedules.int8_filter_block_pattern_conv2d_rowpair_avx2 import MAX_PAIR
 from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense,
                                                      dequantize_positions, quantize_dense, quantize_positions)
-from tvm_patterns.sparsity.int8_block import int8_block_tables, nibble_tables
+from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .block_kind import choose_block_rows
 from .int8_filter_block_kind import check_int8_target, int8_family, int8_weight, written_out
@@ -42,7 +43,7 @@ CONV_KERNEL = "int8_block_sparse_conv2d_1x1_avx2"
 NIBBLES_ABOVE_BYTES = 8 << 20
 
 
-def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool):
+def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool, unroll: int = UNROLL):
     """(R, MAC density, int8 tables, weight scale, what grid) of a [rows, cols] block-punched weight, or
     LeaveDense."""
     rows = AVX2_BLOCK_ROWS if avx2 else BLOCK_ROWS
@@ -53,7 +54,7 @@ def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool):
         raise LeaveDense(f"blocks of {R} rows (the int8 kernel{' on AVX2' if avx2 else ''} runs {rows})")
     codes, weight_scale, weight_grid = int8_weight(w2d, largest=MAX_PAIR // 2 if avx2 else 127)
     try:
-        tables = int8_block_tables(codes, R)
+        tables = int8_block_tables(codes, R, unroll)
     except NotImplementedError as e:
         raise LeaveDense(str(e)) from None
     return R, density, tables, weight_scale, weight_grid
@@ -109,7 +110,10 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
 
 
 def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int) -> Plan:
-    """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2 (docs/design.md#int8-block-1x1)."""
+    """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2, when asked for (docs/design.md#int8-block-1x1)."""
+    if not ctx.options.get("conv1x1", False):
+        raise LeaveDense("1x1 convs stay float unless asked for (options={'int8_block': {'conv1x1': True}}): "
+                         "between float layers the quantization and dequantization cost what the int8 kernel saves")
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (1, 1):
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
@@ -123,7 +127,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
         raise LeaveDense(f"the int8 kernel takes a float32 NCHW input, got {call.args[0].ty.dtype} {list(shape)}")
     N, C, H, W = shape
     K = w.shape[0]
-    R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=True)
+    R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=True, unroll=1)
     B = tables.col.shape[0]
     out_hw = ((H - 1) // strides[0] + 1, (W - 1) // strides[1] + 1)
     tile = tile_positions_1x1(R)
@@ -149,7 +153,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
 
 @register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
                       options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance",
-                               "nibbles_above_bytes"),
+                               "nibbles_above_bytes", "conv1x1"),
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point = check_int8_target(ctx, avx2=True)

@@ -10,7 +10,7 @@ broadcast to the R lanes. Per block b and quad q:
     value[b, q, r]      row r's 4 int8 weights of quad q, tap t in byte t (an int32)
 
 Blocks keep the same number of columns when pruned at one sparsity; the tables are padded to the
-widest, and to a multiple of ``UNROLL`` quads, with zero weights.
+widest, and to a multiple of ``unroll`` quads (the linear kernel's ``UNROLL``), with zero weights.
 
 A weight of at most 16 distinct codes (a grid of 4 bits: uniform, pow2, sp2, ...) packs two codes a
 byte (``nibble_tables``): ``levels`` [16] lists the codes, and word k of a row holds the indices of
@@ -45,8 +45,9 @@ class Int8BlockTables:
         return self.value.shape[1] * (2 if self.levels is not None else 1)
 
 
-def int8_block_tables(w2d: np.ndarray, block_rows: int) -> Int8BlockTables:
-    """The tables of an int8 [rows, cols] block-punched weight (rows = output features)."""
+def int8_block_tables(w2d: np.ndarray, block_rows: int, unroll: int = UNROLL) -> Int8BlockTables:
+    """The tables of an int8 [rows, cols] block-punched weight (rows = output features), its quads
+    padded to a multiple of ``unroll``."""
     w2d = np.asarray(w2d)
     if w2d.dtype != np.int8 or w2d.ndim != 2:
         raise ValueError(f"int8 block tables need an int8 [rows, cols] weight, got {w2d.dtype} {w2d.shape}")
@@ -54,7 +55,7 @@ def int8_block_tables(w2d: np.ndarray, block_rows: int) -> Int8BlockTables:
         raise NotImplementedError(f"{w2d.shape[1]} input features: the int8 kernel indexes at most {MAX_COLUMNS}")
     packed = pack_block_punched(w2d, block_rows)
     B, width = packed.col_idx.shape
-    Q = -(-(-(-width // 4)) // UNROLL) * UNROLL
+    Q = -(-(-(-width // 4)) // unroll) * unroll
     col = np.repeat(packed.col_idx[:, -1:], 4 * Q, axis=1)              # padding: a kept column, weight 0
     col[:, :width] = packed.col_idx
     taps = np.zeros((B, 4 * Q, block_rows), dtype="int8")
