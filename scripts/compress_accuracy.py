@@ -65,7 +65,7 @@ REDUCTIONS = (8, 16)
 QUANT_COLUMNS = ["data", "network", "method", "scheme", "bits", "budget", "reduction_3x3", "weight_bits_3x3",
                  "weight_bits_ratio_3x3", "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k",
                  "tvm_sparse_layers", "train_seconds", "epochs", "seed"]
-# --int8: the int8 build of each model (x86 AVX-512 VNNI), calibrated on CALIBRATION_BATCHES training batches
+# --int8: the int8 build of each model (x86 with AVX-512 VNNI or AVX2), calibrated on CALIBRATION_BATCHES training batches
 INT8_COLUMNS = ["tvm_int8_accuracy_1k", "int8_top1_agreement_1k", "tvm_int8_layers"]
 CALIBRATION_BATCHES = 8
 GRIDS = {"uniform": {"scheme": "uniform", "bits": 4}, "pow2": {"scheme": "pow2", "bits": 4},
@@ -520,7 +520,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--int8", action="store_true",
-                    help="also the int8 build of each model (x86 AVX-512 VNNI): its accuracy and top-1 agreement")
+                    help="also the int8 build of each model (x86 with AVX-512 VNNI or AVX2): its accuracy and top-1 agreement")
     args = ap.parse_args(argv)
     nets = [n for n in args.nets.split(",") if n]
     methods = [m for m in args.methods.split(",") if m]

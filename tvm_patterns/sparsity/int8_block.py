@@ -1,5 +1,5 @@
-"""Int8 block-punched linear layers: the tables the x86 VNNI kernel (``schedules/int8_block_sparse_dense_x86``)
-reads.
+"""Int8 block-punched linear layers and 1x1 convs: the tables the x86 kernels
+(``schedules/int8_block_sparse_dense_x86``, ``schedules/int8_block_sparse_conv2d_1x1_avx2``) read.
 
 ``vpdpbusd`` adds, in each int32 lane, 4 products of u8 and s8 bytes. Here a lane is one row (output
 feature) of a block of R rows, and its 4 bytes are that row's weights on 4 consecutive kept columns of

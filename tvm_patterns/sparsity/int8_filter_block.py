@@ -1,5 +1,6 @@
-"""Int8 filter-block pattern conv: the tables of an int8 weight and the row-pair input layout that the
-x86 VNNI kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``) reads.
+"""Int8 filter-block pattern conv: the tables of an int8 weight and the input layouts the kernels read:
+row pairs for x86 VNNI (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``, described here),
+AVX2 row pairs and aarch64 row triples (below).
 
 ``vpdpbusd`` adds, in each of 16 int32 lanes, the 4 products of 4 u8 and 4 s8 bytes. Here the 4
 bytes of a lane are the 4 taps of one pattern kernel (issue 34's layout): the weight side is a
