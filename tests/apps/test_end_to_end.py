@@ -166,6 +166,21 @@ def test_demo_compresses_every_layer_checks_against_pytorch_and_prints_the_laten
     assert float(cols["pytorch_p10_ms"]) <= float(cols["pytorch_ms"]) <= float(cols["pytorch_p90_ms"])
 
 
+def test_demo_int8_adds_an_int8_row_per_network_with_its_int8_layers_chained(capsys, tmp_path):
+    from ..schedules.test_int8_filter_block_conv_avx2 import require_avx2
+    require_avx2()                      # the host's int8 kernels: VNNI where it has them, else AVX2
+    csv = tmp_path / "demo.csv"
+    assert demo.main(["--nets", "vgg16", "--image-size", "32", "--int8", "--csv", str(csv), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "tvm_int8: relative max error vs PyTorch" in out and "FAIL" not in out
+    assert "the int8 build ran 15 layers in int8, 11 of them writing 8-bit codes for the next" in out
+    rows = [dict(zip(csv.read_text().splitlines()[0].split(","), line.split(",")))
+            for line in csv.read_text().splitlines()[1:]]
+    assert [(r["network"], r["dtype"]) for r in rows] == [("vgg16", "float32"), ("vgg16", "int8")]
+    assert rows[1]["correct"] == "True" and float(rows[1]["tvm_sparse_ms"]) > 0
+    assert float(rows[1]["weight_ratio"]) > 3 * float(rows[0]["weight_ratio"])    # a byte a weight, not four
+
+
 def test_demo_uses_a_tuning_log_only_when_there_is_one_for_this_cpu(tmp_path, capsys):
     from tvm_patterns.targets import host, target_name
     from tvm_patterns.tuning.database import RECORDS
