@@ -333,6 +333,8 @@ def test_block_pruned_1x1_convs_run_in_int8_when_asked_with_their_stride_and_res
     tp.build(mod, AVX2, int8=ranges, report=report)                 # by default they stay float, saying why
     assert {r.layer: r.kind for r in report}["expand"] == "block"
     assert "1x1 convs stay float unless asked for" in next(r for r in report if r.layer == "expand").passed_over
+    with pytest.raises(ValueError, match=r"options\['int8_block'\]\['conv1x1'\] must be True or False, got 'yes'"):
+        tp.build(mod, AVX2, int8=ranges, options={"int8_block": {"conv1x1": "yes"}})
     report = []
     ex = tp.build(mod, AVX2, int8=ranges, options={"int8_block": {"conv1x1": True}}, report=report)
     kinds = {r.layer: r for r in report}

@@ -111,6 +111,8 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
 
 def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int) -> Plan:
     """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2, when asked for (docs/design.md#int8-block-1x1)."""
+    if not isinstance(ctx.options.get("conv1x1", False), bool):
+        raise ValueError(f"options['int8_block']['conv1x1'] must be True or False, got {ctx.options['conv1x1']!r}")
     if not ctx.options.get("conv1x1", False):
         raise LeaveDense("1x1 convs stay float unless asked for (options={'int8_block': {'conv1x1': True}}): "
                          "between float layers the quantization and dequantization cost what the int8 kernel saves")
