@@ -6,6 +6,8 @@ from . import (  # noqa: F401
     block_sparse_neon,
     block_sparse_opencl,
     block_sparse_x86,
+    circulant_dense_cpu,
+    column_combine_dense_cpu,
     dense_conv2d_nchw_x86,
     dense_matmul_x86,
     filter_block_pattern_conv2d_nchw_neon,

@@ -17,6 +17,11 @@ shortcuts) are trained dense once, then each trained dense model is compressed w
   admm_fblock   admm with filter-block patterns: blocks of 4 filters share their kernels and patterns
                 (the structure whose kernel reuses each input load across the block's filters)
   admm_block    admm, plus block pruning (rows of 8, 75%) of the 1x1 convs and the FC layer
+The structured table (``--table structured``) compresses the linear layers of an MLP (784-512-256-10 on Fashion-MNIST,
+the classifier kept dense) with the seeds' two matrix structures, by ADMM then retraining as admm:
+  circulant       b x b block-circulant matrices (CirCNN), b = 8 and 16 (``reduction`` = b)
+  column_combine  input channels combined in groups of g, one weight a row per group, g = 4 and 8
+``reduction_layers`` is the compressed layers' dense weights over the values they keep.
 The quantization table (``--table quantization``) puts the 3x3 convs' weights (the stem's too) on
 each grid of ``sparsity.quantization`` at 4 bits, alone (``quantize``: the grid found on the dense
 weights, then straight-through retraining) and on top of ``admm`` at 8x (ADMM projects onto pattern
@@ -76,6 +81,10 @@ GRIDS = {"uniform": {"scheme": "uniform", "bits": 4}, "pow2": {"scheme": "pow2",
 GRIDS_ALONE = {"uniform3": {"scheme": "uniform", "bits": 3}, "term3": {"scheme": "term", "bits": 5, "group": 8, "terms": 4}}
 QUANT_REDUCTION = 8   # the pattern + connectivity budget the grids are combined with
 BLOCK = {"block_rows": 8, "sparsity": 0.75}   # admm_block's 1x1 convs and FC layer
+STRUCTURED = (("circulant", 8), ("circulant", 16), ("column_combine", 4), ("column_combine", 8))
+STRUCT_COLUMNS = ["data", "network", "method", "budget", "reduction_layers", "reduction_total", "test_accuracy",
+                  "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k", "tvm_sparse_layers", "train_seconds",
+                  "epochs", "seed"]
 
 
 def native_bf16() -> bool:
@@ -152,8 +161,15 @@ class ResNetStyle(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1).flatten(1))
 
 
-NETWORKS = {"vgg": vgg_style, "resnet": ResNetStyle}
-WIDTHS = {"vgg": 32, "resnet": 16}   # channels of the first stage (the issue's 32-32-64-64-128-128 VGG)
+def mlp(width: int = 512) -> nn.Module:
+    """pixels (784 for Fashion-MNIST) -> width -> width / 2 -> 10 linear layers with ReLUs (the structured
+    table's network; the first layer takes its input size from the first batch)."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(width), nn.ReLU(), nn.Linear(width, width // 2), nn.ReLU(),
+                         nn.Linear(width // 2, 10))
+
+
+NETWORKS = {"vgg": vgg_style, "resnet": ResNetStyle, "mlp": mlp}
+WIDTHS = {"vgg": 32, "resnet": 16, "mlp": 512}   # channels of the first stage (the issue's 32-32-64-64-128-128 VGG)
 
 
 def convs3x3(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
@@ -180,6 +196,16 @@ def block_layers(model: nn.Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- counting
+
+def structured_layers(model: nn.Module) -> list[str]:
+    """The linear layers the structured table compresses: all but the classifier (10 outputs)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features != 10]
+
+
+def kept_values(m: nn.Module, method: str, budget: int) -> int:
+    """The values a compressed layer stores: b per b x b circulant block, else its nonzeros."""
+    return m.weight.numel() // budget if method == "circulant" else nonzero(m)
+
 
 def nonzero(m: nn.Module) -> int:
     return int((m.weight != 0).sum())
@@ -378,6 +404,17 @@ def compress(dense: nn.Module, method: str, reduction: float | None, data, budge
         train(model, xtr, ytr, epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
         pruner.squash()
         return model
+    if method in ("circulant", "column_combine"):
+        key = "block" if method == "circulant" else "group"
+        steps = budget.admm_epochs * budget.admm_steps_per_epoch
+        growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
+        pruner = ADMMPruner(model, [{"module": n, "kind": method, key: reduction} for n in structured_layers(model)],
+                            rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
+        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
+        pruner.prune()
+        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
+        pruner.squash()
+        return model
     if quantize is not None and method != "admm":
         raise ValueError(f"method {method!r} takes no quantizer (quantize or admm do)")
     share = kept_share(model, reduction)
@@ -409,8 +446,11 @@ def compress(dense: nn.Module, method: str, reduction: float | None, data, budge
     return model
 
 
-def library(dense: nn.Module) -> PatternLibrary:
-    """The dense network's 8 most frequent 4-tap patterns: one library for every pattern method."""
+def library(dense: nn.Module) -> PatternLibrary | None:
+    """The dense network's 8 most frequent 4-tap patterns: one library for every pattern method (None
+    for a network without pruned 3x3 convs)."""
+    if not pruned_3x3(dense):
+        return None
     return PatternLibrary.extract([m.weight.detach().numpy() for _, m in pruned_3x3(dense)], 8, 4)
 
 
@@ -448,6 +488,11 @@ def pruning_jobs(methods=METHODS, reductions=REDUCTIONS) -> list[tuple]:
     return [(m, r, None) for r in reductions for m in methods]
 
 
+def structured_jobs() -> list[tuple]:
+    """The structured table's: each matrix structure at each of its parameters."""
+    return [(method, param, None) for method, param in STRUCTURED]
+
+
 def quantization_jobs() -> list[tuple]:
     """The quantization table's: admm at 8x in float, every grid alone, every 4-bit grid on admm at 8x."""
     return ([("admm", QUANT_REDUCTION, None)] + [("quantize", None, g) for g in (*GRIDS.values(), *GRIDS_ALONE.values())]
@@ -466,6 +511,8 @@ def run(data_name: str, nets, budget: Budget, jobs=None, width: int | None = Non
     for net in nets:
         torch.manual_seed(SEED)
         dense = NETWORKS[net](width or WIDTHS[net])
+        with torch.no_grad():   # lazy layers take their sizes from a batch (eval: no statistics updated)
+            dense.eval()(data[0][:2])
         t0 = time.perf_counter()
         train(dense, data[0], data[1], budget.dense_epochs, budget.lr, budget, SEED)
         base = {"data": data_name, "network": net, "seed": SEED}
@@ -495,15 +542,21 @@ def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dic
     dense_acc = acc if dense is None else dense["test_accuracy"]
     torch_1k = accuracy(predictions(model, xte[:n1k]), yte[:n1k])
     tvm_pred, sparse_layers = tvm_predictions(model, xte[:n1k])
-    bits = weight_bits_3x3(model, lib, grid)
+    bits = weight_bits_3x3(model, lib, grid) if lib is not None else 0
     float_bits = 32 * sum(m.weight.numel() for _, m in convs3x3(model))
     scheme = "float" if grid is None else grid["scheme"] + "".join(f" {k}={grid[k]}" for k in ("group", "terms") if k in grid)
     row = {**base, "scheme": scheme, "bits": 32 if grid is None else grid["bits"],
            "reduction_3x3": reduction_3x3(model), "reduction_total": reduction_total(model),
-           "weight_bits_3x3": bits, "weight_bits_ratio_3x3": float_bits / bits,
+           "weight_bits_3x3": bits, "weight_bits_ratio_3x3": float_bits / bits if bits else float("nan"),
            "test_accuracy": acc, "loss_vs_dense": dense_acc - acc, "torch_accuracy_1k": torch_1k,
            "tvm_accuracy_1k": accuracy(tvm_pred, yte[:n1k]), "tvm_sparse_layers": sparse_layers,
            "train_seconds": seconds, "epochs": epochs}
+    if base["method"] in ("circulant", "column_combine") or not convs3x3(model):
+        layers = [dict(model.named_modules())[n] for n in structured_layers(model)]
+        kept = sum(kept_values(m, base["method"], base["budget"]) if base["budget"] else m.weight.numel() for m in layers)
+        dense_params = sum(m.weight.numel() for m in layers)
+        total = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        row.update(reduction_layers=dense_params / kept, reduction_total=total / (total - dense_params + kept))
     if calibration is not None:
         import tvm_patterns as tp
 
@@ -512,8 +565,9 @@ def finish(base: dict, model: nn.Module, seconds: float, epochs: int, dense: dic
                     "int8_top1_agreement_1k": 100.0 * float((int8_pred == predictions(model, xte[:n1k])).float().mean())})
         log(f"  {base['network']} {base['method']:12s} int8 build: {int8_layers} int8 layers, 1k accuracy "
             f"{row['tvm_int8_accuracy_1k']:.1f}%, top-1 as PyTorch's on {row['int8_top1_agreement_1k']:.1f}%")
-    log(f"  {base['network']} {base['method']:12s} {scheme:18s} 3x3 {row['reduction_3x3']:5.1f}x "
-        f"{row['weight_bits_ratio_3x3']:5.1f}x fewer bits  test {acc:6.2f}%  "
+    reduced = (f"3x3 {row['reduction_3x3']:5.1f}x {row['weight_bits_ratio_3x3']:5.1f}x fewer bits" if bits
+               else f"layers {row.get('reduction_layers', 1.0):5.1f}x fewer weights")
+    log(f"  {base['network']} {base['method']:12s} {scheme:18s} {reduced}  test {acc:6.2f}%  "
         f"1k: torch {torch_1k:.1f}% tvm {row['tvm_accuracy_1k']:.1f}% ({sparse_layers} sparse layers)  "
         f"{seconds:.0f} s")
     return row
@@ -525,8 +579,9 @@ def main(argv=None) -> int:
     ap.add_argument("--csv", required=True)
     ap.add_argument("--nets", default="vgg,resnet")
     ap.add_argument("--methods", default=",".join(METHODS), help="the pruning table's methods")
-    ap.add_argument("--table", default="pruning", choices=["pruning", "quantization"],
-                    help="pruning: every method at 8x and 16x; quantization: every grid, alone and with admm at 8x")
+    ap.add_argument("--table", default="pruning", choices=["pruning", "quantization", "structured"],
+                    help="pruning: every method at 8x and 16x; quantization: every grid, alone and with admm at 8x; "
+                         "structured: circulant and column combining on an MLP's linear layers (--nets mlp)")
     ap.add_argument("--width", type=int, default=None,
                     help=f"channels of the first stage (default {', '.join(f'{n} {w}' for n, w in WIDTHS.items())})")
     ap.add_argument("--quick", action="store_true", help="a few hundred images and one epoch each (tests)")
@@ -550,15 +605,22 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"{args.data}: {budget}", flush=True)
     rows = []
-    columns = (COLUMNS if args.table == "pruning" else QUANT_COLUMNS) + (INT8_COLUMNS if args.int8 else [])
+    columns = ({"pruning": COLUMNS, "quantization": QUANT_COLUMNS, "structured": STRUCT_COLUMNS}[args.table]
+               + (INT8_COLUMNS if args.int8 else []))
+    if args.table == "structured" and args.nets == ap.get_default("nets"):
+        nets = ["mlp"]
+    if args.table != "structured" and "mlp" in nets or args.table == "structured" and nets != ["mlp"]:
+        ap.error("--nets: the mlp runs the structured table, and the structured table runs the mlp only")
 
     def done(row):
         rows.append(row)
         write_csv(args.csv, [{c: row[c] for c in columns} for row in rows])
 
-    jobs = pruning_jobs(methods) if args.table == "pruning" else quantization_jobs()
+    jobs = {"pruning": lambda: pruning_jobs(methods), "quantization": quantization_jobs,
+            "structured": structured_jobs}[args.table]()
     run(args.data, nets, budget, jobs, width=args.width, done=done, int8=args.int8)
-    print(fmt_table(rows, ["budget", "network", "method", "scheme", "reduction_3x3", "weight_bits_ratio_3x3",
+    print(fmt_table(rows, ["budget", "network", "method", "scheme", "reduction_3x3" if args.table != "structured"
+                           else "reduction_layers", "weight_bits_ratio_3x3",
                            "test_accuracy", "loss_vs_dense", "torch_accuracy_1k", "tvm_accuracy_1k", "train_seconds"]
                     + (INT8_COLUMNS if args.int8 else [])))
     print(f"total {time.perf_counter() - t0:.0f} s; wrote {args.csv}")

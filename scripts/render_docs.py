@@ -5,7 +5,8 @@ benchmark scripts wrote, so a new run updates the docs instead of someone rewrit
 
 Reads ``docs/results/*.csv`` and ``docs/sweep/sweep.csv``; each CSV's kind is known by its columns:
 ``tvm-patterns demo --csv`` (whole networks), ``scripts/bench_layers.py --csv`` (per layer) and
-``tvm-patterns sweep`` (TOTAL rows) and ``scripts/bench_peers.py``. README.md shows each CSV named
+``tvm-patterns sweep`` (TOTAL rows), ``scripts/bench_peers.py``, ``scripts/bench_structured.py`` and
+``scripts/compress_accuracy.py``. README.md shows each CSV named
 in a marker line ``<!-- results: docs/results/FILE.csv -->`` up to ``<!-- /results -->``. ``--check`` exits 1 when
 a file is not what the CSVs render (the tests run it).
 """
@@ -59,6 +60,16 @@ KINDS = [
       ("test_accuracy", "test accuracy %"), ("torch_accuracy_1k", "PyTorch 1k %"), ("tvm_accuracy_1k", "TVM build 1k %"),
       ("tvm_int8_accuracy_1k", "TVM int8 build 1k %"), ("int8_top1_agreement_1k", "int8 top-1 as PyTorch's %"),
       ("tvm_int8_layers", "int8 layers")]),
+    ("structured_accuracy", "reduction_layers",
+     [("network", "network"), ("method", "method"), ("budget", "b or g"), ("reduction_layers", "layers' reduction"),
+      ("reduction_total", "total reduction"), ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"),
+      ("torch_accuracy_1k", "PyTorch 1k %"), ("tvm_accuracy_1k", "TVM build 1k %"),
+      ("tvm_sparse_layers", "layers the build rewrote"), ("train_seconds", "train s")]),
+    ("structured", "params_ratio",
+     [("layer", "layer"), ("shape", "shape"), ("kind", "kind"), ("param", "b or g"), ("batch", "batch"),
+      ("params_ratio", "weights ratio"), ("macs_ratio", "MAC ratio"), ("ours_ms", "ours ms"),
+      ("pytorch_dense_ms", "PyTorch ms"), ("tvm_dense_ms", "TVM dense ms"), ("speedup_vs_pytorch", "x PyTorch"),
+      ("speedup_vs_tvm_dense", "x TVM dense"), ("bar", "x PyTorch / MAC ratio"), ("disturbed_rounds", "disturbed rounds")]),
     ("accuracy", "loss_vs_dense",
      [("network", "network"), ("method", "method"), ("budget", "budget"), ("reduction_3x3", "3x3 reduction"),
       ("reduction_total", "total reduction"), ("test_accuracy", "test accuracy %"), ("loss_vs_dense", "loss vs dense"),
@@ -80,6 +91,9 @@ TITLES = {"arm": "Static ARM throughput of the NEON hot loops (`scripts/arm_thro
                   "training batches)",
           "quantization": "Accuracy of every quantization grid, alone and with pattern pruning "
                           "(`scripts/compress_accuracy.py --table quantization`)", "peers": "Peers side by side (`scripts/bench_peers.py`)",
+          "structured_accuracy": "Accuracy of block-circulant and column-combined linear layers "
+                                 "(`scripts/compress_accuracy.py --table structured`)",
+          "structured": "Block-circulant and column-combined layers (`scripts/bench_structured.py`)",
           "networks": "Whole networks (`tvm-patterns demo`)", "layers": "Per 3x3 layer (`scripts/bench_layers.py`)",
           "sweep": "Latency sweep, whole networks (`tvm-patterns sweep`, TOTAL rows)"}
 

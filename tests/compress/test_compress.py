@@ -268,6 +268,12 @@ REJECTED = [   # (configuration entry, error message must contain)
     ({"module": "conv2", "kind": "pattern", "conectivity": 2.0}, "'conv2': unknown option(s) ['conectivity']"),
     ({"module": "conv2", "kind": "pattern", "patterns": 6}, "'conv2': asks for 6 patterns x 4 taps"),
     ({"module": "conv2", "kind": "pattern", "taps": 0}, "'conv2': taps must be a positive integer"),
+    ({"module": "conv2", "kind": "circulant", "block": 4}, "circulant of 'conv2': needs an nn.Linear"),
+    ({"module": "point", "kind": "circulant", "block": 8}, "circulant of 'point': block 8 must be >= 2 and divide"),
+    ({"module": "point", "kind": "circulant", "block": 4, "quantize": {"scheme": "uniform", "bits": 4}},
+     "'point': kind 'circulant' ties weights"),
+    ({"module": "fc", "kind": "column_combine", "group": 1}, "'fc': group must be >= 2"),
+    ({"module": "conv1", "kind": "column_combine", "group": 2}, "column combining of 'conv1': needs an nn.Linear"),
 ]
 
 
@@ -296,3 +302,50 @@ def test_pruned_model_state_dict_round_trips_with_weights_only_load(tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
     x = batches(1)[0][0]
     torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_circulant_retraining_trains_the_tied_values_and_squash_keeps_the_structure():
+    from tvm_patterns.sparsity.circulant import is_block_circulant
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    pruner = oneshot_prune(model, [{"module": "0", "kind": "circulant", "block": 8}])
+    start = model[0].weight.detach().clone()
+    assert is_block_circulant(start.numpy(), 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        loss = model(torch.randn(16, 32)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert is_block_circulant(model[0].weight.detach().numpy(), 8)   # the forward's weight, every step
+    pruner.squash()
+    w = model[0].weight.detach()
+    assert isinstance(model[0].weight, nn.Parameter) and not (w == start).all()
+    assert is_block_circulant(w.numpy(), 8)
+
+
+def test_admm_pulls_towards_circulant_and_column_combined_weights():
+    from tvm_patterns.sparsity.circulant import is_block_circulant
+    from tvm_patterns.sparsity.column_combine import is_column_combined
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8))
+    config = [{"module": "0", "kind": "circulant", "block": 4}, {"module": "2", "kind": "column_combine", "group": 4}]
+    pruner = ADMMPruner(model, config, rho=0.1, rho_growth=2.0, rho_max=10.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    first = None
+    for _ in range(6):
+        for _ in range(10):
+            loss = model(torch.randn(16, 32)).pow(2).mean() + pruner.penalty()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pruner.step()
+        first = first or pruner.residuals()
+    last = pruner.residuals()
+    assert all(last[n] < first[n] for n in last), (first, last)
+    pruner.prune()
+    pruner.squash()
+    assert is_block_circulant(model[0].weight.detach().numpy(), 4)
+    assert is_column_combined(model[2].weight.detach().numpy(), 4)

@@ -104,6 +104,24 @@ def test_every_grid_is_reported_alone_and_on_pattern_pruning_at_8x(script, quick
         assert abs(float(r["tvm_accuracy_1k"]) - float(r["torch_accuracy_1k"])) <= 100 / n + 1e-9, r
 
 
+def test_the_structured_table_compresses_the_mlp_by_each_structure_and_builds_it_as_accurate(script, tmp_path):
+    path = tmp_path / "structured.csv"
+    assert script.main(["--data", "digits", "--quick", "--table", "structured", "--csv", str(path)]) == 0
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == script.STRUCT_COLUMNS
+    assert [(r["method"], r["budget"]) for r in rows] == [("dense", "")] + [(m, str(p)) for m, p in script.STRUCTURED]
+    for r in rows[1:]:
+        assert float(r["reduction_layers"]) == pytest.approx(float(r["budget"]), rel=0.05), r
+        assert r["tvm_sparse_layers"] == "2", r          # both hidden layers, recognised from their weights
+        assert abs(float(r["tvm_accuracy_1k"]) - float(r["torch_accuracy_1k"])) <= 100 / 500 + 1e-9, r
+
+
+def test_the_structured_table_refuses_a_convolutional_network(script, tmp_path):
+    with pytest.raises(SystemExit):
+        script.main(["--data", "digits", "--quick", "--table", "structured", "--nets", "vgg", "--csv", str(tmp_path / "x.csv")])
+
+
 def test_stored_weight_bits_count_values_scales_and_indices(script):
     lib = script.PatternLibrary.patdnn()
     w = np.zeros((2, 4, 3, 3), dtype="float32")
@@ -178,7 +196,7 @@ def write_idx(tmp_path, array: np.ndarray) -> Path:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--nets", "vgg,alexnet"], "--nets: unknown alexnet (choose from vgg, resnet)"),
+    (["--nets", "vgg,alexnet"], "--nets: unknown alexnet (choose from vgg, resnet, mlp)"),
     (["--methods", ""], "--methods: none given"),
     (["--methods", "admm,magic"], "--methods: unknown magic"),
     (["--width", "0"], "--width must be >= 1, got 0"),

@@ -71,6 +71,15 @@ def test_overrides_by_layer_type_and_by_module_name():
     assert "0.1.conv.0" not in config
 
 
+def test_an_override_with_another_kind_replaces_the_default_entry():
+    model = mobilenet_like()
+    config = {e["module"]: e for e in whole_network_config(
+        model, by_type={"conv1x1": {"kind": "column_combine", "group": 4}, "linear": {"kind": "circulant", "block": 8}})}
+    kinds = {layer_type(dict(model.named_modules())[n]): (e["kind"], sorted(e)) for n, e in config.items()}
+    assert kinds["conv1x1"] == ("column_combine", ["group", "kind", "module"])
+    assert kinds["linear"] == ("circulant", ["block", "kind", "module"])
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"by_type": {"conv5x5": None}}, "unknown layer type 'conv5x5'"),
     ({"by_name": {"0.9": None}}, "the model has no module '0.9'"),

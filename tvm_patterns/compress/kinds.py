@@ -6,11 +6,14 @@ A configuration is a list of plain dicts keyed by module name, as in ``torch.ao.
      {"module": "features.6", "kind": "connectivity", "connectivity": 2.0},
      {"module": "classifier", "kind": "block", "block_rows": 8, "sparsity": 0.75},
      {"module": "features.8", "kind": "pattern", "connectivity": 3.6, "quantize": {"scheme": "sp2", "bits": 4}},
-     {"module": "features.10", "kind": "dense", "quantize": {"scheme": "uniform", "bits": 4}}]
+     {"module": "features.10", "kind": "dense", "quantize": {"scheme": "uniform", "bits": 4}},
+     {"module": "classifier.0", "kind": "circulant", "block": 16},
+     {"module": "layer1.0.conv1", "kind": "column_combine", "group": 4}]
 
 Any entry may carry ``quantize`` (``sparsity.quantization``: scheme, bits and the scheme's options):
 its projection prunes, then quantizes the survivors (the intersection of the two sets, the way
-ADMM's Z-update needs it). Kind "dense" prunes nothing (quantization alone).
+ADMM's Z-update needs it). Kind "dense" prunes nothing (quantization alone). Kind "circulant" ties
+weights instead of zeroing them: its retraining trains the tied values (``Kind.tied``).
 
 Adding a kind touches one place: a function decorated with ``@register_kind`` that checks the
 module and the entry's options and returns the projection of the module's weight.
@@ -29,8 +32,9 @@ from torch import nn
 from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity.quantization import check_scheme
 
-from .projections import (project_block_punched, project_connectivity, project_filter_block_pattern,
-                          project_pattern_connectivity, project_quantized)
+from .projections import (circulant_tied, project_block_punched, project_circulant, project_column_combine,
+                          project_connectivity, project_filter_block_pattern, project_pattern_connectivity,
+                          project_quantized)
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -41,14 +45,16 @@ class Kind:
     defaults: dict           # every option the kind accepts, with its default (None: required)
     make: Callable           # (name, module, options, library | None) -> Projection
     uses_library: bool
+    tied: Callable | None = None   # (options) -> differentiable torch map onto the structure, for a kind
+                                   # that ties weights together (retraining trains the tied values)
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def register_kind(name: str, uses_library: bool = False, **defaults):
+def register_kind(name: str, uses_library: bool = False, tied: Callable | None = None, **defaults):
     def register(make):
-        KINDS[name] = Kind(name, defaults, make, uses_library)
+        KINDS[name] = Kind(name, defaults, make, uses_library, tied)
         return make
     return register
 
@@ -63,6 +69,7 @@ class Constraint:
     project: Projection
     library: PatternLibrary | None = field(default=None)
     quantize: dict | None = field(default=None)     # the entry's quantizer (scheme, bits, options), if any
+    tied: Callable | None = field(default=None)     # differentiable projection of a tied kind (circulant)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -150,16 +157,44 @@ def _connectivity(name, module, options, library):
     return lambda w: project_connectivity(w, options["connectivity"])
 
 
-@register_kind("block", block_rows=None, sparsity=None)
-def _block(name, module, options, library):
+def _check_matrix_layer(name: str, module: nn.Module, kind: str):
+    """An nn.Linear or a 1x1 conv with groups=1: a [out, in] matrix."""
     is_1x1 = isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.groups == 1
     if not (is_1x1 or isinstance(module, nn.Linear)):
-        raise ValueError(f"block pruning of '{name}': needs an nn.Linear or a 1x1 nn.Conv2d with groups=1, got {module}")
+        raise ValueError(f"{kind} of '{name}': needs an nn.Linear or a 1x1 nn.Conv2d with groups=1, got {module}")
+
+
+@register_kind("block", block_rows=None, sparsity=None)
+def _block(name, module, options, library):
+    _check_matrix_layer(name, module, "block pruning")
     _check_positive_int(name, "block_rows", options["block_rows"])
     s = options["sparsity"]
     if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 <= s < 1:   # NaN fails too
         raise ValueError(f"'{name}': block sparsity must be a number in [0, 1), got {s!r}")
     return lambda w: project_block_punched(w, int(options["block_rows"]), float(s))
+
+
+@register_kind("circulant", tied=lambda options: lambda w: circulant_tied(w, int(options["block"])), block=None)
+def _circulant(name, module, options, library):
+    """b x b circulant blocks (CirCNN): the projection averages each block along its diagonals."""
+    _check_matrix_layer(name, module, "circulant")
+    _check_positive_int(name, "block", options["block"])
+    b = int(options["block"])
+    out_f, in_f = module.weight.shape[:2]
+    if b < 2 or out_f % b or in_f % b:
+        raise ValueError(f"circulant of '{name}': block {b} must be >= 2 and divide both the {out_f} outputs "
+                         f"and the {in_f} inputs")
+    return lambda w: project_circulant(w, b)
+
+
+@register_kind("column_combine", group=None)
+def _column_combine(name, module, options, library):
+    """Columns combined in groups of ``group`` consecutive input channels, one weight a row per group."""
+    _check_matrix_layer(name, module, "column combining")
+    _check_positive_int(name, "group", options["group"])
+    if int(options["group"]) < 2:
+        raise ValueError(f"'{name}': group must be >= 2 (columns combined into one), got {options['group']!r}")
+    return lambda w: project_column_combine(w, int(options["group"]))
 
 
 def _entry_options(entry, modules: dict[str, nn.Module]) -> tuple[str, nn.Module, Kind, dict]:
@@ -211,6 +246,9 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
                 raise ValueError(f"'{name}': asks for {asked[0]} patterns x {asked[1]} taps but the given library is {library}")
             options.update(patterns=library.size, taps=library.taps)
         quant = check_quantize(name, entry["quantize"]) if "quantize" in entry else None
+        if quant is not None and kind.tied is not None:
+            raise ValueError(f"'{name}': kind '{kind.name}' ties weights across output channels; a per-channel "
+                             f"quantization grid would untie them (quantize is not supported with it)")
         parsed.append((name, module, kind, options, quant))
 
     pattern_weights = [m.weight.detach().cpu().float().numpy() for _, m, k, _, _ in parsed if k.uses_library]
@@ -230,5 +268,6 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
         project = kind.make(name, module, options, lib)
         if quant is not None:
             project = _then_quantize(project, quant)
-        constraints.append(Constraint(name, module, kind.name, options, project, lib, quant))
+        tied = kind.tied(options) if kind.tied is not None else None
+        constraints.append(Constraint(name, module, kind.name, options, project, lib, quant, tied))
     return constraints

@@ -37,6 +37,7 @@ class MaskPruner:
         self.masks: dict[str, torch.Tensor] = {}
         self._quantizers: dict[str, object] = {}   # module name: its forward pre-hook (entries with quantize)
         self._grids: dict[str, Grid] = {}          # module name: the grid found at prune() (per-channel scales)
+        self._hooks: dict[str, object] = {}        # module name: the forward pre-hook of a tied kind (circulant)
 
     @property
     def pattern_library(self) -> PatternLibrary:
@@ -56,9 +57,15 @@ class MaskPruner:
         if self.pruned:
             raise RuntimeError("prune() was already called")
         for c in self.constraints:
-            mask = (c.project(c.weight) != 0).to(c.weight.dtype)
+            if c.tied is None:
+                mask = (c.project(c.weight) != 0).to(c.weight.dtype)
+            else:   # tied weights: nothing zeroed; the forward sees the tied projection
+                c.weight.copy_(c.project(c.weight))
+                mask = torch.ones_like(c.weight)
             torch_prune.custom_from_mask(c.module, "weight", mask)
             self.masks[c.name] = c.module.weight_mask
+            if c.tied is not None:
+                self._hooks[c.name] = c.module.register_forward_pre_hook(_tied_forward(c.tied))
             if c.quantize is not None:   # after the mask's hook: the masked weight, then its grid
                 grid = fit_grid(c.module.weight.detach().float().cpu().numpy(), **c.quantize)
                 self._grids[c.name] = grid
@@ -72,11 +79,24 @@ class MaskPruner:
         for c in self.constraints:
             if torch_prune.is_pruned(c.module) and hasattr(c.module, "weight_orig"):
                 torch_prune.remove(c.module, "weight")
+            tied = self._hooks.pop(c.name, None)
+            if tied is not None:
+                tied.remove()
+                with torch.no_grad():
+                    c.module.weight.copy_(c.project(c.module.weight))
             hook = self._quantizers.pop(c.name, None)
             if hook is not None:
                 hook.remove()
                 with torch.no_grad():
                     c.module.weight.copy_(snap(c.module.weight, self._grids.pop(c.name)))
+
+
+def _tied_forward(tied):
+    """Forward pre-hook of a tied kind's retraining: the forward sees the weight's (differentiable)
+    projection, so each gradient step moves the tied values together and the structure holds."""
+    def hook(module, inputs):
+        module.weight = tied(module.weight)
+    return hook
 
 
 def _straight_through(grid: Grid):

@@ -11,6 +11,8 @@ import torch
 from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity import projection as _np
 from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
+from tvm_patterns.sparsity.circulant import project_circulant as _np_circulant
+from tvm_patterns.sparsity.column_combine import project_column_combine as _np_column_combine
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern as _np_filter_block_pattern
 from tvm_patterns.sparsity.quantization import Grid
 from tvm_patterns.sparsity.quantization import quantize as _np_quantize
@@ -56,6 +58,40 @@ def project_block_punched(w: torch.Tensor, block_rows: int, sparsity: float) -> 
     if w.ndim not in (2, 4) or (w.ndim == 4 and w.shape[2:] != (1, 1)):
         raise ValueError(f"block projection: expected an [out, in] or [out, in, 1, 1] weight, got {tuple(w.shape)}")
     return _through_numpy(w, lambda a: _np_block_punched(a.reshape(a.shape[0], a.shape[1]), block_rows, sparsity).reshape(a.shape))
+
+
+def _as_matrix(w: torch.Tensor, what: str) -> tuple:
+    if w.ndim not in (2, 4) or (w.ndim == 4 and w.shape[2:] != (1, 1)):
+        raise ValueError(f"{what}: expected an [out, in] or [out, in, 1, 1] weight, got {tuple(w.shape)}")
+    return w.shape[0], w.shape[1]
+
+
+def project_circulant(w: torch.Tensor, block: int) -> torch.Tensor:
+    """w: Linear [out, in] or 1x1 conv [out, in, 1, 1]; every block x block block made circulant
+    (its mean along each circulant diagonal)."""
+    rows, cols = _as_matrix(w, "circulant projection")
+    return _through_numpy(w, lambda a: _np_circulant(a.reshape(rows, cols), block).reshape(a.shape))
+
+
+def circulant_tied(w: torch.Tensor, block: int) -> torch.Tensor:
+    """``project_circulant`` as torch operations (it is linear): the gradient reaches every weight of a
+    diagonal, so retraining through it trains the circulant's defining values."""
+    rows, cols = _as_matrix(w, "circulant projection")
+    b = block
+    p, q = rows // b, cols // b
+    r = torch.arange(b, device=w.device)
+    diag = (r[:, None] - r[None, :]) % b                                     # [r, s] -> defining index
+    onehot = torch.nn.functional.one_hot(diag.reshape(-1), b).to(w.dtype)    # [b*b, b]
+    blocks = w.reshape(p, b, q, b).permute(0, 2, 1, 3).reshape(p, q, b * b)
+    c = blocks @ onehot / b                                                   # [p, q, b]
+    return (c @ onehot.T).reshape(p, q, b, b).permute(0, 2, 1, 3).reshape(w.shape)
+
+
+def project_column_combine(w: torch.Tensor, group: int) -> torch.Tensor:
+    """w: Linear [out, in] or 1x1 conv [out, in, 1, 1]; in each group of ``group`` consecutive input
+    channels, every output keeps its largest weight (column combining)."""
+    rows, cols = _as_matrix(w, "column combining")
+    return _through_numpy(w, lambda a: _np_column_combine(a.reshape(rows, cols), group).reshape(a.shape))
 
 
 def project_quantized(w: torch.Tensor, scheme: str, bits: int, **options) -> torch.Tensor:

@@ -49,7 +49,9 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
     layers of other shapes.
 
     by_type: {layer type: options to override, or None to keep that type dense}; by_name: the same
-    per module name (it wins over by_type). Layer types: LAYER_TYPES.
+    per module name (it wins over by_type); an override naming another kind (e.g. {"kind": "circulant",
+    "block": 16} or {"kind": "column_combine", "group": 4} for 1x1 / linear layers) replaces the
+    default entry instead of being merged into it. Layer types: LAYER_TYPES.
     """
     by_type, by_name = dict(by_type or {}), dict(by_name or {})
     unknown = [t for t in by_type if t not in LAYER_TYPES]
@@ -88,7 +90,8 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
         if module.weight.numel() < MIN_WEIGHTS and name not in by_name:
             kept_dense.append((name, f"{module.weight.numel()} weights: too small to pay"))
             continue
-        config.append({"module": name, **defaults[kind], **override})
+        base = defaults[kind] if override.get("kind", defaults[kind]["kind"]) == defaults[kind]["kind"] else {}
+        config.append({"module": name, **base, **override})   # another kind: its own options only
     for name, reason in kept_dense:
         log.info("%s: %s", name, reason)
     if dense is not None:

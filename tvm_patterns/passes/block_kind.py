@@ -70,7 +70,16 @@ def _summary(R: int, packed, density: float) -> str:
             f"{1 / max(density, 1e-9):.1f}x fewer MACs")
 
 
-def _plan_conv(call: relax.Call, ctx: LayerContext) -> Plan:
+def block_punched(w2d: np.ndarray, options: dict) -> tuple:
+    """(packed rows of R, MAC density, summary) of a block-punched weight, or LeaveDense."""
+    R, density = choose_block_rows(w2d, options)
+    packed = pack_block_punched(w2d, R)
+    return packed, density, _summary(R, packed, density)
+
+
+def plan_conv(call: relax.Call, ctx: LayerContext, structure=block_punched) -> Plan:
+    """A 1x1 conv on the block-sparse kernel; ``structure(w2d, options)`` -> (BlockPunched, MAC
+    density, summary) recognises and packs the weight (the block kind's or another kind's)."""
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (1, 1):
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
@@ -80,9 +89,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext) -> Plan:
         raise LeaveDense(f"padding={list(padding)} on a 1x1 conv (only 0)")
     N, C, H, W = _check_input(call.args[0], (4,))
     K = w.shape[0]
-    w2d = w.reshape(K, C)
-    R, density = choose_block_rows(w2d, ctx.options)
-    packed = pack_block_punched(w2d, R)
+    packed, density, summary = structure(w.reshape(K, C), ctx.options)
     geom = Conv1x1Geometry(N, C, H, W, K, strides)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
@@ -91,11 +98,12 @@ def _plan_conv(call: relax.Call, ctx: LayerContext) -> Plan:
                           primfunc_name_hint=CONV_BLOCK, primfunc_attrs={"op_pattern": 4})
 
     macs = geom.macs_dense()
-    return Plan(emit=emit, summary=_summary(R, packed, density), macs_dense=macs,
+    return Plan(emit=emit, summary=summary, macs_dense=macs,
                 macs_sparse=int(round(macs * density)), weight_bytes_packed=packed.col_idx.nbytes + packed.values.nbytes)
 
 
-def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
+def matmul_weight(call: relax.Call) -> tuple:
+    """(w2d [out, in] float32, input shape) of a matmul with a constant 2-D weight, or LeaveDense."""
     w = constant_weight(call)            # [in, out]: torch's Linear weight, transposed and folded
     if w.ndim != 2:
         raise LeaveDense(f"weight rank {w.ndim} (only a 2-D [in, out] weight)")
@@ -107,9 +115,14 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
     Kin, Nout = w.shape
     if shape[-1] != Kin:
         raise LeaveDense(f"input features {shape[-1]} do not match the weight's {Kin}")
-    w2d = np.ascontiguousarray(w.T)      # [out, in], rows = output features
-    R, density = choose_block_rows(w2d, ctx.options)
-    packed = pack_block_punched(w2d, R)
+    return np.ascontiguousarray(w.T), shape     # [out, in], rows = output features
+
+
+def plan_matmul(call: relax.Call, ctx: LayerContext, structure=block_punched) -> Plan:
+    """A linear layer on the block-sparse kernel; ``structure`` as in ``plan_conv``."""
+    w2d, shape = matmul_weight(call)
+    Nout, Kin = w2d.shape
+    packed, density, summary = structure(w2d, ctx.options)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(functools.partial(block_sparse_dense, out_features=Nout), call.args[0],
@@ -117,7 +130,7 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
                           primfunc_name_hint=DENSE_BLOCK, primfunc_attrs={"op_pattern": 4})
 
     macs = int(np.prod(shape[:-1])) * Kin * Nout
-    return Plan(emit=emit, summary=_summary(R, packed, density), macs_dense=macs,
+    return Plan(emit=emit, summary=summary, macs_dense=macs,
                 macs_sparse=int(round(macs * density)), weight_bytes_packed=packed.col_idx.nbytes + packed.values.nbytes)
 
 
@@ -125,5 +138,5 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext) -> Plan:
                       options=("block_rows", "block_rows_candidates", "max_density", "tolerance"))
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
-        return _plan_conv(call, ctx)
-    return _plan_matmul(call, ctx)
+        return plan_conv(call, ctx)
+    return plan_matmul(call, ctx)

@@ -1,0 +1,62 @@
+"""Column-combined linear layers at a few rows (``sparsity.column_combine``) as a TE compute.
+
+The weight W [out, in] keeps one value a row in each of G = ceil(in / g) groups of g consecutive input
+channels. Packed group-major with the output features innermost, the layer is a dense [G, out] GEMM
+whose input is gathered inside each group:
+
+    y[m, o] = sum_{j < G} values[j, o] * x[m, j * g + offset[j, o]]
+
+values [G, out] float32, offset [G, out] uint8 (the channel inside its group, < g); an empty group
+has a zero value and offset 0, so every index stays inside the input (no padding). At batch 1 the vector axis is o: each (j, vector of o) loads values, one
+byte an offset and gathers the inputs from the g channels of group j (one cache line or two).
+"""
+from __future__ import annotations
+
+import numpy as np
+from tvm import te
+
+COLUMN_COMBINE_DENSE = "column_combine_dense"
+
+
+def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values [G, out] float32, offset [G, out] uint8) of a column-combined [out, in] matrix; a row
+    with nothing in a group gets a zero value (offset 0)."""
+    rows, cols = w2d.shape
+    G = -(-cols // group)
+    padded = np.zeros((rows, G * group), dtype=np.float32)
+    padded[:, :cols] = w2d
+    grouped = padded.reshape(rows, G, group)
+    if ((grouped != 0).sum(axis=2) > 1).any():
+        raise ValueError(f"not column-combined by {group}: a row has two nonzeros in one group")
+    offset = np.argmax(grouped != 0, axis=2)                       # [rows, G]; 0 where the group is empty
+    values = np.take_along_axis(grouped, offset[:, :, None], axis=2)[:, :, 0]
+    return np.ascontiguousarray(values.T), np.ascontiguousarray(offset.T.astype(np.uint8))
+
+
+def column_combine_dense(data: te.Tensor, values: te.Tensor, offset: te.Tensor, group: int,
+                         out_dtype: str = "float32") -> te.Tensor:
+    """data [M, in] or [B, T, in]; values, offset [G, out] -> [M, out] / [B, T, out]."""
+    if len(data.shape) not in (2, 3):
+        raise ValueError(f"data must be [M, in] or [B, T, in], got {list(data.shape)}")
+    G, out_f = (int(x) for x in values.shape)
+    cin = int(data.shape[-1])
+    if -(-cin // group) != G or tuple(int(x) for x in offset.shape) != (G, out_f):
+        raise ValueError(f"{G} groups of {group} do not cover {cin} inputs, or offsets {list(offset.shape)} "
+                         f"do not match values {list(values.shape)}")
+    batched = len(data.shape) == 3
+    lead = [int(x) for x in data.shape[:-1]]
+    T = lead[-1]
+    M = lead[0] * T if batched else lead[0]
+
+    def x_at(m, k):
+        return data[m // T, m % T, k] if batched else data[m, k]
+
+    j = te.reduce_axis((0, G), "j")
+    out = te.compute(
+        (M, out_f),
+        lambda m, o: te.sum(values[j, o].astype(out_dtype)
+                            * x_at(m, j * group + offset[j, o].astype("int32")).astype(out_dtype), axis=j),
+        name=COLUMN_COMBINE_DENSE, attrs={"column_group": group})
+    if batched:
+        return te.compute((lead[0], T, out_f), lambda n, t, o: out[n * T + t, o], name=COLUMN_COMBINE_DENSE + "_out")
+    return out
