@@ -22,6 +22,7 @@ from tvm.target import Target
 from tvm_patterns.computes.circulant import CIRCULANT_DENSE, SAMPLES, SPECTRUM
 
 from . import pattern_conv2d_nchw_x86 as x86
+from .pattern_conv2d_nchw_opencl import largest_divisor
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue
 from .registry import register_schedule
 
@@ -30,16 +31,12 @@ MAX_ROWS = 8         # rows of x sharing one read of the spectra
 MAX_VECTORS = 4
 
 
-def _largest_divisor(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
-
-
 def tile(M: int, p: int, isa: x86.Isa) -> tuple[int, int, int]:
     """(lanes, rows, vectors) of the register tile: the widest lanes dividing p, the most rows (the
     spectra read once per row tile), then the most vectors, within the accumulators."""
     lanes = next((v for v in reversed(isa.lanes) if p % v == 0), 1)
-    rows = _largest_divisor(M, min(MAX_ROWS, isa.max_accumulators // 2))
-    vectors = _largest_divisor(p // lanes, min(MAX_VECTORS, isa.max_accumulators // (2 * rows)))
+    rows = largest_divisor(M, min(MAX_ROWS, isa.max_accumulators // 2))
+    vectors = largest_divisor(p // lanes, min(MAX_VECTORS, isa.max_accumulators // (2 * rows)))
     return lanes, rows, vectors
 
 

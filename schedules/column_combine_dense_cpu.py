@@ -17,6 +17,7 @@ from tvm_patterns.computes.column_combine import COLUMN_COMBINE_DENSE
 
 from . import pattern_conv2d_nchw_x86 as x86
 from .circulant_dense_cpu import NEON
+from .pattern_conv2d_nchw_opencl import largest_divisor
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue
 from .registry import register_schedule
 
@@ -28,7 +29,7 @@ def apply(sch: s_tir.Schedule, block, isa: x86.Isa) -> None:
     M, N = int(sch.get(m).extent), int(sch.get(o).extent)
     lanes = next((v for v in reversed(isa.lanes) if N % v == 0), 1)
     room = max(1, isa.max_accumulators // M)
-    vectors = max(d for d in range(1, min(MAX_VECTORS, room, N // lanes) + 1) if (N // lanes) % d == 0)
+    vectors = largest_divisor(N // lanes, min(MAX_VECTORS, room))
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     last = inline_epilogue(sch, cw)
     oo, ov, ol = sch.split(o, [None, vectors, lanes])

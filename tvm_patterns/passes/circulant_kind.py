@@ -14,6 +14,7 @@ from tvm.target import Target
 
 from tvm_patterns.computes.circulant import CIRCULANT_DENSE, circulant_dense
 from tvm_patterns.sparsity.circulant import circulant_spectra, find_block
+from tvm_patterns.targets import is_cpu
 
 from .block_kind import matmul_weight
 from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
@@ -23,8 +24,8 @@ DEFAULT_RTOL = 1e-6
 
 
 def check_cpu_target() -> None:
-    target = Target.current(allow_none=True)
-    if target is None or target.kind.name != "llvm":
+    if not is_cpu():
+        target = Target.current(allow_none=True)
         name = "no target" if target is None else target.kind.name
         raise LeaveDense(f"no circulant kernel for {name} (CPU targets only: x86 and aarch64)")
 

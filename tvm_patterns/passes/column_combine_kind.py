@@ -6,7 +6,7 @@ values a row, each with the input channel it reads, gathered by the kernel.
 Options (``options={"column_combine": {...}}``):
 - ``group_candidates``: the group sizes g tried, largest first (default 16 down to 2);
 - ``max_density``: rewrite only when at most this fraction of the dense MACs remains (default 0.5);
-- ``max_gather_rows``: a linear layer of at most this many rows (batch x tokens) runs the group-major
+- ``max_gather_rows``: a linear layer of at most this many rows (batch x tokens) runs, on CPUs, the group-major
   kernel (``computes.column_combine``: vectors along output features, inputs gathered in each group);
   more rows run the block-sparse kernel's rows of one (vectors along rows). Default 8.
 """
@@ -16,12 +16,12 @@ import functools
 
 import numpy as np
 from tvm import relax
-from tvm.target import Target
 
 from tvm_patterns.computes.column_combine import COLUMN_COMBINE_DENSE, column_combine_dense, pack_column_combined
 
 from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
+from tvm_patterns.targets import is_cpu
 
 from .block_kind import DEFAULT_MAX_DENSITY, matmul_weight, plan_conv, plan_matmul
 from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind, static_shape
@@ -30,36 +30,45 @@ DEFAULT_GROUPS = tuple(range(16, 1, -1))   # every group size from 16 down to 2
 MAX_GATHER_ROWS = 8   # a linear layer of at most this many rows gathers along outputs (else along rows)
 
 
-def column_combined(w2d: np.ndarray, options: dict) -> tuple:
-    """(rows packed one a block, MAC density, summary) of a column-combined weight, or LeaveDense."""
+def combine_group(w2d: np.ndarray, options: dict) -> tuple[int, int]:
+    """(g, the longest row's weight count) of a column-combined weight sparse enough, or LeaveDense."""
     g = find_group(w2d, options.get("group_candidates", DEFAULT_GROUPS))
     if g is None:
         raise LeaveDense("not column-combined: a row has two nonzeros among 2 consecutive input channels")
-    packed = pack_block_punched(w2d, 1)
-    density = packed.width / w2d.shape[1]      # every row runs the longest row's length
+    width = max(1, int((w2d != 0).sum(axis=1).max(initial=0)))   # every row runs the longest row's length
+    density = width / w2d.shape[1]
     max_density = float(options.get("max_density", DEFAULT_MAX_DENSITY))
     if density > max_density:
         raise LeaveDense(f"column-combined by {g} but rows keep {density:.0%} of the MACs (rewrite at most "
                          f"{max_density:.0%})")
-    return packed, density, (f"column-combined by {g}: {packed.width} of {w2d.shape[1]} columns a row, "
-                             f"{1 / max(density, 1e-9):.1f}x fewer MACs")
+    return g, width
+
+
+def _summary(g: int, width: int, cols: int) -> str:
+    return f"column-combined by {g}: {width} of {cols} columns a row, {cols / width:.1f}x fewer MACs"
+
+
+def column_combined(w2d: np.ndarray, options: dict) -> tuple:
+    """(rows packed one a block, MAC density, summary): the block-sparse kernel's form, or LeaveDense."""
+    g, width = combine_group(w2d, options)
+    packed = pack_block_punched(w2d, 1)
+    return packed, packed.width / w2d.shape[1], _summary(g, packed.width, w2d.shape[1])
 
 
 def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
     """A linear layer at a few rows: the group-major kernel, gathering inputs along output features."""
     w2d, shape = matmul_weight(call)
     rows = int(np.prod(shape[:-1]))
-    packed, density, summary = column_combined(w2d, ctx.options)
-    g = find_group(w2d, ctx.options.get("group_candidates", DEFAULT_GROUPS))
+    g, width = combine_group(w2d, ctx.options)
     values, offset = pack_column_combined(w2d, g)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(functools.partial(column_combine_dense, group=g), call.args[0], relax.const(values),
                           relax.const(offset), primfunc_name_hint=COLUMN_COMBINE_DENSE, primfunc_attrs={"op_pattern": 4})
 
-    macs = rows * w2d.size
-    return Plan(emit=emit, summary=summary + f", {values.shape[0]} groups gathered along outputs", macs_dense=macs,
-                macs_sparse=rows * values.size, weight_bytes_packed=values.nbytes + offset.nbytes)
+    return Plan(emit=emit, summary=_summary(g, values.shape[0], w2d.shape[1]) + ", groups gathered along outputs",
+                macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
+                weight_bytes_packed=values.nbytes + offset.nbytes)
 
 
 @register_sparse_kind("column_combine", ["relax.nn.conv2d", "relax.matmul"],
@@ -68,8 +77,6 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         return plan_conv(call, ctx, column_combined)
     rows = int(np.prod(static_shape(call.args[0])[:-1]))
-    target = Target.current(allow_none=True)
-    on_cpu = target is not None and target.kind.name == "llvm"   # GPUs run the block-sparse kernel
-    if on_cpu and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
+    if is_cpu() and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
         return _plan_few_rows(call, ctx)
     return plan_matmul(call, ctx, column_combined)
