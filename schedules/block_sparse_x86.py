@@ -24,7 +24,7 @@ from tvm import s_tir
 
 from tvm_patterns.computes.block_sparse import CONV_BLOCK, DENSE_BLOCK, MAIN_BLOCKS, OUT_SUFFIX, PACK_SUFFIX
 
-from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, one_space_per_order, perfect_tile, unroll_knob
+from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, isa_of, one_space_per_order, perfect_tile, unroll_knob
 from .registry import register_schedule
 
 VECTOR = 8
@@ -196,9 +196,16 @@ def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule
     return one_space_per_order(sch, name, ORDERS, apply, **isa)
 
 
+# Rows of one (column-combined weights) on a CPU with 32 vector registers: tiles of up to 28 accumulators
+# (docs/design.md#column-combine).
+ROWS_OF_ONE_AVX512 = {"max_accumulators": 28, "max_h_rows": 28, "max_vectors": 28}
+
+
 @register_schedule(CONV_BLOCK, "cpu")
 @register_schedule(DENSE_BLOCK, "cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     """The hand schedule: ``knobs`` (default: ``default_knobs`` of the shape) as decisions of the space."""
-    knobs = knobs or knobs_for(sch, block)
+    if knobs is None:
+        wide = int(sch.get(block).annotations["block_rows"]) == 1 and isa_of(target).registers >= 32
+        knobs = knobs_for(sch, block, **(ROWS_OF_ONE_AVX512 if wide else {}))
     apply(sch, block, knobs.order, knobs)
