@@ -1,4 +1,5 @@
-"""Compression in PyTorch: pattern, connectivity and block-punched pruning by ADMM or in one shot.
+"""Compression in PyTorch: pattern, connectivity and block-punched pruning, block-circulant matrices and
+column combining, by ADMM or in one shot.
 
     pruner = ADMMPruner(model, [{"module": "features.3", "kind": "pattern", "patterns": 8, "connectivity": 3.6}])
     loss = criterion(model(x), y) + pruner.penalty()     # in the user's loop; pruner.step() per epoch
@@ -13,6 +14,8 @@ from .oneshot import MaskPruner, oneshot_prune, pattern_prune, prunable_3x3_conv
 from .recipes import LAYER_TYPES, layer_type, whole_network_config
 from .projections import (
     project_block_punched,
+    project_circulant,
+    project_column_combine,
     project_connectivity,
     project_filter_block_pattern,
     project_pattern_connectivity,
@@ -21,5 +24,6 @@ from .projections import (
 
 __all__ = ["ADMMPruner", "calibrate", "MaskPruner", "oneshot_prune", "pattern_prune", "prunable_3x3_convs", "parse_config",
            "register_kind", "KINDS", "Constraint", "project_patterns", "project_connectivity",
-           "project_pattern_connectivity", "project_filter_block_pattern", "project_block_punched", "whole_network_config", "layer_type",
+           "project_pattern_connectivity", "project_filter_block_pattern", "project_block_punched", "project_circulant",
+           "project_column_combine", "whole_network_config", "layer_type",
            "LAYER_TYPES"]
