@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     block_sparse_opencl,
     block_sparse_x86,
     circulant_dense_cpu,
+    circulant_dense_opencl,
     column_combine_dense_cpu,
     dense_conv2d_nchw_x86,
     dense_matmul_x86,

@@ -1,6 +1,6 @@
 """Block-circulant and column-combined layers through the whole path: compressed in PyTorch, recognised
 by the build from the weights alone, run by our kernels (x86 here; NEON on the emulated aarch64 device;
-OpenCL on PoCL for column combining) and checked against PyTorch."""
+Mali and Adreno OpenCL on PoCL) and checked against PyTorch."""
 from __future__ import annotations
 
 import re
@@ -9,10 +9,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+import tvm
 from torch import nn
 
 import tvm_patterns as tp
 from tvm_patterns.compress import oneshot_prune
+from tvm_patterns.passes.circulant_kind import check_target
+from tvm_patterns.passes.registry import LeaveDense
 from tvm_patterns.devices.opencl_launcher import OpenCLLauncher
 
 from ..layer_check import assert_matches_torch
@@ -81,17 +84,23 @@ def test_a_circulant_layer_too_small_to_pay_stays_dense_with_the_reason():
     assert up.kind is None and "transforms cost more MACs than the dense layer" in up.reason
 
 
-def test_circulant_on_opencl_stays_dense_with_the_reason():
+@pytest.mark.parametrize("target_name", ["mali", "adreno"])
+@pytest.mark.parametrize("shape", [(1, 32), (2, 5, 32)])
+def test_circulant_linear_layer_matches_torch_on_pocl(target_name, shape):
     torch.manual_seed(0)
-    model = compressed(TwoLinear(32, 16, 4), [{"module": "up", "kind": "circulant", "block": 8}])
+    model = compressed(TwoLinear(32, 48, 4), [{"module": "up", "kind": "circulant", "block": 8}])
     report = []
-    x = torch.randn(1, 32)
-    runner = OpenCLLauncher.build(tp.from_pytorch(model, x), tp.targets.mali(), report=report)
-    (up,) = [d for d in report if d.layer == "up"]
-    assert up.kind is None and "no circulant kernel for opencl" in up.reason
+    x = torch.randn(*shape)
+    runner = OpenCLLauncher.build(tp.from_pytorch(model, x), getattr(tp.targets, target_name)(), report=report)
+    assert kinds(report) == {"up": "circulant", "down": None}
     with torch.no_grad():
         ref = model(x).numpy()
     assert np.abs(runner(x.numpy()) - ref).max() <= RTOL * np.abs(ref).max()
+
+
+def test_a_target_without_a_circulant_kernel_keeps_the_layer_dense_with_the_reason():
+    with tvm.target.Target("cuda"), pytest.raises(LeaveDense, match="no circulant kernel for target cuda"):
+        check_target()
 
 
 class ConvCombine(nn.Module):

@@ -12,9 +12,10 @@ import numpy as np
 from tvm import relax
 from tvm.target import Target
 
+import schedules  # noqa: F401  (registers every schedule)
+from schedules.registry import find_schedule
 from tvm_patterns.computes.circulant import CIRCULANT_DENSE, circulant_dense
 from tvm_patterns.sparsity.circulant import circulant_spectra, find_block
-from tvm_patterns.targets import is_cpu
 
 from .block_kind import matmul_weight
 from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
@@ -23,11 +24,12 @@ DEFAULT_BLOCKS = (64, 32, 16, 8, 4)
 DEFAULT_RTOL = 1e-6
 
 
-def check_cpu_target() -> None:
-    if not is_cpu():
-        target = Target.current(allow_none=True)
-        name = "no target" if target is None else target.kind.name
-        raise LeaveDense(f"no circulant kernel for {name} (CPU targets only: x86 and aarch64)")
+def check_target() -> None:
+    """LeaveDense unless a schedule of the circulant kernel is registered for the current target."""
+    target = Target.current(allow_none=True)
+    if target is None or find_schedule(CIRCULANT_DENSE, target) is None:
+        name = "no target" if target is None else f"target {target.kind.name} ({', '.join(map(str, target.keys))})"
+        raise LeaveDense(f"no circulant kernel for {name} (x86, aarch64, Mali and Adreno only)")
 
 
 def circulant_macs(rows: int, out_f: int, in_f: int, b: int) -> int:
@@ -38,7 +40,7 @@ def circulant_macs(rows: int, out_f: int, in_f: int, b: int) -> int:
 
 @register_sparse_kind("circulant", ["relax.matmul"], options=("block_candidates", "rtol"))
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    check_cpu_target()
+    check_target()
     w2d, shape = matmul_weight(call)
     out_f, in_f = w2d.shape
     b = find_block(w2d, ctx.options.get("block_candidates", DEFAULT_BLOCKS), float(ctx.options.get("rtol", DEFAULT_RTOL)))
