@@ -22,7 +22,6 @@ import functools
 
 import numpy as np
 from tvm import relax
-from tvm.target import Target
 
 from schedules.int8_block_sparse_conv2d_1x1_avx2 import int8_block_sparse_conv2d_1x1_avx2
 from schedules.int8_block_sparse_conv2d_1x1_avx2 import tile_positions as tile_positions_1x1
@@ -33,7 +32,7 @@ from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .block_kind import choose_block_rows
-from .int8_filter_block_kind import check_int8_target, int8_family, int8_weight, written_out
+from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
 from .pattern_kind import check_conv_attrs
 from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
 
@@ -158,7 +157,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
                                "nibbles_above_bytes", "conv1x1"),
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    scale, zero_point = check_int8_target(ctx, avx2=True)
+    scale, zero_point, family = check_int8_target(ctx, avx2=True)
     if call.op.name == "relax.nn.conv2d":
         return _plan_conv(call, ctx, scale, zero_point)
-    return _plan_matmul(call, ctx, scale, zero_point, int8_family(Target.current(), avx2=True) == "avx2")
+    return _plan_matmul(call, ctx, scale, zero_point, family == "avx2")

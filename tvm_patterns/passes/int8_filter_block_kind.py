@@ -90,37 +90,35 @@ def int8_family(target: Target | None, aarch64: bool = False, avx2: bool = False
     return None
 
 
-def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = False) -> tuple[float, int]:
-    """The input grid (scale, zero point) of an int8 layer, or LeaveDense saying why it stays float.
-    ``aarch64``, ``avx2``: the layer has a kernel for aarch64 with dot product, for x86 with AVX2 too."""
+def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = False) -> tuple[float, int, str]:
+    """(input scale, zero point, ``int8_family``) of an int8 layer, or LeaveDense saying why it stays
+    float. ``aarch64``, ``avx2``: the layer has a kernel for aarch64 with dot product, for x86 with AVX2 too."""
     ranges = ctx.options.get("ranges")
     if ranges is None:
         raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
     target = Target.current(allow_none=True)
-    if aarch64 and is_aarch64(target):
-        missing = int8_neon.missing_features(target)
-    elif target is not None and x86.is_x86(target):
-        missing = int8_x86.missing_features(target)
-        if avx2 and missing:
-            missing = int8_avx2.missing_features(target)
-    else:
-        where = ("x86 with AVX-512 VNNI" + (" or AVX2" if avx2 else "")
-                 + (" or aarch64 with dot product" if aarch64 else ""))
-        name = "no target" if target is None else f"{target.kind.name} {target.attrs.get('mcpu', '')}".strip()
-        raise LeaveDense(f"no int8 kernel for {name} ({where} only)")
-    if missing:
+    family = int8_family(target, aarch64, avx2)
+    if family is None:
+        if aarch64 and is_aarch64(target):
+            missing = int8_neon.missing_features(target)
+        elif target is not None and x86.is_x86(target):   # the least a kernel of the layer needs
+            missing = (int8_avx2 if avx2 else int8_x86).missing_features(target)
+        else:
+            where = ("x86 with AVX-512 VNNI" + (" or AVX2" if avx2 else "")
+                     + (" or aarch64 with dot product" if aarch64 else ""))
+            name = "no target" if target is None else f"{target.kind.name} {target.attrs.get('mcpu', '')}".strip()
+            raise LeaveDense(f"no int8 kernel for {name} ({where} only)")
         raise LeaveDense(f"no int8 kernel: the target CPU lacks {', '.join(missing)}")
     if ctx.name not in ranges:
         raise LeaveDense(f"no calibrated input range for layer {ctx.name!r} (tp.calibrate names the nn.Conv2d "
                          f"and nn.Linear modules)")
-    return input_grid(*ranges[ctx.name])
+    return (*input_grid(*ranges[ctx.name]), family)
 
 
 @register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
                       before="filter_block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    scale, zero_point = check_int8_target(ctx, aarch64=True, avx2=True)
-    family = int8_family(Target.current(), aarch64=True, avx2=True)
+    scale, zero_point, family = check_int8_target(ctx, aarch64=True, avx2=True)
     conv = pattern_conv_of(call, ctx, grouped=False)
     w, library, geom = conv.weight, conv.library, conv.geom
     if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
