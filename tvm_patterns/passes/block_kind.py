@@ -77,9 +77,9 @@ def block_punched(w2d: np.ndarray, options: dict) -> tuple:
     return packed, density, _summary(R, packed, density)
 
 
-def plan_conv(call: relax.Call, ctx: LayerContext, structure=block_punched) -> Plan:
-    """A 1x1 conv on the block-sparse kernel; ``structure(w2d, options)`` -> (BlockPunched, MAC
-    density, summary) recognises and packs the weight (the block kind's or another kind's)."""
+def conv1x1_parts(call: relax.Call) -> tuple:
+    """(weight [K, C, 1, 1], strides, input shape (N, C, H, W)) of an unpadded 1x1 conv with a finite
+    float32 constant weight and a float32 NCHW input, or LeaveDense."""
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (1, 1):
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
@@ -87,7 +87,13 @@ def plan_conv(call: relax.Call, ctx: LayerContext, structure=block_punched) -> P
     strides, padding = check_conv_attrs(call.attrs, w.shape)
     if any(padding):
         raise LeaveDense(f"padding={list(padding)} on a 1x1 conv (only 0)")
-    N, C, H, W = _check_input(call.args[0], (4,))
+    return w, strides, _check_input(call.args[0], (4,))
+
+
+def plan_conv(call: relax.Call, ctx: LayerContext, structure=block_punched) -> Plan:
+    """A 1x1 conv on the block-sparse kernel; ``structure(w2d, options)`` -> (BlockPunched, MAC
+    density, summary) recognises and packs the weight (the block kind's or another kind's)."""
+    w, strides, (N, C, H, W) = conv1x1_parts(call)
     K = w.shape[0]
     packed, density, summary = structure(w.reshape(K, C), ctx.options)
     geom = Conv1x1Geometry(N, C, H, W, K, strides)

@@ -31,10 +31,9 @@ from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_
                                                      dequantize_positions, quantize_dense, quantize_positions)
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
-from .block_kind import choose_block_rows
+from .block_kind import choose_block_rows, conv1x1_parts, matmul_weight
 from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
-from .pattern_kind import check_conv_attrs
-from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
+from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
 
 KERNEL = "int8_block_sparse_dense_x86"
 CONV_KERNEL = "int8_block_sparse_conv2d_1x1_avx2"
@@ -74,16 +73,12 @@ def _summary(scale, zero_point, weight_grid, stored, R, tables, cols, density) -
 
 
 def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int, avx2: bool) -> Plan:
-    w = constant_weight(call)            # [in, out]
-    if w.ndim != 2 or w.dtype != np.float32 or not np.isfinite(w).all():
-        raise LeaveDense(f"the int8 kernel takes a finite float32 [in, out] weight, got {w.dtype} {w.shape}")
-    shape = static_shape(call.args[0])
-    if len(shape) != 2 or call.args[0].ty.dtype != "float32":
-        raise LeaveDense(f"the int8 kernel takes a float32 [batch, features] input, got {call.args[0].ty.dtype} "
-                         f"{list(shape)}")
+    w2d, shape = matmul_weight(call)     # [out, in]
+    if len(shape) != 2:
+        raise LeaveDense(f"the int8 kernel takes a [batch, features] input, got {list(shape)}")
     M, cols = shape
-    out = w.shape[1]
-    R, density, tables, weight_scale, weight_grid = _tables(np.ascontiguousarray(w.T), ctx, avx2)
+    out = w2d.shape[0]
+    R, density, tables, weight_scale, weight_grid = _tables(w2d, ctx, avx2)
     B = tables.col.shape[0]
     bias = _bias(tables, zero_point)
     if tables.col.nbytes + tables.value.nbytes > ctx.options.get("nibbles_above_bytes", NIBBLES_ABOVE_BYTES):
@@ -115,18 +110,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
     if not ctx.options.get("conv1x1", False):
         raise LeaveDense("1x1 convs stay float unless asked for (options={'int8_block': {'conv1x1': True}}): "
                          "between float layers the quantization and dequantization cost what the int8 kernel saves")
-    w = constant_weight(call)
-    if w.ndim != 4 or w.shape[2:] != (1, 1):
-        raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
-    if w.dtype != np.float32 or not np.isfinite(w).all():
-        raise LeaveDense(f"the int8 kernel takes a finite float32 weight, got {w.dtype}")
-    strides, padding = check_conv_attrs(call.attrs, w.shape)
-    if any(padding):
-        raise LeaveDense(f"padding={list(padding)} on a 1x1 conv (only 0)")
-    shape = static_shape(call.args[0])
-    if len(shape) != 4 or call.args[0].ty.dtype != "float32":
-        raise LeaveDense(f"the int8 kernel takes a float32 NCHW input, got {call.args[0].ty.dtype} {list(shape)}")
-    N, C, H, W = shape
+    w, strides, (N, C, H, W) = conv1x1_parts(call)
     K = w.shape[0]
     R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=True, unroll=1)
     B = tables.col.shape[0]
