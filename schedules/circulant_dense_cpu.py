@@ -31,10 +31,15 @@ MAX_ROWS = 8         # rows of x sharing one read of the spectra
 MAX_VECTORS = 4
 
 
+def widest_lanes(n: int, isa: x86.Isa) -> int:
+    """The widest vector of the ISA that divides n (1: scalar)."""
+    return (x86.usable_lanes(n, isa) or [1])[-1]
+
+
 def tile(M: int, p: int, isa: x86.Isa) -> tuple[int, int, int]:
     """(lanes, rows, vectors) of the register tile: the widest lanes dividing p, the most rows (the
     spectra read once per row tile), then the most vectors, within the accumulators."""
-    lanes = next((v for v in reversed(isa.lanes) if p % v == 0), 1)
+    lanes = widest_lanes(p, isa)
     rows = largest_divisor(M, min(MAX_ROWS, isa.max_accumulators // 2))
     vectors = largest_divisor(p // lanes, min(MAX_VECTORS, isa.max_accumulators // (2 * rows)))
     return lanes, rows, vectors
@@ -66,7 +71,7 @@ def apply(sch: s_tir.Schedule, block, isa: x86.Isa) -> None:
     last = inline_epilogue(sch, scw)       # the reshape, bias and activation after the layer
     om, oo, tf = sch.get_loops(samples)
     b = int(sch.get(block).annotations["circulant_block"])
-    olanes = next((v for v in reversed(isa.lanes) if b % v == 0), 1)
+    olanes = widest_lanes(b, isa)
     o_, ol = sch.split(oo, [None, olanes])
     sch.reorder(om, o_, tf, ol)
     outer = sch.fuse(om, o_)

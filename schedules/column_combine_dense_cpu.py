@@ -16,7 +16,7 @@ from tvm.target import Target
 from tvm_patterns.computes.column_combine import COLUMN_COMBINE_DENSE
 
 from . import pattern_conv2d_nchw_x86 as x86
-from .circulant_dense_cpu import NEON
+from .circulant_dense_cpu import NEON, widest_lanes
 from .pattern_conv2d_nchw_opencl import largest_divisor
 from .pattern_conv2d_nchw_x86 import ACCUMULATOR_SCOPE, inline_epilogue
 from .registry import register_schedule
@@ -27,7 +27,7 @@ MAX_VECTORS = 4
 def apply(sch: s_tir.Schedule, block, isa: x86.Isa) -> None:
     m, o, j = sch.get_loops(block)
     M, N = int(sch.get(m).extent), int(sch.get(o).extent)
-    lanes = next((v for v in reversed(isa.lanes) if N % v == 0), 1)
+    lanes = widest_lanes(N, isa)
     room = max(1, isa.max_accumulators // M)
     vectors = largest_divisor(N // lanes, min(MAX_VECTORS, room))
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)

@@ -33,5 +33,14 @@ def find_schedule(block_name: str, target) -> Callable | None:
     return None
 
 
+def has_schedule(block_name: str, target=None) -> bool:
+    """Whether ``target`` (default: the current one) has a schedule for the block: a kind rewrites a
+    layer into a kernel only where that kernel can be scheduled."""
+    from tvm.target import Target
+
+    target = target or Target.current(allow_none=True)
+    return target is not None and find_schedule(block_name, target) is not None
+
+
 def scheduled_block_names() -> set[str]:
     return {b for b, _ in _SCHEDULES if b != FALLBACK}

@@ -33,6 +33,7 @@ from torch import nn  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_patterns as tp  # noqa: E402
+from tvm_patterns.apps.demo import rel_error  # noqa: E402
 from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
 from tvm_patterns.compress import oneshot_prune  # noqa: E402
 from tvm_patterns.devices.timing import cpu_name, measure_rounds, use_threads  # noqa: E402
@@ -83,10 +84,6 @@ def built(model: nn.Module, x: torch.Tensor, kinds=None, report=None):
     return (lambda: vm["main"](arg)), vm["main"](arg).numpy()
 
 
-def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
 def bench(spec, kind: str, param: int, batch: int, rounds: int, threads: int) -> dict:
     module, shape, desc = layer_module(spec)
     model = compressed(module, kind, param)
@@ -98,11 +95,11 @@ def bench(spec, kind: str, param: int, batch: int, rounds: int, threads: int) ->
     decision = next(d for d in report if d.macs_dense)
     if decision.kind != kind:
         raise AssertionError(f"{spec[0]} {kind}: the build took kind {decision.kind!r} ({decision.reason})")
-    err = rel_err(out, ref)
+    err = rel_error(out, ref)
     if not err < 1e-4:
         raise AssertionError(f"{spec[0]} {kind} {param}: relative max error {err:.1e} against PyTorch")
     dense, dense_out = built(model, x, kinds=[])
-    if not rel_err(dense_out, ref) < 1e-4:
+    if not rel_error(dense_out, ref) < 1e-4:
         raise AssertionError(f"{spec[0]}: the TVM dense build differs from PyTorch")
 
     def torch_call():

@@ -406,30 +406,15 @@ def compress(dense: nn.Module, method: str, reduction: float | None, data, budge
         return model
     if method in ("circulant", "column_combine"):
         key = "block" if method == "circulant" else "group"
-        steps = budget.admm_epochs * budget.admm_steps_per_epoch
-        growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
-        pruner = ADMMPruner(model, [{"module": n, "kind": method, key: reduction} for n in structured_layers(model)],
-                            rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
-        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
-        pruner.prune()
-        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
-        pruner.squash()
-        return model
+        config = [{"module": n, "kind": method, key: reduction} for n in structured_layers(model)]
+        return admm(model, config, None, data, budget, teacher)
     if quantize is not None and method != "admm":
         raise ValueError(f"method {method!r} takes no quantizer (quantize or admm do)")
     share = kept_share(model, reduction)
     if method in ("admm", "admm_fblock", "admm_block"):
-        steps = budget.admm_epochs * budget.admm_steps_per_epoch
-        growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
         config = pattern_config(model, share, method == "admm_block", FILTER_BLOCK if method == "admm_fblock" else 0,
                                 quantize)
-        pruner = ADMMPruner(model, config, library(dense),
-                            rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
-        train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
-        pruner.prune()
-        train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
-        pruner.squash()
-        return model
+        return admm(model, config, library(dense), data, budget, teacher)
     if method == "oneshot":
         pruner = oneshot_prune(model, pattern_config(model, share, False), library(dense))
     elif method == "unstructured":
@@ -443,6 +428,21 @@ def compress(dense: nn.Module, method: str, reduction: float | None, data, budge
         pruner.squash()
     else:
         remove_masks(model)
+    return model
+
+
+def admm(model: nn.Module, config: list[dict], lib: PatternLibrary | None, data, budget: Budget,
+         teacher: torch.Tensor | None) -> nn.Module:
+    """``model`` compressed to ``config`` by ADMM (rho grows from budget.rho to budget.rho_max over the
+    ADMM steps), hard-pruned, then retrained with the masks; returned with them baked in."""
+    xtr, ytr = data[0], data[1]
+    steps = budget.admm_epochs * budget.admm_steps_per_epoch
+    growth = (budget.rho_max / budget.rho) ** (1 / max(1, steps - 1))
+    pruner = ADMMPruner(model, config, lib, rho=budget.rho, rho_growth=growth, rho_max=budget.rho_max)
+    train(model, xtr, ytr, budget.admm_epochs, budget.lr, budget, SEED + 1, pruner, teacher)
+    pruner.prune()
+    train(model, xtr, ytr, budget.retrain_epochs, budget.retrain_lr, budget, SEED + 2, teacher=teacher)
+    pruner.squash()
     return model
 
 

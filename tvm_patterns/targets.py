@@ -90,9 +90,3 @@ def target_name(target: Target) -> str:
     if "aarch64" in t.get("mtriple", "") or "arm" in t.get("mtriple", ""):
         return f"arm_cpu-{t.get('mcpu', 'generic')}"
     return f"host-{t.get('mcpu', 'generic')}"
-
-
-def is_cpu(target: Target | None = None) -> bool:
-    """An LLVM (CPU) target: the given one, else the current one (False when there is none)."""
-    target = target or Target.current(allow_none=True)
-    return target is not None and target.kind.name == "llvm"

@@ -32,7 +32,7 @@ from torch import nn
 from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity.quantization import check_scheme
 
-from .projections import (circulant_tied, project_block_punched, project_circulant, project_column_combine,
+from .projections import (project_block_punched, project_circulant, project_column_combine,
                           project_connectivity, project_filter_block_pattern, project_pattern_connectivity,
                           project_quantized)
 
@@ -45,14 +45,14 @@ class Kind:
     defaults: dict           # every option the kind accepts, with its default (None: required)
     make: Callable           # (name, module, options, library | None) -> Projection
     uses_library: bool
-    tied: Callable | None = None   # (options) -> differentiable torch map onto the structure, for a kind
-                                   # that ties weights together (retraining trains the tied values)
+    tied: bool = False       # ties weights instead of zeroing them: its projection is differentiable and
+                             # retraining runs the forward through it (it trains the tied values)
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def register_kind(name: str, uses_library: bool = False, tied: Callable | None = None, **defaults):
+def register_kind(name: str, uses_library: bool = False, tied: bool = False, **defaults):
     def register(make):
         KINDS[name] = Kind(name, defaults, make, uses_library, tied)
         return make
@@ -69,7 +69,7 @@ class Constraint:
     project: Projection
     library: PatternLibrary | None = field(default=None)
     quantize: dict | None = field(default=None)     # the entry's quantizer (scheme, bits, options), if any
-    tied: Callable | None = field(default=None)     # differentiable projection of a tied kind (circulant)
+    tied: bool = field(default=False)               # a tied kind (circulant): see Kind.tied
 
     @property
     def weight(self) -> torch.Tensor:
@@ -174,7 +174,7 @@ def _block(name, module, options, library):
     return lambda w: project_block_punched(w, int(options["block_rows"]), float(s))
 
 
-@register_kind("circulant", tied=lambda options: lambda w: circulant_tied(w, int(options["block"])), block=None)
+@register_kind("circulant", tied=True, block=None)
 def _circulant(name, module, options, library):
     """b x b circulant blocks (CirCNN): the projection averages each block along its diagonals."""
     _check_matrix_layer(name, module, "circulant")
@@ -246,7 +246,7 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
                 raise ValueError(f"'{name}': asks for {asked[0]} patterns x {asked[1]} taps but the given library is {library}")
             options.update(patterns=library.size, taps=library.taps)
         quant = check_quantize(name, entry["quantize"]) if "quantize" in entry else None
-        if quant is not None and kind.tied is not None:
+        if quant is not None and kind.tied:
             raise ValueError(f"'{name}': kind '{kind.name}' ties weights across output channels; a per-channel "
                              f"quantization grid would untie them (quantize is not supported with it)")
         parsed.append((name, module, kind, options, quant))
@@ -268,6 +268,5 @@ def parse_config(model: nn.Module, config, library: PatternLibrary | None = None
         project = kind.make(name, module, options, lib)
         if quant is not None:
             project = _then_quantize(project, quant)
-        tied = kind.tied(options) if kind.tied is not None else None
-        constraints.append(Constraint(name, module, kind.name, options, project, lib, quant, tied))
+        constraints.append(Constraint(name, module, kind.name, options, project, lib, quant, kind.tied))
     return constraints

@@ -57,15 +57,15 @@ class MaskPruner:
         if self.pruned:
             raise RuntimeError("prune() was already called")
         for c in self.constraints:
-            if c.tied is None:
-                mask = (c.project(c.weight) != 0).to(c.weight.dtype)
-            else:   # tied weights: nothing zeroed; the forward sees the tied projection
+            if c.tied:   # nothing zeroed: the weight starts on the structure, the forward sees its projection
                 c.weight.copy_(c.project(c.weight))
                 mask = torch.ones_like(c.weight)
+            else:
+                mask = (c.project(c.weight) != 0).to(c.weight.dtype)
             torch_prune.custom_from_mask(c.module, "weight", mask)
             self.masks[c.name] = c.module.weight_mask
-            if c.tied is not None:
-                self._hooks[c.name] = c.module.register_forward_pre_hook(_tied_forward(c.tied))
+            if c.tied:   # after the mask's hook
+                self._hooks[c.name] = c.module.register_forward_pre_hook(_tied_forward(c.project))
             if c.quantize is not None:   # after the mask's hook: the masked weight, then its grid
                 grid = fit_grid(c.module.weight.detach().float().cpu().numpy(), **c.quantize)
                 self._grids[c.name] = grid
@@ -91,11 +91,11 @@ class MaskPruner:
                     c.module.weight.copy_(snap(c.module.weight, self._grids.pop(c.name)))
 
 
-def _tied_forward(tied):
+def _tied_forward(project):
     """Forward pre-hook of a tied kind's retraining: the forward sees the weight's (differentiable)
     projection, so each gradient step moves the tied values together and the structure holds."""
     def hook(module, inputs):
-        module.weight = tied(module.weight)
+        module.weight = project(module.weight)
     return hook
 
 

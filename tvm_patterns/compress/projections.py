@@ -1,7 +1,8 @@
 """Torch faces of the numpy projections in ``tvm_patterns.sparsity``.
 
 Each wrapper hands the weight to the one numpy implementation and returns a new tensor on the
-weight's device and dtype; nothing here tracks gradients (ADMM's Z-update is not differentiated).
+weight's device and dtype; nothing here tracks gradients (ADMM's Z-update is not differentiated),
+except ``project_circulant``, a linear map written in torch that retraining differentiates through.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import torch
 from tvm_patterns.sparsity import PatternLibrary
 from tvm_patterns.sparsity import projection as _np
 from tvm_patterns.sparsity.block import project_block_punched as _np_block_punched
-from tvm_patterns.sparsity.circulant import project_circulant as _np_circulant
 from tvm_patterns.sparsity.column_combine import project_column_combine as _np_column_combine
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern as _np_filter_block_pattern
 from tvm_patterns.sparsity.quantization import Grid
@@ -67,15 +67,9 @@ def _as_matrix(w: torch.Tensor, what: str) -> tuple:
 
 
 def project_circulant(w: torch.Tensor, block: int) -> torch.Tensor:
-    """w: Linear [out, in] or 1x1 conv [out, in, 1, 1]; every block x block block made circulant
-    (its mean along each circulant diagonal)."""
-    rows, cols = _as_matrix(w, "circulant projection")
-    return _through_numpy(w, lambda a: _np_circulant(a.reshape(rows, cols), block).reshape(a.shape))
-
-
-def circulant_tied(w: torch.Tensor, block: int) -> torch.Tensor:
-    """``project_circulant`` as torch operations (it is linear): the gradient reaches every weight of a
-    diagonal, so retraining through it trains the circulant's defining values."""
+    """w: Linear [out, in] or 1x1 conv [out, in, 1, 1]; every block x block block made circulant (its
+    mean along each circulant diagonal). Written in torch, not through numpy: the map is linear, and
+    retraining differentiates through it, so the gradient trains each diagonal's defining value."""
     rows, cols = _as_matrix(w, "circulant projection")
     b = block
     p, q = rows // b, cols // b

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from tvm import te
 
+from .rows import as_input_rows, flat_rows
+
 CIRCULANT_DENSE = "circulant_dense"                   # the product (main block)
 SPECTRUM = CIRCULANT_DENSE + "_spectrum"
 SAMPLES = CIRCULANT_DENSE + "_samples"
@@ -25,21 +27,13 @@ SAMPLES = CIRCULANT_DENSE + "_samples"
 def circulant_dense(data: te.Tensor, real: te.Tensor, imag: te.Tensor, forward: te.Tensor, inverse: te.Tensor,
                     out_dtype: str = "float32") -> te.Tensor:
     """data [M, in] or [B, T, in]; real, imag [F, q, p]; forward, inverse [2, F, b] -> [M, out] / [B, T, out]."""
-    if len(data.shape) not in (2, 3):
-        raise ValueError(f"data must be [M, in] or [B, T, in], got {list(data.shape)}")
     F, q, p = (int(x) for x in real.shape)
     b = int(forward.shape[2])
     if tuple(int(x) for x in imag.shape) != (F, q, p) or F != b // 2 + 1:
         raise ValueError(f"spectra {list(real.shape)} / {list(imag.shape)} do not match a block of {b}")
-    batched = len(data.shape) == 3
-    lead = [int(x) for x in data.shape[:-1]]
+    M, x_at = flat_rows(data)
     if int(data.shape[-1]) != q * b:
         raise ValueError(f"input features {data.shape[-1]} are not {q} blocks of {b}")
-    T = lead[-1]
-    M = lead[0] * T if batched else lead[0]
-
-    def x_at(m, k):
-        return data[m // T, m % T, k] if batched else data[m, k]
 
     s = te.reduce_axis((0, b), "s")
     spectrum = te.compute(
@@ -58,6 +52,4 @@ def circulant_dense(data: te.Tensor, real: te.Tensor, imag: te.Tensor, forward: 
         (M, p * b),
         lambda m, o: te.sum(product[m, tf // F, tf % F, o // b] * inverse[tf // F, tf % F, o % b], axis=tf),
         name=SAMPLES)
-    if batched:
-        return te.compute((lead[0], T, p * b), lambda n, t, o: samples[n * T + t, o], name=SAMPLES + "_out")
-    return samples
+    return as_input_rows(samples, data, SAMPLES + "_out")

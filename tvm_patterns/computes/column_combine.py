@@ -15,6 +15,10 @@ from __future__ import annotations
 import numpy as np
 from tvm import te
 
+from tvm_patterns.sparsity.column_combine import is_column_combined
+
+from .rows import as_input_rows, flat_rows
+
 COLUMN_COMBINE_DENSE = "column_combine_dense"
 
 
@@ -26,7 +30,7 @@ def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.nd
     padded = np.zeros((rows, G * group), dtype=np.float32)
     padded[:, :cols] = w2d
     grouped = padded.reshape(rows, G, group)
-    if ((grouped != 0).sum(axis=2) > 1).any():
+    if not is_column_combined(w2d, group):
         raise ValueError(f"not column-combined by {group}: a row has two nonzeros in one group")
     offset = np.argmax(grouped != 0, axis=2)                       # [rows, G]; 0 where the group is empty
     values = np.take_along_axis(grouped, offset[:, :, None], axis=2)[:, :, 0]
@@ -36,20 +40,12 @@ def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.nd
 def column_combine_dense(data: te.Tensor, values: te.Tensor, offset: te.Tensor, group: int,
                          out_dtype: str = "float32") -> te.Tensor:
     """data [M, in] or [B, T, in]; values, offset [G, out] -> [M, out] / [B, T, out]."""
-    if len(data.shape) not in (2, 3):
-        raise ValueError(f"data must be [M, in] or [B, T, in], got {list(data.shape)}")
+    M, x_at = flat_rows(data)
     G, out_f = (int(x) for x in values.shape)
     cin = int(data.shape[-1])
     if -(-cin // group) != G or tuple(int(x) for x in offset.shape) != (G, out_f):
         raise ValueError(f"{G} groups of {group} do not cover {cin} inputs, or offsets {list(offset.shape)} "
                          f"do not match values {list(values.shape)}")
-    batched = len(data.shape) == 3
-    lead = [int(x) for x in data.shape[:-1]]
-    T = lead[-1]
-    M = lead[0] * T if batched else lead[0]
-
-    def x_at(m, k):
-        return data[m // T, m % T, k] if batched else data[m, k]
 
     j = te.reduce_axis((0, G), "j")
     out = te.compute(
@@ -57,6 +53,4 @@ def column_combine_dense(data: te.Tensor, values: te.Tensor, offset: te.Tensor, 
         lambda m, o: te.sum(values[j, o].astype(out_dtype)
                             * x_at(m, j * group + offset[j, o].astype("int32")).astype(out_dtype), axis=j),
         name=COLUMN_COMBINE_DENSE, attrs={"column_group": group})
-    if batched:
-        return te.compute((lead[0], T, out_f), lambda n, t, o: out[n * T + t, o], name=COLUMN_COMBINE_DENSE + "_out")
-    return out
+    return as_input_rows(out, data, COLUMN_COMBINE_DENSE + "_out")

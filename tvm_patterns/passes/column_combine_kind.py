@@ -6,9 +6,10 @@ values a row, each with the input channel it reads, gathered by the kernel.
 Options (``options={"column_combine": {...}}``):
 - ``group_candidates``: the group sizes g tried, largest first (default 16 down to 2);
 - ``max_density``: rewrite only when at most this fraction of the dense MACs remains (default 0.5);
-- ``max_gather_rows``: a linear layer of at most this many rows (batch x tokens) runs, on CPUs, the group-major
-  kernel (``computes.column_combine``: vectors along output features, inputs gathered in each group);
-  more rows run the block-sparse kernel's rows of one (vectors along rows). Default 8.
+- ``max_gather_rows``: a linear layer of at most this many rows (batch x tokens) runs the group-major
+  kernel (``computes.column_combine``: vectors along output features, inputs gathered in each group)
+  where the target has its schedule; more rows (and GPUs) run the block-sparse kernel's rows of one
+  (vectors along rows). Default 8.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ import functools
 import numpy as np
 from tvm import relax
 
+import schedules  # noqa: F401  (registers every schedule)
+from schedules.registry import has_schedule
 from tvm_patterns.computes.column_combine import COLUMN_COMBINE_DENSE, column_combine_dense, pack_column_combined
-
 from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
-from tvm_patterns.targets import is_cpu
 
 from .block_kind import DEFAULT_MAX_DENSITY, matmul_weight, plan_conv, plan_matmul
 from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind, static_shape
@@ -51,8 +52,7 @@ def _summary(g: int, width: int, cols: int) -> str:
 def column_combined(w2d: np.ndarray, options: dict) -> tuple:
     """(rows packed one a block, MAC density, summary): the block-sparse kernel's form, or LeaveDense."""
     g, width = combine_group(w2d, options)
-    packed = pack_block_punched(w2d, 1)
-    return packed, packed.width / w2d.shape[1], _summary(g, packed.width, w2d.shape[1])
+    return pack_block_punched(w2d, 1), width / w2d.shape[1], _summary(g, width, w2d.shape[1])
 
 
 def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
@@ -77,6 +77,6 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         return plan_conv(call, ctx, column_combined)
     rows = int(np.prod(static_shape(call.args[0])[:-1]))
-    if is_cpu() and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
+    if has_schedule(COLUMN_COMBINE_DENSE) and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
         return _plan_few_rows(call, ctx)
     return plan_matmul(call, ctx, column_combined)
