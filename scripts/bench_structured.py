@@ -33,6 +33,7 @@ from torch import nn  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_patterns as tp  # noqa: E402
+from tvm_patterns.apps import arguments  # noqa: E402
 from tvm_patterns.apps.demo import rel_error  # noqa: E402
 from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
 from tvm_patterns.compress import oneshot_prune  # noqa: E402
@@ -141,6 +142,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 3)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and torch alike")
     args = ap.parse_args(argv)
+    arguments.at_least(ap, args, 1, "rounds", "threads")
     threads = use_threads(args.threads)
     rounds = args.rounds or (3 if args.quick else 7)
     rows = []

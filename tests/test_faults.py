@@ -84,6 +84,23 @@ def test_a_misspelt_build_option_is_refused_by_name(options, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize("options,message", [
+    ({"circulant": {"rtol": "tight"}}, "options['circulant']['rtol'] must be a finite number >= 0, got 'tight'"),
+    ({"circulant": {"block_candidates": 16}}, "['block_candidates'] must be a non-empty list of integers >= 2, got 16"),
+    ({"circulant": {"block_candidates": [16, 1]}}, "['block_candidates'] must be a non-empty list of integers >= 2"),
+    ({"column_combine": {"group_candidates": []}}, "['group_candidates'] must be a non-empty list of integers >= 2"),
+    ({"column_combine": {"max_gather_rows": 2.5}}, "['max_gather_rows'] must be an integer >= 0, got 2.5"),
+    ({"block": {"block_rows": True}}, "options['block']['block_rows'] must be an integer >= 1, got True"),
+    ({"block": {"max_density": float("nan")}}, "['max_density'] must be a finite number >= 0, got nan"),
+    ({"int8_block": {"conv1x1": "yes"}}, "options['int8_block']['conv1x1'] must be True or False, got 'yes'"),
+    ({"int8_filter_block": {"filters": 0}}, "options['int8_filter_block']['filters'] must be an integer >= 1, got 0"),
+])
+def test_a_build_option_of_the_wrong_value_is_refused_by_name_before_any_layer(options, message):
+    with pytest.raises(ValueError) as e:
+        tp.build(tiny(), options=options)
+    assert message in str(e.value)
+
+
 @pytest.mark.parametrize("target", ["host", "llvm", {"kind": "llvm"}])
 def test_a_target_may_be_a_preset_name_a_string_or_a_dict(target):
     assert tp.build(tiny(), target) is not None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-import tvm
 from tvm.target import Target
 
 # cpu name -> (mcpu, default core count) for named boards.

@@ -191,9 +191,9 @@ def test_on_opencl_each_gathered_input_vector_feeds_the_four_filters_of_a_block(
 
 
 @pytest.mark.parametrize("filters", [0, -2, 2.5, True])
-def test_a_block_size_that_is_not_a_positive_integer_is_refused_naming_the_layer(filters):
+def test_a_block_size_that_is_not_a_positive_integer_is_refused_by_option_name(filters):
     model = torch.nn.Sequential(block_conv(8, 8)).eval()
-    with pytest.raises(ValueError, match=r"options\['filter_block'\]\['filters'\] must be a positive integer"):
+    with pytest.raises(ValueError, match=r"options\['filter_block'\]\['filters'\] must be an integer >= 1"):
         tp.build(tp.from_pytorch(model, torch.randn(1, 8, 8, 8)), options={"filter_block": {"filters": filters}})
 
 

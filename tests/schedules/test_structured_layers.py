@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from ..layer_check import assert_matches_torch
 OBJDUMP = "aarch64-linux-gnu-objdump"
 FMLA_4S = re.compile(r"\bfmla\s+v\d+\.4s, v\d+\.4s, v\d+\.(?:4s|s\[\d\])")
 RTOL = 1e-4
+BENCH = Path(__file__).parents[2] / "scripts" / "bench_structured.py"
 
 
 class TwoLinear(nn.Module):
@@ -208,3 +211,13 @@ def test_neon_structured_model_matches_torch_on_the_emulated_device(arm_structur
         ref = model(x).numpy()
     out = arm_device.run_model(path, x.numpy())
     assert np.abs(out - ref).max() <= RTOL * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+])
+def test_the_structured_benchmark_refuses_bad_arguments_before_any_work(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, str(BENCH), "--csv", str(tmp_path / "s.csv"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "s.csv").exists()

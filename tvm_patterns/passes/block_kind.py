@@ -19,7 +19,8 @@ from tvm_patterns.computes.block_sparse import (CONV_BLOCK, DENSE_BLOCK, Conv1x1
 from tvm_patterns.sparsity.block import block_density, pack_block_punched
 
 from .pattern_kind import check_conv_attrs
-from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
+from .registry import (LayerContext, LeaveDense, Plan, constant_weight, integer, integers, number,
+                       register_sparse_kind, static_shape)
 
 DEFAULT_MAX_DENSITY = 0.5
 DEFAULT_CANDIDATES = (16, 8, 4)
@@ -140,8 +141,12 @@ def plan_matmul(call: relax.Call, ctx: LayerContext, structure=block_punched) ->
                 macs_sparse=int(round(macs * density)), weight_bytes_packed=packed.col_idx.nbytes + packed.values.nbytes)
 
 
-@register_sparse_kind("block", ["relax.nn.conv2d", "relax.matmul"],
-                      options=("block_rows", "block_rows_candidates", "max_density", "tolerance"))
+# the options of the block-punched format, also the int8 block kind's
+BLOCK_OPTIONS = {"block_rows": integer(1), "block_rows_candidates": integers(1), "max_density": number(0),
+                 "tolerance": number(0)}
+
+
+@register_sparse_kind("block", ["relax.nn.conv2d", "relax.matmul"], options=BLOCK_OPTIONS)
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         return plan_conv(call, ctx)

@@ -18,7 +18,7 @@ from tvm_patterns.computes.circulant import CIRCULANT_DENSE, circulant_dense
 from tvm_patterns.sparsity.circulant import circulant_spectra, find_block
 
 from .block_kind import matmul_weight
-from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
+from .registry import LayerContext, LeaveDense, Plan, integers, number, register_sparse_kind
 
 DEFAULT_BLOCKS = (64, 32, 16, 8, 4)
 DEFAULT_RTOL = 1e-6
@@ -38,7 +38,7 @@ def circulant_macs(rows: int, out_f: int, in_f: int, b: int) -> int:
     return rows * (2 * F * in_f + 4 * F * (in_f // b) * (out_f // b) + 2 * F * out_f)
 
 
-@register_sparse_kind("circulant", ["relax.matmul"], options=("block_candidates", "rtol"))
+@register_sparse_kind("circulant", ["relax.matmul"], options={"block_candidates": integers(2), "rtol": number(0)})
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     check_target()
     w2d, shape = matmul_weight(call)

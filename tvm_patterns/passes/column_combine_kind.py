@@ -25,7 +25,7 @@ from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
 
 from .block_kind import DEFAULT_MAX_DENSITY, matmul_weight, plan_conv, plan_matmul
-from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind, static_shape
+from .registry import LayerContext, LeaveDense, Plan, integer, integers, number, register_sparse_kind, static_shape
 
 DEFAULT_GROUPS = tuple(range(16, 1, -1))   # every group size from 16 down to 2
 MAX_GATHER_ROWS = 8   # a linear layer of at most this many rows gathers along outputs (else along rows)
@@ -72,7 +72,8 @@ def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
 
 
 @register_sparse_kind("column_combine", ["relax.nn.conv2d", "relax.matmul"],
-                      options=("group_candidates", "max_density", "max_gather_rows"))
+                      options={"group_candidates": integers(2), "max_density": number(0),
+                               "max_gather_rows": integer(0)})
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         return plan_conv(call, ctx, column_combined)

@@ -18,7 +18,7 @@ from tvm_patterns.sparsity import NotPatternSparse
 from tvm_patterns.sparsity.filter_block import filter_block_tables
 
 from .pattern_kind import DEFAULT_MAX_DENSITY, check_index_limit, pattern_conv_of
-from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
+from .registry import CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, integer, number, register_sparse_kind
 
 # Block sizes tried, largest first: a weight whose blocks of 8 share kernels has blocks of 4 that do.
 # Four filters a block fill AVX-512's and NEON's registers with 4 x 6-7 accumulators.
@@ -35,7 +35,8 @@ def tile_rows(target: Target, filters: int, geom) -> int:
     return 1   # OpenCL: a work item's rows divide the output height (the schedule's choice)
 
 
-@register_sparse_kind("filter_block", ["relax.nn.conv2d"], options=("library", "max_density", "filters"),
+@register_sparse_kind("filter_block", ["relax.nn.conv2d"],
+                      options={"library": CHECKED_BY_PLAN, "max_density": number(0), "filters": integer(1)},
                       before="pattern")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     target = Target.current(allow_none=True)
@@ -45,9 +46,6 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     w, library, geom = conv.weight, conv.library, conv.geom
     N, C = geom.N, geom.C
     sizes = ctx.options.get("filters")
-    if sizes is not None and (isinstance(sizes, bool) or not isinstance(sizes, int) or sizes < 1):
-        raise ValueError(f"layer {ctx.name}: options['filter_block']['filters'] must be a positive integer, "
-                         f"got {sizes!r}")
     reasons = []
     for filters in FILTERS if sizes is None else (sizes,):
         if w.shape[0] < 2 * filters:

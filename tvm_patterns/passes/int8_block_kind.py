@@ -31,9 +31,9 @@ from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_
                                                      dequantize_positions, quantize_dense, quantize_positions)
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
-from .block_kind import choose_block_rows, conv1x1_parts, matmul_weight
+from .block_kind import BLOCK_OPTIONS, choose_block_rows, conv1x1_parts, matmul_weight
 from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
-from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
+from .registry import CHECKED_BY_PLAN, FLAG, LayerContext, LeaveDense, Plan, integer, register_sparse_kind
 
 KERNEL = "int8_block_sparse_dense_x86"
 CONV_KERNEL = "int8_block_sparse_conv2d_1x1_avx2"
@@ -105,8 +105,6 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
 
 def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int) -> Plan:
     """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2, when asked for (docs/design.md#int8-block-1x1)."""
-    if not isinstance(ctx.options.get("conv1x1", False), bool):
-        raise ValueError(f"options['int8_block']['conv1x1'] must be True or False, got {ctx.options['conv1x1']!r}")
     if not ctx.options.get("conv1x1", False):
         raise LeaveDense("1x1 convs stay float unless asked for (options={'int8_block': {'conv1x1': True}}): "
                          "between float layers the quantization and dequantization cost what the int8 kernel saves")
@@ -137,8 +135,8 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
 
 
 @register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
-                      options=("ranges", "block_rows", "block_rows_candidates", "max_density", "tolerance",
-                               "nibbles_above_bytes", "conv1x1"),
+                      options={"ranges": CHECKED_BY_PLAN, **BLOCK_OPTIONS, "nibbles_above_bytes": integer(0),
+                               "conv1x1": FLAG},
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point, family = check_int8_target(ctx, avx2=True)

@@ -37,7 +37,7 @@ from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
 from .pattern_kind import pattern_conv_of
-from .registry import LayerContext, LeaveDense, Plan, register_sparse_kind
+from .registry import CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, integer, register_sparse_kind
 from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
@@ -115,7 +115,8 @@ def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = Fal
     return (*input_grid(*ranges[ctx.name]), family)
 
 
-@register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"], options=("library", "ranges", "filters"),
+@register_sparse_kind("int8_filter_block", ["relax.nn.conv2d"],
+                      options={"library": CHECKED_BY_PLAN, "ranges": CHECKED_BY_PLAN, "filters": integer(1)},
                       before="filter_block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point, family = check_int8_target(ctx, aarch64=True, avx2=True)

@@ -16,7 +16,8 @@ from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, MAIN_BLOCK, 
 from tvm_patterns.sparsity import (NotPatternSparse, PatternLibrary, kernel_tables, pack, pattern_tables,
                                    tap_offsets)
 
-from .registry import LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind, static_shape
+from .registry import (CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, constant_weight, number, one_of,
+                       register_sparse_kind, static_shape)
 
 DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
 # "offsets": runtime tap offsets (every target); "patterns": per-pattern code with compile-time taps
@@ -28,8 +29,6 @@ INDEX_LIMIT = 2 ** 31       # the kernels index their padded input with int32
 def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
     """"offsets" or "patterns" for this layer on the current target (option ``implementation``)."""
     choice = ctx.options.get("implementation", "auto")
-    if choice not in IMPLEMENTATIONS:
-        raise ValueError(f"layer {ctx.name}: implementation {choice!r} is not one of {IMPLEMENTATIONS}")
     target = Target.current(allow_none=True)
     if choice == "patterns" and (target is None or find_schedule(BY_PATTERN_BLOCK, target) is None):
         raise ValueError(f"layer {ctx.name}: the per-pattern implementation has a schedule for x86 and ARM "
@@ -126,7 +125,9 @@ def check_index_limit(geom: PatternConvGeometry) -> None:
         raise LeaveDense(f"padded input of {geom.N * geom.pad_size} elements needs 64-bit indices (int32 only)")
 
 
-@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", "max_density", "implementation"))
+@register_sparse_kind("pattern", ["relax.nn.conv2d"],
+                      options={"library": CHECKED_BY_PLAN, "max_density": number(0),
+                               "implementation": one_of(*IMPLEMENTATIONS)})
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     conv = pattern_conv_of(call, ctx, grouped=True)
     w, groups, library, packed, geom = conv.weight, conv.groups, conv.library, conv.packed, conv.geom

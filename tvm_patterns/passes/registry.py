@@ -7,6 +7,7 @@ kind registered for the call's operator, in registration order, and takes the fi
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,19 +43,55 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Option:
+    """What a kind's option may hold: ``accepts(value)``, and ``expected`` saying it in words."""
+
+    expected: str
+    accepts: Callable[[object], bool]
+
+
+def _is_int(v, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def integer(least: int) -> Option:
+    return Option(f"an integer >= {least}", lambda v: _is_int(v, least))
+
+
+def integers(least: int) -> Option:
+    """A non-empty list or tuple of integers (candidate sizes)."""
+    return Option(f"a non-empty list of integers >= {least}",
+                  lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x, least) for x in v))
+
+
+def number(least: float) -> Option:
+    return Option(f"a finite number >= {least}", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                  and math.isfinite(v) and v >= least)
+
+
+def one_of(*choices) -> Option:
+    return Option(f"one of {choices}", lambda v: isinstance(v, str) and v in choices)
+
+
+FLAG = Option("True or False", lambda v: isinstance(v, bool))
+CHECKED_BY_PLAN = Option("", lambda v: True)   # an object (a pattern library, calibrated ranges) its plan checks
+
+
+@dataclass(frozen=True)
 class SparseKind:
     name: str
     ops: tuple                     # Relax operator names, e.g. ("relax.nn.conv2d",)
     plan: Callable[[relax.Call, LayerContext], Plan]
-    options: tuple = ()            # the option names its plan reads (``check_options`` refuses others)
+    options: dict = field(default_factory=dict)   # {option name: Option} its plan reads (``check_options``)
 
 
 _KINDS: dict[str, SparseKind] = {}
 
 
-def register_sparse_kind(name: str, ops, options=(), before: str | None = None):
-    """Decorator: ``@register_sparse_kind("pattern", ["relax.nn.conv2d"], options=("library", ...))``
-    on a plan function; ``options`` are the keys its ``LayerContext.options`` may hold; ``before``
+def register_sparse_kind(name: str, ops, options=None, before: str | None = None):
+    """Decorator: ``@register_sparse_kind("pattern", ["relax.nn.conv2d"], options={"max_density": number(0)})``
+    on a plan function; ``options`` are the keys its ``LayerContext.options`` may hold, each with
+    the values it accepts; ``before``
     names a registered kind this one is tried ahead of (a narrower structure of the same weights)."""
 
     def wrap(plan_fn):
@@ -62,7 +99,7 @@ def register_sparse_kind(name: str, ops, options=(), before: str | None = None):
             raise ValueError(f"sparse kind {name!r} is registered twice")
         if before is not None and before not in _KINDS:
             raise ValueError(f"sparse kind {name!r}: no kind {before!r} to be tried before")
-        kind = SparseKind(name, tuple(ops), plan_fn, tuple(options))
+        kind = SparseKind(name, tuple(ops), plan_fn, dict(options or {}))
         items = list(_KINDS.items())
         at = len(items) if before is None else [n for n, _ in items].index(before)
         _KINDS.clear()
@@ -91,7 +128,8 @@ def _did_you_mean(word, choices) -> str:
 def check_options(options) -> dict:
     """``{kind name: {option: value}}`` checked against the registry: an unknown kind or option is a
     ``ValueError`` naming it and the closest valid one (a misspelt option would otherwise be ignored
-    and its default used). Returns the options as a plain dict of dicts."""
+    and its default used), and so is a value the option does not accept. Returns the options as a
+    plain dict of dicts."""
     if options is None:
         return {}
     if not isinstance(options, dict):
@@ -103,10 +141,13 @@ def check_options(options) -> dict:
                              f"registered: {sorted(_KINDS)}")
         if not isinstance(opts, dict):
             raise ValueError(f"options[{kind!r}] must be a dict of options, got {type(opts).__name__}")
-        for key in opts:
-            if key not in _KINDS[kind].options:
-                raise ValueError(f"options[{kind!r}]: unknown option {key!r}{_did_you_mean(key, _KINDS[kind].options)}; "
-                                 f"the {kind} kind takes {list(_KINDS[kind].options)}")
+        known = _KINDS[kind].options
+        for key, value in opts.items():
+            if key not in known:
+                raise ValueError(f"options[{kind!r}]: unknown option {key!r}{_did_you_mean(key, known)}; "
+                                 f"the {kind} kind takes {list(known)}")
+            if not known[key].accepts(value):
+                raise ValueError(f"options[{kind!r}][{key!r}] must be {known[key].expected}, got {value!r}")
         checked[kind] = dict(opts)
     return checked
 
