@@ -69,6 +69,12 @@ def channel_accumulator_limit(isa: Isa) -> int:
     return min(CHANNEL_ACCUMULATORS, isa.registers // 2)
 
 
+# A channel-vector conv with fewer (image, channel vector) pairs than this runs its rows in parallel
+# too, its weights copied once per call: 16 channels in one block ran on one thread. (Of the shape,
+# not of the sampled tile: a trace must replay with any decisions.)
+MIN_PARALLEL = 4
+
+
 def padded_input(sch: s_tir.Schedule, block):
     """The conv's ``pad_temp`` producer block, or None."""
     return next((p for p in sch.get_producers(block) if sch.get(p).name_hint.startswith("pad_temp")), None)
@@ -123,16 +129,21 @@ def apply_channel_vectors(sch: s_tir.Schedule, block, knobs: dict | None, lanes:
     elif pad is not None:
         sch.compute_inline(pad)        # its pixels are read one at a time (broadcast): no copy needed
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
+    narrow = int(sch.get(n).extent) * (int(sch.get(k).extent) // lanes) < MIN_PARALLEL
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
     weights = sch.cache_read(block, 1, "global")
     k_, kv = sch.split(k, [None, lanes])
     ko, kvo = perfect_tile(sch, k_, knobs.get("kv"), max(1, max_accumulators // 2))
     wo, wi = perfect_tile(sch, w, knobs.get("wt"), max_accumulators)
-    sch.reorder(n, ko, h, wo, rc, ry, rx, kvo, wi, kv)
-    outer = sch.fuse(n, ko)
-    sch.parallel(outer)
-    sch.compute_at(weights, outer)
+    if narrow:
+        sch.reorder(n, h, ko, wo, rc, ry, rx, kvo, wi, kv)
+        sch.parallel(sch.fuse(n, h, ko))
+    else:
+        sch.reorder(n, ko, h, wo, rc, ry, rx, kvo, wi, kv)
+        outer = sch.fuse(n, ko)
+        sch.parallel(outer)
+        sch.compute_at(weights, outer)
     sch.transform_layout(weights, ("write", 0), lambda k, c, y, x: (c, y, x, k))
     sch.transform_layout(block, ("write", 0), lambda n, k, y, x: (n, y, x, k))
     sch.reverse_compute_at(wb, wo)
