@@ -1,5 +1,4 @@
 """From a PyTorch model pruned with torch.nn.utils.prune to a TVM build that matches it."""
-import numpy as np
 import pytest
 import torch
 import torch.nn.utils.prune as prune
