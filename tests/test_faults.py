@@ -6,10 +6,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
 import tvm_patterns as tp
+from tvm_patterns.passes.registry import check_options
 from tvm_patterns.apps.report import write_csv
 from tvm_patterns.apps.sweep import Config, configurations, is_complete_total, read_rows
 
@@ -99,6 +101,16 @@ def test_a_build_option_of_the_wrong_value_is_refused_by_name_before_any_layer(o
     with pytest.raises(ValueError) as e:
         tp.build(tiny(), options=options)
     assert message in str(e.value)
+
+
+def test_numpy_option_values_are_taken_as_the_python_numbers_they_hold():
+    checked = check_options({"block": {"block_rows": np.int64(8), "max_density": np.float32(0.25),
+                                       "block_rows_candidates": np.array([8, 4])},
+                             "circulant": {"block_candidates": range(16, 3, -4)}})
+    assert checked == {"block": {"block_rows": 8, "max_density": 0.25, "block_rows_candidates": (8, 4)},
+                       "circulant": {"block_candidates": (16, 12, 8, 4)}}
+    assert type(checked["block"]["block_rows"]) is int and type(checked["block"]["max_density"]) is float
+    assert tp.build(tiny(), options={"block": {"block_rows": np.int64(8)}}) is not None
 
 
 @pytest.mark.parametrize("target", ["host", "llvm", {"kind": "llvm"}])

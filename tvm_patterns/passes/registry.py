@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -44,29 +46,33 @@ class Plan:
 
 @dataclass(frozen=True)
 class Option:
-    """What a kind's option may hold: ``accepts(value)``, and ``expected`` saying it in words."""
+    """What a kind's option may hold: ``accepts(value)``, ``expected`` saying it in words, and
+    ``normal(value)`` the accepted value as a plain Python one (numpy scalars become int / float)."""
 
     expected: str
     accepts: Callable[[object], bool]
+    normal: Callable[[object], object] = lambda v: v
 
 
+# numbers.Integral / Real: numpy scalars (np.int64 from a shape, np.float32) are accepted as before
 def _is_int(v, least: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= least
 
 
 def integer(least: int) -> Option:
-    return Option(f"an integer >= {least}", lambda v: _is_int(v, least))
+    return Option(f"an integer >= {least}", lambda v: _is_int(v, least), int)
 
 
 def integers(least: int) -> Option:
-    """A non-empty list or tuple of integers (candidate sizes)."""
+    """A non-empty list, tuple, range or 1-D array of integers (candidate sizes)."""
     return Option(f"a non-empty list of integers >= {least}",
-                  lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(x, least) for x in v))
+                  lambda v: isinstance(v, (list, tuple, range, np.ndarray)) and np.ndim(v) == 1 and len(v) > 0
+                  and all(_is_int(x, least) for x in v), lambda v: tuple(int(x) for x in v))
 
 
 def number(least: float) -> Option:
-    return Option(f"a finite number >= {least}", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and math.isfinite(v) and v >= least)
+    return Option(f"a finite number >= {least}", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)
+                  and math.isfinite(v) and v >= least, float)
 
 
 def one_of(*choices) -> Option:
@@ -148,7 +154,7 @@ def check_options(options) -> dict:
                                  f"the {kind} kind takes {list(known)}")
             if not known[key].accepts(value):
                 raise ValueError(f"options[{kind!r}][{key!r}] must be {known[key].expected}, got {value!r}")
-        checked[kind] = dict(opts)
+        checked[kind] = {key: known[key].normal(value) for key, value in opts.items()}
     return checked
 
 
