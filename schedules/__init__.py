@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     block_sparse_x86,
     circulant_dense_cpu,
     circulant_dense_opencl,
+    column_combine_conv2d_1x1_nhwc_x86,
     column_combine_dense_cpu,
     dense_conv2d_nchw_x86,
     dense_matmul_x86,

@@ -20,6 +20,7 @@ from tvm_patterns.sparsity.column_combine import is_column_combined
 from .rows import as_input_rows, flat_rows
 
 COLUMN_COMBINE_DENSE = "column_combine_dense"
+UNPACK_POSITIONS = "column_combine_conv2d_1x1_unpack"   # [N, K, P] -> NCHW, with the layer's epilogue
 
 
 def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +36,21 @@ def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.nd
     offset = np.argmax(grouped != 0, axis=2)                       # [rows, G]; 0 where the group is empty
     values = np.take_along_axis(grouped, offset[:, :, None], axis=2)[:, :, 0]
     return np.ascontiguousarray(values.T), np.ascontiguousarray(offset.T.astype(np.uint8))
+
+
+def pack_column_combined_conv(w2d: np.ndarray, group: int, out_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values [G, out_channels] float32, offset [G, out_channels] int32) of a column-combined [K, C]
+    1x1 conv weight, the output channels padded with zero values to ``out_channels``."""
+    values, offset = pack_column_combined(w2d, group)
+    pad = ((0, 0), (0, out_channels - values.shape[1]))
+    return np.pad(values, pad), np.pad(offset.astype(np.int32), pad)
+
+
+def unpack_positions(out: te.Tensor, out_channels: int, out_hw: tuple) -> te.Tensor:
+    """[N, K', positions] -> [N, out_channels, Ho, Wo] (positions row-major; the padding dropped)."""
+    n = int(out.shape[0])
+    ho, wo = out_hw
+    return te.compute((n, out_channels, ho, wo), lambda i, k, y, z: out[i, k, y * wo + z], name=UNPACK_POSITIONS)
 
 
 def column_combine_dense(data: te.Tensor, values: te.Tensor, offset: te.Tensor, group: int,

@@ -17,14 +17,18 @@ import functools
 
 import numpy as np
 from tvm import relax
+from tvm.target import Target
 
 import schedules  # noqa: F401  (registers every schedule)
+from schedules import column_combine_conv2d_1x1_nhwc_x86 as nhwc_x86
 from schedules.registry import has_schedule
-from tvm_patterns.computes.column_combine import COLUMN_COMBINE_DENSE, column_combine_dense, pack_column_combined
+from tvm_patterns.computes.column_combine import (COLUMN_COMBINE_DENSE, UNPACK_POSITIONS, column_combine_dense,
+                                                  pack_column_combined, pack_column_combined_conv, unpack_positions)
 from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
 
-from .block_kind import DEFAULT_MAX_DENSITY, matmul_weight, plan_conv, plan_matmul
+from .block_kind import DEFAULT_MAX_DENSITY, conv1x1_parts, matmul_weight, plan_conv, plan_matmul
+from .int8_filter_block_kind import written_out
 from .registry import LayerContext, LeaveDense, Plan, integer, integers, number, register_sparse_kind, static_shape
 
 DEFAULT_GROUPS = tuple(range(16, 1, -1))   # every group size from 16 down to 2
@@ -71,11 +75,46 @@ def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
                 weight_bytes_packed=values.nbytes + offset.nbytes)
 
 
+def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:
+    """A 1x1 conv on x86 with AVX-512: vectors along the output channels, each group's inputs picked by
+    a register permute (``schedules.column_combine_conv2d_1x1_nhwc_x86``)."""
+    w, strides, (N, C, H, W) = conv1x1_parts(call)
+    K = w.shape[0]
+    w2d = w.reshape(K, C)
+    g, width = combine_group(w2d, ctx.options)
+    out_hw = ((H - 1) // strides[0] + 1, (W - 1) // strides[1] + 1)
+    geom = nhwc_x86.Geometry(N, C, *out_hw, K, g)
+    count = out_hw[0] * out_hw[1]
+    knobs = nhwc_x86.default_knobs(K, count, nhwc_x86.padded_channels(C, geom.groups, g), geom.groups)
+    Kp, P = nhwc_x86.padded_out_channels(K, knobs), nhwc_x86.padded_positions(count)
+    values, offset = pack_column_combined_conv(w2d, g, Kp)
+    kernel = written_out(nhwc_x86.column_combine_conv2d_1x1_nhwc_x86(geom, knobs))
+
+    def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x = call.args[0]
+        if tuple(strides) != (1, 1):   # the positions a strided conv reads, then a conv of stride 1
+            x = bb.emit(relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[H, W], strides=list(strides)))
+        out = bb.emit(relax.call_tir(bb.add_func(kernel, nhwc_x86.KERNEL),
+                                     relax.Tuple([x, relax.const(values), relax.const(offset)]),
+                                     relax.TensorType((N, Kp, P), "float32")))
+        return bb.call_te(functools.partial(unpack_positions, out_channels=K, out_hw=out_hw), out,
+                          primfunc_name_hint=UNPACK_POSITIONS, primfunc_attrs={"op_pattern": 2})
+
+    macs = N * K * C * count
+    return Plan(emit=emit, summary=_summary(g, width, C) + ", inputs picked by a permute along output channels",
+                macs_dense=macs, macs_sparse=N * K * width * count, weight_bytes_packed=values.nbytes + offset.nbytes)
+
+
 @register_sparse_kind("column_combine", ["relax.nn.conv2d", "relax.matmul"],
                       options={"group_candidates": integers(2), "max_density": number(0),
                                "max_gather_rows": integer(0)})
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
+        w = conv1x1_parts(call)[0][:, :, 0, 0]
+        g = combine_group(w, ctx.options)[0]
+        if (nhwc_x86.runs_on(Target.current(allow_none=True)) and g <= nhwc_x86.LANES
+                and -(-w.shape[1] // g) >= nhwc_x86.MIN_GROUPS):
+            return _plan_conv_permute(call, ctx)
         return plan_conv(call, ctx, column_combined)
     rows = int(np.prod(static_shape(call.args[0])[:-1]))
     if has_schedule(COLUMN_COMBINE_DENSE) and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
