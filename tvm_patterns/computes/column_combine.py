@@ -21,6 +21,7 @@ from .rows import as_input_rows, flat_rows
 
 COLUMN_COMBINE_DENSE = "column_combine_dense"
 UNPACK_POSITIONS = "column_combine_conv2d_1x1_unpack"   # [N, K, P] -> NCHW, with the layer's epilogue
+CROP_ROWS = "column_combine_dense_crop"                  # [M, N'] -> the layer's output, with its epilogue
 
 
 def pack_column_combined(w2d: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +52,14 @@ def unpack_positions(out: te.Tensor, out_channels: int, out_hw: tuple) -> te.Ten
     n = int(out.shape[0])
     ho, wo = out_hw
     return te.compute((n, out_channels, ho, wo), lambda i, k, y, z: out[i, k, y * wo + z], name=UNPACK_POSITIONS)
+
+
+def crop_rows(out: te.Tensor, rows_shape: tuple, out_features: int) -> te.Tensor:
+    """[M, N'] -> [*rows_shape, out_features] (rows_shape: (M,) or (B, T)); the padding dropped."""
+    if len(rows_shape) == 1:
+        return te.compute((rows_shape[0], out_features), lambda m, o: out[m, o], name=CROP_ROWS)
+    T = rows_shape[1]
+    return te.compute((*rows_shape, out_features), lambda b, t, o: out[b * T + t, o], name=CROP_ROWS)
 
 
 def column_combine_dense(data: te.Tensor, values: te.Tensor, offset: te.Tensor, group: int,

@@ -21,9 +21,11 @@ from tvm.target import Target
 
 import schedules  # noqa: F401  (registers every schedule)
 from schedules import column_combine_conv2d_1x1_nhwc_x86 as nhwc_x86
+from schedules import column_combine_dense_avx512 as dense_avx512
 from schedules.registry import has_schedule
-from tvm_patterns.computes.column_combine import (COLUMN_COMBINE_DENSE, UNPACK_POSITIONS, column_combine_dense,
-                                                  pack_column_combined, pack_column_combined_conv, unpack_positions)
+from tvm_patterns.computes.column_combine import (COLUMN_COMBINE_DENSE, CROP_ROWS, UNPACK_POSITIONS,
+                                                  column_combine_dense, crop_rows, pack_column_combined,
+                                                  pack_column_combined_conv, unpack_positions)
 from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
 
@@ -60,19 +62,38 @@ def column_combined(w2d: np.ndarray, options: dict) -> tuple:
 
 
 def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
-    """A linear layer at a few rows: the group-major kernel, gathering inputs along output features."""
+    """A linear layer at a few rows: the group-major kernel, inputs gathered along output features (with
+    AVX-512, picked by a register permute)."""
     w2d, shape = matmul_weight(call)
     rows = int(np.prod(shape[:-1]))
     g, width = combine_group(w2d, ctx.options)
     values, offset = pack_column_combined(w2d, g)
+    summary = _summary(g, values.shape[0], w2d.shape[1]) + ", groups gathered along outputs"
+    plan = functools.partial(Plan, macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
+                             weight_bytes_packed=values.nbytes + offset.nbytes)
+    if nhwc_x86.runs_on(Target.current(allow_none=True)) and dense_avx512.takes(g, w2d.shape[1]):
+        V = dense_avx512.vectors_per_tile(rows)
+        tiled = dense_avx512.pack_tiles(values, offset, V)
+        kernel = written_out(dense_avx512.column_combine_dense_avx512(rows, w2d.shape[1], g, tiled[0].shape[0], V))
+        out_padded = tiled[0].shape[0] * tiled[0].shape[2]
+
+        def emit_permute(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+            x = call.args[0]
+            if len(shape) != 2:
+                x = bb.emit(relax.op.reshape(x, (rows, shape[-1])))
+            out = bb.emit(relax.call_tir(bb.add_func(kernel, dense_avx512.KERNEL),
+                                         relax.Tuple([x, *(relax.const(a) for a in tiled)]),
+                                         relax.TensorType((rows, out_padded), "float32")))
+            return bb.call_te(functools.partial(crop_rows, rows_shape=tuple(shape[:-1]), out_features=w2d.shape[0]),
+                              out, primfunc_name_hint=CROP_ROWS, primfunc_attrs={"op_pattern": 2})
+
+        return plan(emit=emit_permute, summary=summary.replace("gathered", "picked by a permute"))
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(functools.partial(column_combine_dense, group=g), call.args[0], relax.const(values),
                           relax.const(offset), primfunc_name_hint=COLUMN_COMBINE_DENSE, primfunc_attrs={"op_pattern": 4})
 
-    return Plan(emit=emit, summary=_summary(g, values.shape[0], w2d.shape[1]) + ", groups gathered along outputs",
-                macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
-                weight_bytes_packed=values.nbytes + offset.nbytes)
+    return plan(emit=emit, summary=summary)
 
 
 def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:

@@ -1,6 +1,7 @@
-"""Column-combined 1x1 convs on x86 with AVX-512: vectors along the output channels, each group's inputs
-picked by a register permute (``schedules.column_combine_conv2d_1x1_nhwc_x86``); checked against torch
-on odd shapes, through ``tp.build`` on a user's own module, and in the generated assembly."""
+"""Column-combined 1x1 convs and linear layers on x86 with AVX-512: vectors along the output channels,
+each group's inputs picked by a register permute (``schedules.column_combine_conv2d_1x1_nhwc_x86``,
+``schedules.column_combine_dense_avx512``); checked against torch on odd shapes, through ``tp.build`` on
+a user's own modules, and in the generated assembly."""
 from __future__ import annotations
 
 import re
@@ -14,9 +15,10 @@ from torch import nn
 from schedules.column_combine_conv2d_1x1_nhwc_x86 import (Geometry, Knobs, column_combine_conv2d_1x1_nhwc_x86,
                                                           default_knobs, padded_channels, padded_out_channels,
                                                           padded_positions, runs_on)
+from schedules.column_combine_dense_avx512 import column_combine_dense_avx512, pack_tiles, takes, vectors_per_tile
 from tvm_patterns import targets
 from tvm_patterns.compress import oneshot_prune
-from tvm_patterns.computes.column_combine import pack_column_combined_conv
+from tvm_patterns.computes.column_combine import pack_column_combined, pack_column_combined_conv
 from tvm_patterns.passes.register_tiles import tir_pipeline
 from tvm_patterns.sparsity.column_combine import project_column_combine
 
@@ -34,9 +36,13 @@ def require_avx512():
         pytest.skip(f"this CPU ({HOST.mcpu}) lacks AVX-512")   # the assembly tests still run
 
 
-def build(geom: Geometry, knobs: Knobs, target=TARGET):
-    func = column_combine_conv2d_1x1_nhwc_x86(geom, knobs).with_attr("global_symbol", "main")
+def compiled(func, target=TARGET):
+    func = func.with_attr("global_symbol", "main")
     return tvm.compile(tvm.IRModule({"main": func}), target=target, tir_pipeline=tir_pipeline(target))
+
+
+def build(geom: Geometry, knobs: Knobs, target=TARGET):
+    return compiled(column_combine_conv2d_1x1_nhwc_x86(geom, knobs), target)
 
 
 def run(geom: Geometry, knobs: Knobs, seed=0):
@@ -157,3 +163,65 @@ def test_a_conv_of_few_groups_keeps_the_rows_of_one_kernel():
     reasons = {d.layer: d.reason for d in report}
     assert "picked by a permute" not in reasons["0"] and reasons["0"].startswith("column-combined by 4")  # 16 groups
     assert "picked by a permute" in reasons["2"]                                                          # 32 groups
+
+
+# ---------------------------------------------------------------- linear layers at a few rows
+
+DENSE_CASES = [  # (rows, in, out, group)
+    (1, 64, 37, 4),       # outputs not a whole vector
+    (3, 40, 70, 8),
+    (8, 48, 16, 16),      # a whole vector a group; 8 rows, 2 vectors a tile
+    (5, 30, 100, 2),
+]
+
+
+@pytest.mark.parametrize("rows,cin,cout,group", DENSE_CASES)
+def test_the_linear_kernel_matches_torch(rows, cin, cout, group):
+    require_avx512()
+    rng = np.random.default_rng(rows * cin)
+    w = project_column_combine(rng.standard_normal((cout, cin)).astype("float32"), group)
+    x = rng.standard_normal((rows, cin)).astype("float32")
+    V = vectors_per_tile(rows)
+    tiled = pack_tiles(*pack_column_combined(w, group), V)
+    out = np.zeros((rows, tiled[0].shape[0] * tiled[0].shape[2]), "float32")
+    args = [tvm.runtime.tensor(a) for a in (x, *tiled, out)]
+    compiled(column_combine_dense_avx512(rows, cin, group, tiled[0].shape[0], V))["main"](*args)
+    ref = x @ w.T
+    np.testing.assert_allclose(args[-1].numpy()[:, :cout], ref, rtol=RTOL, atol=RTOL * np.abs(ref).max())
+
+
+def test_the_linear_hot_loop_permutes_and_gathers_nothing():
+    asm = compiled(column_combine_dense_avx512(1, 4096, 4, 64, 4), AVX512_TARGET).mod.inspect_source("asm")
+    assert len(re.findall(r"\bvperm(?:ps|d)\s+%zmm", asm)) >= 4 and "vpmovzxbd" in asm
+    assert "gather" not in asm and "vpextrd" not in asm     # no gather, nor one taken apart lane by lane
+
+
+def test_groups_the_broadcast_cannot_load_keep_the_gathering_kernel():
+    assert takes(4, 64) and takes(16, 32)
+    assert not takes(3, 30) and not takes(4, 66) and not takes(32, 64)
+    with pytest.raises(NotImplementedError, match="power of two"):
+        column_combine_dense_avx512(1, 30, 3, 1, 1)
+
+
+class TokenMLP(nn.Module):
+    """A user's feed-forward block over tokens [batch, tokens, features], GELU between."""
+
+    def __init__(self, d=64, hidden=96):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+
+    def forward(self, x):
+        return x + self.fc2(torch.nn.functional.gelu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("group,picked", [(4, True), (3, False)])
+def test_a_users_token_mlp_matches_torch(group, picked):
+    require_avx512()
+    torch.manual_seed(0)
+    model = TokenMLP()
+    oneshot_prune(model, [{"module": m, "kind": "column_combine", "group": group} for m in ("fc1", "fc2")]).squash()
+    report = []
+    assert_matches_torch(model.eval(), torch.randn(2, 3, 64), report=report)
+    layers = {d.layer: d for d in report if d.layer in ("fc1", "fc2")}
+    assert {d.kind for d in layers.values()} == {"column_combine"}
+    assert {"picked by a permute" in d.reason for d in layers.values()} == {picked}, [d.reason for d in layers.values()]
