@@ -172,6 +172,7 @@ DENSE_CASES = [  # (rows, in, out, group)
     (3, 40, 70, 8),
     (8, 48, 16, 16),      # a whole vector a group; 8 rows, 2 vectors a tile
     (5, 30, 100, 2),
+    (13, 64, 50, 4),      # a row tile of 8, then one of 5 rows
 ]
 
 
@@ -214,14 +215,14 @@ class TokenMLP(nn.Module):
         return x + self.fc2(torch.nn.functional.gelu(self.fc1(x)))
 
 
-@pytest.mark.parametrize("group,picked", [(4, True), (3, False)])
-def test_a_users_token_mlp_matches_torch(group, picked):
+@pytest.mark.parametrize("group,tokens,picked", [(4, 3, True), (4, 21, True), (3, 3, False)])
+def test_a_users_token_mlp_matches_torch(group, tokens, picked):
     require_avx512()
     torch.manual_seed(0)
     model = TokenMLP()
     oneshot_prune(model, [{"module": m, "kind": "column_combine", "group": group} for m in ("fc1", "fc2")]).squash()
     report = []
-    assert_matches_torch(model.eval(), torch.randn(2, 3, 64), report=report)
+    assert_matches_torch(model.eval(), torch.randn(2, tokens, 64), report=report)
     layers = {d.layer: d for d in report if d.layer in ("fc1", "fc2")}
     assert {d.kind for d in layers.values()} == {"column_combine"}
     assert {"picked by a permute" in d.reason for d in layers.values()} == {picked}, [d.reason for d in layers.values()]

@@ -10,6 +10,10 @@ Options (``options={"column_combine": {...}}``):
   kernel (``computes.column_combine``: vectors along output features, inputs gathered in each group)
   where the target has its schedule; more rows (and GPUs) run the block-sparse kernel's rows of one
   (vectors along rows). Default 8.
+
+On x86 with AVX-512 the linear layers at any rows, and the 1x1 convs of 32 groups or more, run kernels
+of their own that pick each group's inputs with a register permute (``schedules.column_combine_dense_avx512``,
+``schedules.column_combine_conv2d_1x1_nhwc_x86``), where g is one they take.
 """
 from __future__ import annotations
 
@@ -61,39 +65,50 @@ def column_combined(w2d: np.ndarray, options: dict) -> tuple:
     return pack_block_punched(w2d, 1), width / w2d.shape[1], _summary(g, width, w2d.shape[1])
 
 
+def _plan_permute_rows(call: relax.Call, ctx: LayerContext) -> Plan | None:
+    """A linear layer on x86 with AVX-512, at any rows: vectors along output features, each group's inputs
+    picked by a register permute (``schedules.column_combine_dense_avx512``); None where the group is
+    not one the kernel broadcasts."""
+    w2d, shape = matmul_weight(call)
+    rows = int(np.prod(shape[:-1]))
+    g, width = combine_group(w2d, ctx.options)
+    if not dense_avx512.takes(g, w2d.shape[1]):
+        return None
+    values, offset = pack_column_combined(w2d, g)
+    V = dense_avx512.vectors_per_tile(rows)
+    tiled = dense_avx512.pack_tiles(values, offset, V)
+    kernel = written_out(dense_avx512.column_combine_dense_avx512(rows, w2d.shape[1], g, tiled[0].shape[0], V))
+    out_padded = tiled[0].shape[0] * tiled[0].shape[2]
+
+    def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x = call.args[0]
+        if len(shape) != 2:
+            x = bb.emit(relax.op.reshape(x, (rows, shape[-1])))
+        out = bb.emit(relax.call_tir(bb.add_func(kernel, dense_avx512.KERNEL),
+                                     relax.Tuple([x, *(relax.const(a) for a in tiled)]),
+                                     relax.TensorType((rows, out_padded), "float32")))
+        return bb.call_te(functools.partial(crop_rows, rows_shape=tuple(shape[:-1]), out_features=w2d.shape[0]),
+                          out, primfunc_name_hint=CROP_ROWS, primfunc_attrs={"op_pattern": 2})
+
+    return Plan(emit=emit, summary=_summary(g, values.shape[0], w2d.shape[1]) + ", groups picked by a permute "
+                "along outputs", macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
+                weight_bytes_packed=values.nbytes + offset.nbytes)
+
+
 def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
-    """A linear layer at a few rows: the group-major kernel, inputs gathered along output features (with
-    AVX-512, picked by a register permute)."""
+    """A linear layer at a few rows: the group-major kernel, inputs gathered along output features."""
     w2d, shape = matmul_weight(call)
     rows = int(np.prod(shape[:-1]))
     g, width = combine_group(w2d, ctx.options)
     values, offset = pack_column_combined(w2d, g)
-    summary = _summary(g, values.shape[0], w2d.shape[1]) + ", groups gathered along outputs"
-    plan = functools.partial(Plan, macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
-                             weight_bytes_packed=values.nbytes + offset.nbytes)
-    if nhwc_x86.runs_on(Target.current(allow_none=True)) and dense_avx512.takes(g, w2d.shape[1]):
-        V = dense_avx512.vectors_per_tile(rows)
-        tiled = dense_avx512.pack_tiles(values, offset, V)
-        kernel = written_out(dense_avx512.column_combine_dense_avx512(rows, w2d.shape[1], g, tiled[0].shape[0], V))
-        out_padded = tiled[0].shape[0] * tiled[0].shape[2]
-
-        def emit_permute(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-            x = call.args[0]
-            if len(shape) != 2:
-                x = bb.emit(relax.op.reshape(x, (rows, shape[-1])))
-            out = bb.emit(relax.call_tir(bb.add_func(kernel, dense_avx512.KERNEL),
-                                         relax.Tuple([x, *(relax.const(a) for a in tiled)]),
-                                         relax.TensorType((rows, out_padded), "float32")))
-            return bb.call_te(functools.partial(crop_rows, rows_shape=tuple(shape[:-1]), out_features=w2d.shape[0]),
-                              out, primfunc_name_hint=CROP_ROWS, primfunc_attrs={"op_pattern": 2})
-
-        return plan(emit=emit_permute, summary=summary.replace("gathered", "picked by a permute"))
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(functools.partial(column_combine_dense, group=g), call.args[0], relax.const(values),
                           relax.const(offset), primfunc_name_hint=COLUMN_COMBINE_DENSE, primfunc_attrs={"op_pattern": 4})
 
-    return plan(emit=emit, summary=summary)
+    return Plan(emit=emit, summary=_summary(g, values.shape[0], w2d.shape[1]) + ", groups gathered along outputs",
+                macs_dense=rows * w2d.size, macs_sparse=rows * values.size,
+                weight_bytes_packed=values.nbytes + offset.nbytes)
 
 
 def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:
@@ -137,6 +152,10 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
                 and -(-w.shape[1] // g) >= nhwc_x86.MIN_GROUPS):
             return _plan_conv_permute(call, ctx)
         return plan_conv(call, ctx, column_combined)
+    if nhwc_x86.runs_on(Target.current(allow_none=True)):
+        permuted = _plan_permute_rows(call, ctx)
+        if permuted is not None:
+            return permuted
     rows = int(np.prod(static_shape(call.args[0])[:-1]))
     if has_schedule(COLUMN_COMBINE_DENSE) and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
         return _plan_few_rows(call, ctx)
