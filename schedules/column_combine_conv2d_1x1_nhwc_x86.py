@@ -17,27 +17,21 @@ broadcast for g = 4), each lane picking its own with ``vpermps`` (g <= 16):
 
 One permute and one FMA per 16 MACs, both inputs from L1. Positions inner (where the weights are the
 larger operand) packs the whole input first and runs a channel tile over every position. The output
-is [N, K', P'] (NCHW, positions flat and padded); ``computes.column_combine.unpack_positions`` crops
-it and takes the layer's epilogue (docs/design.md#column-combine).
+is NCHW, written with the bias (and a residual add and a ReLU where
+``passes.column_combine_epilogue`` folds them in) (docs/design.md#column-combine).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir
 from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
-from tvm_patterns.computes.column_combine import UNPACK_POSITIONS
-
-from .int8_quantize_rowpairs_x86 import SPATIAL, inline_all_but
-from .registry import FALLBACK, find_schedule, register_schedule
-
 KERNEL = "column_combine_conv2d_1x1_nhwc_x86"
-# Fewer groups a row than this and the rows-of-one kernel is faster: the write-back's transposes and
-# the pass of the epilogue over the output cost about what 16 groups of the loop do
-# (docs/design.md#column-combine)
-MIN_GROUPS = 32
+GEOMETRY_ATTR = "column_combine_conv"   # [n, c, h, w, k, group, F, P, positions inner] of a kernel
+# Fewer groups a row than this and the rows-of-one kernel can be faster: the pack and the write-back's
+# transposes cost about what 8 groups of the loop do (docs/design.md#column-combine)
+MIN_GROUPS = 16
 LANES = 16      # output channels a vector
 PERMUTE = "llvm.x86.avx512.permvar.sf.512"
 
@@ -129,29 +123,51 @@ class Geometry:
         return -(-self.c // self.group)
 
 
-def column_combine_conv2d_1x1_nhwc_x86(geom: Geometry, knobs: Knobs):
-    """PrimFunc(x [N, C, H, W], values [G, K'], offset int32 [G, K']) -> out [N, K', P'] float32 (NCHW
-    with the H * W positions flat and padded: ``padded_positions``; K' = ``padded_out_channels``).
+@dataclass(frozen=True)
+class Epilogue:
+    """What the write-back adds to the sums (the bias always, zeros where the layer has none): the
+    layer's residual input, then a ReLU."""
+
+    residual: bool = False
+    relu: bool = False
+
+
+def finish(sums, bias, residual, relu: bool, i, k: int, at, lanes: int):
+    """The output value(s) at flat position ``at`` of channel ``k`` of image ``i``: sums + bias[k]
+    (+ residual) (ReLU'd); ``lanes`` positions from ``at`` (1: a scalar)."""
+    value = sums + (T.broadcast(bias[k], lanes) if lanes > 1 else bias[k])
+    if residual is not None:
+        value = value + residual[T.ramp(at, 1, lanes) if lanes > 1 else at]
+    if relu:
+        value = T.max(value, T.broadcast(T.float32(0), lanes) if lanes > 1 else T.float32(0))
+    return value
+
+
+def column_combine_conv2d_1x1_nhwc_x86(geom: Geometry, knobs: Knobs, epilogue: Epilogue = Epilogue()):
+    """PrimFunc(x [N, C, H, W], values [G, K'], offset int32 [G, K'], bias [K'] (, residual [N, K, H, W]))
+    -> out [N, K, H, W] float32 = act(conv + bias (+ residual)); K' = ``padded_out_channels``.
 
     The input is packed into rows of channels, a tile of ``lanes`` positions at a time, each tile
     transposed in registers: positions outer, a task packs its tile into a buffer of its own and
     runs every output channel over it (the input is read once, the packed tile stays in cache);
     positions inner, the whole input is packed first and a task runs one channel tile over every
     position (its weights stay in cache). The write-back transposes each register tile in
-    registers: one store of P positions per output channel."""
+    registers and adds the epilogue: one store of P positions per output channel (element by
+    element past the last whole tile)."""
     lanes, permute = LANES, PERMUTE
     F, P = knobs.filters, knobs.positions
-    n, c, h, w, G, g = geom.n, geom.c, geom.h, geom.w, geom.groups, geom.group
+    n, c, h, w, k, G, g = geom.n, geom.c, geom.h, geom.w, geom.k, geom.groups, geom.group
     if g > lanes:
         raise NotImplementedError(f"groups of {g} channels: the permute picks among {lanes}")
     if P & (P - 1) or not 4 <= P <= lanes:   # (2 trips an analysis of TVM's on the permute's source)
         raise ValueError(f"a tile of {P} positions: the write-back transposes a power of two from 4 to {lanes}")
     count = h * w
     positions, channels = padded_positions(count), padded_channels(c, G, g)
-    out_channels = padded_out_channels(geom.k, knobs)
+    out_channels = padded_out_channels(k, knobs)
     tiles_k, pack_tiles, channel_tiles = out_channels // (F * lanes), positions // lanes, channels // lanes
     vec = f"float32x{lanes}"
     span = 1 << (g - 1).bit_length()   # a group's channels, loaded as the smallest vector that holds them
+    relu = epilogue.relu
 
     @T.macro
     def pack_tile(x, i, pt, xt, at):
@@ -176,11 +192,12 @@ def column_combine_conv2d_1x1_nhwc_x86(geom: Geometry, knobs: Knobs):
                         T.float32(0))
 
     @T.macro
-    def register_tile(xt, at, values, offset, out, i, kt, p0):
+    def register_tile(xt, at, values, offset, bias, res, out, i, kt, p0):
         """out[i, channel tile kt, positions p0 .. p0 + P) from rows at .. at + P of xt."""
         acc = T.decl_buffer((F * P * lanes,), "float32", scope="local")
         idx = T.decl_buffer((F * lanes,), "int32", scope="local")
         tmp = T.decl_buffer((2 * P * lanes,), "float32", scope="local")
+        flat = T.decl_buffer((n * k * count,), "float32", data=out.data)
         for a in T.unroll(F * P):
             acc[T.ramp(a * lanes, 1, lanes)] = T.broadcast(T.float32(0), lanes)
         for j in T.serial(G):
@@ -197,53 +214,56 @@ def column_combine_conv2d_1x1_nhwc_x86(geom: Geometry, knobs: Knobs):
             transpose(acc, f * P, tmp, lanes, P)
             for v in T.unroll(P):
                 for ch in T.unroll(lanes // P):
-                    out[i, (kt * F + f) * lanes + ch * P + v, T.ramp(p0, 1, P)] = (
-                        tmp[T.ramp((result_region(P) + v) * lanes + ch * P, 1, P)])
+                    o: T.int32 = (kt * F + f) * lanes + ch * P + v
+                    if o < k:
+                        if p0 + P <= count:
+                            flat[T.ramp((i * k + o) * count + p0, 1, P)] = finish(
+                                tmp[T.ramp((result_region(P) + v) * lanes + ch * P, 1, P)], bias, res, relu, i, o,
+                                (i * k + o) * count + p0, P)
+                        else:
+                            for e in T.serial(count - p0):
+                                flat[(i * k + o) * count + p0 + e] = finish(
+                                    tmp[(result_region(P) + v) * lanes + ch * P + e], bias, res, relu, i, o,
+                                    (i * k + o) * count + p0 + e, 1)
 
-    if knobs.positions_inner:
+    @T.macro
+    def positions_inner(x, values, offset, bias, res, out):
         tiles_p = -(-count // P)      # the last pack tile's positions past the last tile of P are not computed
+        xh = T.decl_buffer((n * positions, channels), "float32")
+        for q in T.parallel(n * pack_tiles):
+            pack_tile(x, q // pack_tiles, q % pack_tiles, xh, q * lanes)
+        for q in T.parallel(n * tiles_p * tiles_k):
+            register_tile(xh, q // tiles_p % n * positions + q % tiles_p * P, values, offset, bias, res, out,
+                          q // tiles_p % n, q // (n * tiles_p), q % tiles_p * P)
 
+    @T.macro
+    def positions_outer(x, values, offset, bias, res, out):
+        for q in T.parallel(n * pack_tiles):
+            xt = T.decl_buffer((lanes, channels), "float32")
+            pack_tile(x, q // pack_tiles, q % pack_tiles, xt, 0)
+            for kt in T.serial(tiles_k):
+                for s in T.serial(T.min(lanes // P, (count - q % pack_tiles * lanes + P - 1) // P)):
+                    register_tile(xt, s * P, values, offset, bias, res, out, q // pack_tiles, kt,
+                                  q % pack_tiles * lanes + s * P)
+
+    body = positions_inner if knobs.positions_inner else positions_outer
+
+    if epilogue.residual:
         @T.prim_func(private=True)
         def kernel(x: T.Buffer((n, c, h, w), "float32"), values: T.Buffer((G, out_channels), "float32"),
-                   offset: T.Buffer((G, out_channels), "int32"), out: T.Buffer((n, out_channels, positions), "float32")):
+                   offset: T.Buffer((G, out_channels), "int32"), bias: T.Buffer((out_channels,), "float32"),
+                   residual: T.Buffer((n, k, h, w), "float32"), out: T.Buffer((n, k, h, w), "float32")):
             T.func_attr({"tir.noalias": True})
-            xh = T.decl_buffer((n * positions, channels), "float32")
-            for q in T.parallel(n * pack_tiles):
-                pack_tile(x, q // pack_tiles, q % pack_tiles, xh, q * lanes)
-            for q in T.parallel(n * tiles_p * tiles_k):
-                kt: T.int32 = q // (n * tiles_p)
-                pt: T.int32 = q % tiles_p
-                i: T.int32 = q // tiles_p % n
-                register_tile(xh, i * positions + pt * P, values, offset, out, i, kt, pt * P)
+            res = T.decl_buffer((n * k * count,), "float32", data=residual.data)
+            body(x, values, offset, bias, res, out)
     else:
         @T.prim_func(private=True)
         def kernel(x: T.Buffer((n, c, h, w), "float32"), values: T.Buffer((G, out_channels), "float32"),
-                   offset: T.Buffer((G, out_channels), "int32"), out: T.Buffer((n, out_channels, positions), "float32")):
+                   offset: T.Buffer((G, out_channels), "int32"), bias: T.Buffer((out_channels,), "float32"),
+                   out: T.Buffer((n, k, h, w), "float32")):
             T.func_attr({"tir.noalias": True})
-            for q in T.parallel(n * pack_tiles):
-                xt = T.decl_buffer((lanes, channels), "float32")
-                pack_tile(x, q // pack_tiles, q % pack_tiles, xt, 0)
-                for kt in T.serial(tiles_k):
-                    for s in T.serial(T.min(lanes // P, (count - q % pack_tiles * lanes + P - 1) // P)):
-                        register_tile(xt, s * P, values, offset, out, q // pack_tiles, kt,
-                                      q % pack_tiles * lanes + s * P)
+            body(x, values, offset, bias, None, out)
 
-    return kernel
+    return kernel.with_attr(GEOMETRY_ATTR, [n, c, h, w, k, g, F, P, int(knobs.positions_inner)])
 
 
-@register_schedule(UNPACK_POSITIONS, "cpu")
-def schedule_unpack(sch: s_tir.Schedule, block, target) -> None:
-    """[N, K, P] -> [N, K, Ho, Wo] with the epilogue inlined: (n, k) parallel, the positions flat and
-    vectorized (contiguous reads and writes). A reduction fused after it (a pool) takes the generic
-    schedule."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    last = sch.get(blocks[-1]).name_hint
-    inline_all_but(sch, {last})
-    block = sch.get_sblock(last)
-    if any(int(iv.iter_type) != SPATIAL for iv in sch.get(block).iter_vars) or len(sch.get_loops(block)) != 4:
-        find_schedule(FALLBACK, target)(sch, block, target)
-        return
-    i, k, y, z = sch.get_loops(block)
-    sch.parallel(sch.fuse(i, k))
-    _, lane = sch.split(sch.fuse(y, z), [None, LANES])
-    sch.vectorize(lane)

@@ -12,9 +12,9 @@ import torch
 import tvm
 from torch import nn
 
-from schedules.column_combine_conv2d_1x1_nhwc_x86 import (Geometry, Knobs, column_combine_conv2d_1x1_nhwc_x86,
+from schedules.column_combine_conv2d_1x1_nhwc_x86 import (Epilogue, Geometry, Knobs, column_combine_conv2d_1x1_nhwc_x86,
                                                           default_knobs, padded_channels, padded_out_channels,
-                                                          padded_positions, runs_on)
+                                                          runs_on)
 from schedules.column_combine_dense_avx512 import column_combine_dense_avx512, pack_tiles, takes, vectors_per_tile
 from tvm_patterns import targets
 from tvm_patterns.compress import oneshot_prune
@@ -41,23 +41,31 @@ def compiled(func, target=TARGET):
     return tvm.compile(tvm.IRModule({"main": func}), target=target, tir_pipeline=tir_pipeline(target))
 
 
-def build(geom: Geometry, knobs: Knobs, target=TARGET):
-    return compiled(column_combine_conv2d_1x1_nhwc_x86(geom, knobs), target)
+def build(geom: Geometry, knobs: Knobs, epilogue: Epilogue = Epilogue(), target=TARGET):
+    return compiled(column_combine_conv2d_1x1_nhwc_x86(geom, knobs, epilogue), target)
 
 
-def run(geom: Geometry, knobs: Knobs, seed=0):
-    """(our output [N, K, H, W], torch's) for a random column-combined weight and input."""
+def run(geom: Geometry, knobs: Knobs, epilogue: Epilogue = Epilogue(), seed=0):
+    """(our output [N, K, H, W], torch's) for a random column-combined weight, bias, input (and residual)."""
     rng = np.random.default_rng(seed)
     n, c, h, w, k, g = geom.n, geom.c, geom.h, geom.w, geom.k, geom.group
     weight = project_column_combine(rng.standard_normal((k, c)).astype("float32"), g)
     x = rng.standard_normal((n, c, h, w)).astype("float32")
-    kp, positions = padded_out_channels(k, knobs), padded_positions(h * w)
-    values, offset = pack_column_combined_conv(weight, g, kp)
-    args = [tvm.runtime.tensor(a) for a in (x, values, offset, np.zeros((n, kp, positions), "float32"))]
-    build(geom, knobs)["main"](*args)
-    out = args[-1].numpy()[:, :k, :h * w].reshape(n, k, h, w)
-    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight[:, :, None, None])).numpy()
-    return out, ref
+    bias = rng.standard_normal(k).astype("float32")
+    residual = rng.standard_normal((n, k, h, w)).astype("float32")
+    values, offset = pack_column_combined_conv(weight, g, padded_out_channels(k, knobs))
+    padded_bias = np.zeros(values.shape[1], "float32")
+    padded_bias[:k] = bias
+    arrays = [x, values, offset, padded_bias] + ([residual] if epilogue.residual else [])
+    args = [tvm.runtime.tensor(a) for a in (*arrays, np.zeros((n, k, h, w), "float32"))]
+    build(geom, knobs, epilogue)["main"](*args)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight[:, :, None, None]),
+                                     torch.from_numpy(bias))
+    if epilogue.residual:
+        ref = ref + torch.from_numpy(residual)
+    if epilogue.relu:
+        ref = torch.relu(ref)
+    return args[-1].numpy(), ref.numpy()
 
 
 CASES = {  # name: (Geometry(n, c, h, w, k, group), knobs)
@@ -78,10 +86,19 @@ def test_the_kernel_matches_torch_on_odd_shapes(case):
     np.testing.assert_allclose(out, ref, rtol=RTOL, atol=RTOL * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("epilogue", [Epilogue(relu=True), Epilogue(residual=True), Epilogue(True, True)])
+@pytest.mark.parametrize("case", ["odd channels, a short last group, batch 2", "positions inner, rows past the last tile"])
+def test_the_write_back_adds_the_residual_and_the_relu(case, epilogue):
+    require_avx512()
+    geom, knobs = CASES[case]
+    out, ref = run(geom, knobs, epilogue)
+    np.testing.assert_allclose(out, ref, rtol=RTOL, atol=RTOL * np.abs(ref).max())
+
+
 def test_the_hot_loop_picks_inputs_with_a_register_permute():
     geom = Geometry(1, 256, 56, 56, 64, 4)
     knobs = default_knobs(geom.k, 56 * 56, padded_channels(256, geom.groups, 4), geom.groups)
-    asm = build(geom, knobs, AVX512_TARGET).mod.inspect_source("asm")
+    asm = build(geom, knobs, target=AVX512_TARGET).mod.inspect_source("asm")
     # vpermps, or vpermd (LLVM's integer-domain form of the same permute), of a broadcast group
     permutes = re.findall(r"\bvperm(?:ps|d)\s+%zmm\d+, %zmm\d+, %zmm\d+", asm)
     fmas = re.findall(r"\bvfmadd\d+ps\s+[^\n]*%zmm\d+\n", asm)
@@ -150,19 +167,48 @@ def test_a_users_residual_block_matches_torch(target_name):
     assert {d.kind for d in convs.values()} == {"column_combine"}
     permuted = {"picked by a permute" in d.reason for d in convs.values()}
     assert permuted == {target_name == "host"}, [d.reason for d in convs.values()]
+    if target_name == "host":    # BN's bias, the ReLU, and in one branch the residual add, in the write-backs
+        assert convs["reduce.0"].reason.endswith("; bias, ReLU in its write-back")
+        assert sorted(convs[m].reason.split("; ")[-1] for m in ("expand.0", "shortcut.0")) == [
+            "bias in its write-back", "bias, residual add, ReLU in its write-back"]
+
+
+class SharedOutput(nn.Module):
+    """A conv without a bias whose output is used twice (nothing to fold), then one with a bias and a
+    ReLU6 (the bias folds, the clip stays a Relax op)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(128, 64, 1, bias=False), nn.Conv2d(64, 48, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        return torch.nn.functional.relu6(self.b(torch.relu(y) + 0.5 * y))
+
+
+def test_an_epilogue_is_folded_only_where_the_output_has_no_other_use():
+    require_avx512()
+    torch.manual_seed(0)
+    model = SharedOutput()
+    oneshot_prune(model, [{"module": m, "kind": "column_combine", "group": 2} for m in ("a", "b")]).squash()
+    report = []
+    assert_matches_torch(model.eval(), torch.randn(2, 128, 5, 11), report=report)
+    reasons = {d.layer: d.reason for d in report}
+    assert "picked by a permute" in reasons["a"] and "write-back" not in reasons["a"]
+    assert reasons["b"].endswith("; bias in its write-back")
 
 
 def test_a_conv_of_few_groups_keeps_the_rows_of_one_kernel():
     require_avx512()
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(64, 96, 1), nn.ReLU(), nn.Conv2d(96, 128, 1)).eval()
+    model = nn.Sequential(nn.Conv2d(60, 96, 1), nn.ReLU(), nn.Conv2d(96, 128, 1)).eval()
     oneshot_prune(model, [{"module": "0", "kind": "column_combine", "group": 4},
-                          {"module": "2", "kind": "column_combine", "group": 3}]).squash()
+                          {"module": "2", "kind": "column_combine", "group": 6}]).squash()
     report = []
-    assert_matches_torch(model, torch.randn(1, 64, 9, 10), report=report)
+    assert_matches_torch(model, torch.randn(1, 60, 9, 10), report=report)
     reasons = {d.layer: d.reason for d in report}
-    assert "picked by a permute" not in reasons["0"] and reasons["0"].startswith("column-combined by 4")  # 16 groups
-    assert "picked by a permute" in reasons["2"]                                                          # 32 groups
+    assert "picked by a permute" not in reasons["0"] and reasons["0"].startswith("column-combined by 4")  # 15 groups
+    assert "picked by a permute" in reasons["2"]                                                          # 16 groups
 
 
 # ---------------------------------------------------------------- linear layers at a few rows

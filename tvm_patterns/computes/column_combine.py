@@ -20,7 +20,6 @@ from tvm_patterns.sparsity.column_combine import is_column_combined
 from .rows import as_input_rows, flat_rows
 
 COLUMN_COMBINE_DENSE = "column_combine_dense"
-UNPACK_POSITIONS = "column_combine_conv2d_1x1_unpack"   # [N, K, P] -> NCHW, with the layer's epilogue
 CROP_ROWS = "column_combine_dense_crop"                  # [M, N'] -> the layer's output, with its epilogue
 
 
@@ -45,13 +44,6 @@ def pack_column_combined_conv(w2d: np.ndarray, group: int, out_channels: int) ->
     values, offset = pack_column_combined(w2d, group)
     pad = ((0, 0), (0, out_channels - values.shape[1]))
     return np.pad(values, pad), np.pad(offset.astype(np.int32), pad)
-
-
-def unpack_positions(out: te.Tensor, out_channels: int, out_hw: tuple) -> te.Tensor:
-    """[N, K', positions] -> [N, out_channels, Ho, Wo] (positions row-major; the padding dropped)."""
-    n = int(out.shape[0])
-    ho, wo = out_hw
-    return te.compute((n, out_channels, ho, wo), lambda i, k, y, z: out[i, k, y * wo + z], name=UNPACK_POSITIONS)
 
 
 def crop_rows(out: te.Tensor, rows_shape: tuple, out_features: int) -> te.Tensor:

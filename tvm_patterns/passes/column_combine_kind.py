@@ -11,7 +11,7 @@ Options (``options={"column_combine": {...}}``):
   where the target has its schedule; more rows (and GPUs) run the block-sparse kernel's rows of one
   (vectors along rows). Default 8.
 
-On x86 with AVX-512 the linear layers at any rows, and the 1x1 convs of 32 groups or more, run kernels
+On x86 with AVX-512 the linear layers at any rows, and the 1x1 convs of 16 groups or more, run kernels
 of their own that pick each group's inputs with a register permute (``schedules.column_combine_dense_avx512``,
 ``schedules.column_combine_conv2d_1x1_nhwc_x86``), where g is one they take.
 """
@@ -27,14 +27,13 @@ import schedules  # noqa: F401  (registers every schedule)
 from schedules import column_combine_conv2d_1x1_nhwc_x86 as nhwc_x86
 from schedules import column_combine_dense_avx512 as dense_avx512
 from schedules.registry import has_schedule
-from tvm_patterns.computes.column_combine import (COLUMN_COMBINE_DENSE, CROP_ROWS, UNPACK_POSITIONS,
-                                                  column_combine_dense, crop_rows, pack_column_combined,
-                                                  pack_column_combined_conv, unpack_positions)
+from tvm_patterns.computes.column_combine import (COLUMN_COMBINE_DENSE, CROP_ROWS, column_combine_dense, crop_rows,
+                                                  pack_column_combined, pack_column_combined_conv)
 from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
 
 from .block_kind import DEFAULT_MAX_DENSITY, conv1x1_parts, matmul_weight, plan_conv, plan_matmul
-from .int8_filter_block_kind import written_out
+from .int8_filter_block_kind import LAYER_ATTR, written_out
 from .registry import LayerContext, LeaveDense, Plan, integer, integers, number, register_sparse_kind, static_shape
 
 DEFAULT_GROUPS = tuple(range(16, 1, -1))   # every group size from 16 down to 2
@@ -122,19 +121,19 @@ def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:
     geom = nhwc_x86.Geometry(N, C, *out_hw, K, g)
     count = out_hw[0] * out_hw[1]
     knobs = nhwc_x86.default_knobs(K, count, nhwc_x86.padded_channels(C, geom.groups, g), geom.groups)
-    Kp, P = nhwc_x86.padded_out_channels(K, knobs), nhwc_x86.padded_positions(count)
+    Kp = nhwc_x86.padded_out_channels(K, knobs)
     values, offset = pack_column_combined_conv(w2d, g, Kp)
-    kernel = written_out(nhwc_x86.column_combine_conv2d_1x1_nhwc_x86(geom, knobs))
+    kernel = written_out(nhwc_x86.column_combine_conv2d_1x1_nhwc_x86(geom, knobs)).with_attr(LAYER_ATTR, ctx.name)
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         x = call.args[0]
         if tuple(strides) != (1, 1):   # the positions a strided conv reads, then a conv of stride 1
             x = bb.emit(relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[H, W], strides=list(strides)))
-        out = bb.emit(relax.call_tir(bb.add_func(kernel, nhwc_x86.KERNEL),
-                                     relax.Tuple([x, relax.const(values), relax.const(offset)]),
-                                     relax.TensorType((N, Kp, P), "float32")))
-        return bb.call_te(functools.partial(unpack_positions, out_channels=K, out_hw=out_hw), out,
-                          primfunc_name_hint=UNPACK_POSITIONS, primfunc_attrs={"op_pattern": 2})
+        # the bias (and what follows) the epilogue pass folds in (passes/column_combine_epilogue.py)
+        return relax.call_tir(bb.add_func(kernel, nhwc_x86.KERNEL),
+                              relax.Tuple([x, relax.const(values), relax.const(offset),
+                                           relax.const(np.zeros(Kp, "float32"))]),
+                              relax.TensorType((N, K, *out_hw), "float32"))
 
     macs = N * K * C * count
     return Plan(emit=emit, summary=_summary(g, width, C) + ", inputs picked by a permute along output channels",

@@ -1,0 +1,141 @@
+"""The Relax pass that folds a column-combined 1x1 conv's epilogue into its kernel's write-back.
+
+``column_combine_kind`` leaves the AVX-512 conv kernel (``schedules.column_combine_conv2d_1x1_nhwc_x86``)
+with a zero bias; what follows it stays as Relax ops. Where the conv's output feeds nothing but
+
+    + bias (a constant a channel)  [+ residual (a tensor of the output's shape)]  [ReLU]
+
+(or a ReLU alone), the chain becomes one call of the kernel built with that epilogue, so the output is
+written once instead of going through a second pass (docs/design.md#column-combine).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from schedules.column_combine_conv2d_1x1_nhwc_x86 import (GEOMETRY_ATTR, KERNEL, Epilogue, Geometry, Knobs,
+                                                          column_combine_conv2d_1x1_nhwc_x86)
+
+from .int8_filter_block_kind import LAYER_ATTR, written_out
+from .int8_requantize import _attr, _per_channel
+from .registry import LeaveDense, static_shape
+
+FOLDED = "in its write-back"
+ADD, RELU = tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.nn.relu")
+
+
+def _shape(expr) -> tuple | None:
+    """The static shape of a tensor expression, None where it is not known."""
+    try:
+        return static_shape(expr)
+    except LeaveDense:
+        return None
+
+
+@mutator
+class _Fold(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, report: list):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.report = report
+        self.values: dict = {}
+        self.uses: dict = {}
+
+    def transform(self) -> tvm.IRModule:
+        for gv, func in self.mod_.functions_items():
+            if isinstance(func, relax.Function):
+                bindings = [b for block in func.body.blocks for b in block.bindings]
+                self.values = {b.var: b.value for b in bindings}
+                self.uses = {}
+                for value in self.values.values():
+                    for v in relax.analysis.free_vars(value):
+                        self.uses[v] = self.uses.get(v, 0) + 1
+                for v in relax.analysis.free_vars(func.body.body):
+                    self.uses[v] = self.uses.get(v, 0) + 1
+                self.builder_.update_func(gv, self.visit_expr(func))
+        return relax.transform.DeadCodeElimination()(self.builder_.get())
+
+    def _single_use(self, expr, op=None):
+        """The call binding ``expr`` if it is a variable used once (and a call of ``op``), else None."""
+        value = self.values.get(expr) if isinstance(expr, relax.Var) else None
+        if not isinstance(value, relax.Call) or self.uses.get(expr, 0) != 1:
+            return None
+        return value if op is None or value.op == op else None
+
+    def _kernel(self, expr):
+        """The kernel call binding ``expr`` if it is one of ours used once, else None."""
+        call = self._single_use(expr)
+        return call if call is not None and _attr(self.mod_, call, GEOMETRY_ATTR) is not None else None
+
+    def _biased(self, expr):
+        """(kernel call, bias constant) of ``expr`` = kernel + bias, or None."""
+        add = self._single_use(expr, ADD)
+        if add is None:
+            return None
+        for out, bias in (add.args, add.args[::-1]):
+            kernel = self._kernel(out)
+            if kernel is not None and isinstance(bias, tvm.ir.Constant):
+                return kernel, bias
+        return None
+
+    def _chain(self, value):
+        """(kernel call, bias constant or None, residual or None, relu) of a chain ending in ``value``."""
+        relu = isinstance(value, relax.Call) and value.op == RELU
+        if relu:
+            kernel = self._kernel(value.args[0])
+            if kernel is not None:
+                return kernel, None, None, True
+            value = self._single_use(value.args[0], ADD)
+        if not (isinstance(value, relax.Call) and value.op == ADD):
+            return None
+        for first, second in (value.args, value.args[::-1]):
+            kernel = self._kernel(first)
+            if kernel is not None:          # kernel + bias, or kernel + residual (a conv without a bias)
+                return (kernel, second, None, relu) if isinstance(second, tvm.ir.Constant) else \
+                    (kernel, None, second, relu)
+            biased = self._biased(first)
+            if biased is not None and not isinstance(second, tvm.ir.Constant):
+                return (*biased, second, relu)
+        return None
+
+    def visit_var_binding_(self, binding):
+        chain = self._chain(binding.value)
+        if chain is None:
+            return super().visit_var_binding_(binding)
+        kernel, bias, residual, relu = chain
+        n, c, h, w, k, g, filters, positions, inner = (int(v) for v in _attr(self.mod_, kernel, GEOMETRY_ATTR))
+        x, values, offset, _ = kernel.args[1].fields
+        padded = values.value.numpy().shape[1]
+        bias_k = np.zeros(k, "float32") if bias is None else _per_channel(bias, k)
+        if bias_k is None or (residual is not None and (_shape(residual) != (n, k, h, w)
+                                                        or residual.ty.dtype != "float32")):
+            return super().visit_var_binding_(binding)
+        epilogue = Epilogue(residual=residual is not None, relu=relu)
+        func = column_combine_conv2d_1x1_nhwc_x86(Geometry(n, c, h, w, k, g), Knobs(filters, positions, bool(inner)),
+                                                  epilogue)
+        layer = _attr(self.mod_, kernel, LAYER_ATTR)
+        func = written_out(func).with_attr(LAYER_ATTR, layer)
+        args = [self.visit_expr(x), values, offset, relax.const(np.pad(bias_k, (0, padded - k)))]
+        if residual is not None:
+            args.append(self.visit_expr(residual))
+        folded = self.builder_.emit(relax.call_tir(self.builder_.add_func(func, KERNEL), relax.Tuple(args),
+                                                   relax.TensorType((n, k, h, w), "float32")))
+        self.set_var_remap(binding.var, folded)
+        folded_ops = ["bias"] + ["residual add"] * (residual is not None) + ["ReLU"] * relu
+        for decision in self.report:
+            if decision.layer == str(layer) and decision.kind == "column_combine":
+                decision.reason = decision.reason.split(";")[0] + f"; {', '.join(folded_ops)} {FOLDED}"
+
+
+def ColumnCombineEpilogue(report: list | None = None) -> tvm.transform.Pass:
+    """Fold each AVX-512 column-combined conv's bias, residual add and ReLU into its write-back; the
+    ``LayerDecision`` of each such layer in ``report`` says so."""
+    sink = report if report is not None else []
+
+    @tvm.transform.module_pass(opt_level=0, name="ColumnCombineEpilogue")
+    def _pass(mod, _ctx):
+        return _Fold(mod, sink).transform()
+
+    return _pass
