@@ -30,8 +30,9 @@ from tvm.target import Target, codegen
 KERNEL = "column_combine_conv2d_1x1_nhwc_x86"
 GEOMETRY_ATTR = "column_combine_conv"   # [n, c, h, w, k, group, F, P, positions inner] of a kernel
 # Fewer groups a row than this and the rows-of-one kernel can be faster: the pack and the write-back's
-# transposes cost about what 8 groups of the loop do (docs/design.md#column-combine)
-MIN_GROUPS = 16
+# transposes cost about what 8 groups of the loop do; at batch > 1 under MIN_GROUPS_BATCHED, whose
+# output (4x the input at C = 64) it writes in whole rows (docs/design.md#column-combine)
+MIN_GROUPS, MIN_GROUPS_BATCHED = 16, 32
 LANES = 16      # output channels a vector
 PERMUTE = "llvm.x86.avx512.permvar.sf.512"
 
@@ -51,12 +52,16 @@ class Knobs:
 
 
 def default_knobs(out_channels: int, positions: int, channels_padded: int, groups: int) -> Knobs:
-    """8 positions and 2 vectors of output channels (16 accumulators, their 2 permute indices and
-    temporaries in 32 registers). Positions inner where the weights (values and offsets) are more bytes
-    than the input, so that they are the operand kept in cache."""
+    """Positions inner where the weights (values and offsets) are more bytes than the input, so that
+    they are the operand kept in cache: there (few positions) tiles of 2 vectors of output channels x
+    8 positions; positions outer, 1 x 16, so that a channel's 16 positions are one cache line (x1.2-1.5
+    at batch 8, as fast at batch 1). 16 accumulators, their permute indices and temporaries in 32
+    registers."""
     F = 2 if out_channels > LANES else 1
     weights = groups * -(-out_channels // (F * LANES)) * F * LANES * 8
-    return Knobs(F, 8, weights > positions * channels_padded * 4)
+    if weights > positions * channels_padded * 4:
+        return Knobs(F, 8, True)
+    return Knobs(1, 16, False)
 
 
 def padded_out_channels(out_channels: int, knobs: Knobs) -> int:

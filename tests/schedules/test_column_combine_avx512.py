@@ -109,10 +109,10 @@ def test_the_hot_loop_picks_inputs_with_a_register_permute():
 
 def test_the_default_tile_fits_the_registers_and_keeps_the_larger_operand_in_cache():
     wide = default_knobs(64, 3136, 272, 64)          # ResNet-50 layer 1: input larger than the weights
-    assert (wide.filters, wide.positions, wide.positions_inner) == (2, 8, False)
+    assert (wide.filters, wide.positions, wide.positions_inner) == (1, 16, False)   # a line a channel
     deep = default_knobs(2048, 49, 1040, 256)         # layer 4: weights larger than the input
-    assert deep.positions_inner
-    assert default_knobs(10, 49, 32, 4).filters == 1   # one vector holds every output channel
+    assert (deep.filters, deep.positions, deep.positions_inner) == (2, 8, True)
+    assert default_knobs(10, 4, 32, 4).filters == 1    # one vector holds every output channel
 
 
 def test_the_kernel_runs_on_x86_with_avx512_only():
@@ -209,6 +209,9 @@ def test_a_conv_of_few_groups_keeps_the_rows_of_one_kernel():
     reasons = {d.layer: d.reason for d in report}
     assert "picked by a permute" not in reasons["0"] and reasons["0"].startswith("column-combined by 4")  # 15 groups
     assert "picked by a permute" in reasons["2"]                                                          # 16 groups
+    report = []
+    assert_matches_torch(model, torch.randn(2, 60, 9, 10), report=report)    # at batch 2, from 32 groups
+    assert not any("picked by a permute" in d.reason for d in report)
 
 
 # ---------------------------------------------------------------- linear layers at a few rows

@@ -11,9 +11,10 @@ Options (``options={"column_combine": {...}}``):
   where the target has its schedule; more rows (and GPUs) run the block-sparse kernel's rows of one
   (vectors along rows). Default 8.
 
-On x86 with AVX-512 the linear layers at any rows, and the 1x1 convs of 16 groups or more, run kernels
-of their own that pick each group's inputs with a register permute (``schedules.column_combine_dense_avx512``,
-``schedules.column_combine_conv2d_1x1_nhwc_x86``), where g is one they take.
+On x86 with AVX-512 the linear layers at any rows, and the 1x1 convs of 16 groups or more (32 at
+batch > 1), run kernels of their own that pick each group's inputs with a register permute
+(``schedules.column_combine_dense_avx512``, ``schedules.column_combine_conv2d_1x1_nhwc_x86``), where g is
+one they take.
 """
 from __future__ import annotations
 
@@ -147,8 +148,9 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     if call.op.name == "relax.nn.conv2d":
         w = conv1x1_parts(call)[0][:, :, 0, 0]
         g = combine_group(w, ctx.options)[0]
+        batch = static_shape(call.args[0])[0]
         if (nhwc_x86.runs_on(Target.current(allow_none=True)) and g <= nhwc_x86.LANES
-                and -(-w.shape[1] // g) >= nhwc_x86.MIN_GROUPS):
+                and -(-w.shape[1] // g) >= (nhwc_x86.MIN_GROUPS if batch == 1 else nhwc_x86.MIN_GROUPS_BATCHED)):
             return _plan_conv_permute(call, ctx)
         return plan_conv(call, ctx, column_combined)
     if nhwc_x86.runs_on(Target.current(allow_none=True)):
