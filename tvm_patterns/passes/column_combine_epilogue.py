@@ -19,7 +19,7 @@ from schedules.column_combine_conv2d_1x1_nhwc_x86 import (GEOMETRY_ATTR, KERNEL,
                                                           column_combine_conv2d_1x1_nhwc_x86)
 
 from .int8_filter_block_kind import LAYER_ATTR, written_out
-from .int8_requantize import _attr, _per_channel
+from .binding_chains import bindings_and_uses, per_channel, tir_attr
 from .registry import LeaveDense, static_shape
 
 FOLDED = "in its write-back"
@@ -46,14 +46,7 @@ class _Fold(PyExprMutator):
     def transform(self) -> tvm.IRModule:
         for gv, func in self.mod_.functions_items():
             if isinstance(func, relax.Function):
-                bindings = [b for block in func.body.blocks for b in block.bindings]
-                self.values = {b.var: b.value for b in bindings}
-                self.uses = {}
-                for value in self.values.values():
-                    for v in relax.analysis.free_vars(value):
-                        self.uses[v] = self.uses.get(v, 0) + 1
-                for v in relax.analysis.free_vars(func.body.body):
-                    self.uses[v] = self.uses.get(v, 0) + 1
+                self.values, self.uses = bindings_and_uses(func)
                 self.builder_.update_func(gv, self.visit_expr(func))
         return relax.transform.DeadCodeElimination()(self.builder_.get())
 
@@ -67,7 +60,7 @@ class _Fold(PyExprMutator):
     def _kernel(self, expr):
         """The kernel call binding ``expr`` if it is one of ours used once, else None."""
         call = self._single_use(expr)
-        return call if call is not None and _attr(self.mod_, call, GEOMETRY_ATTR) is not None else None
+        return call if call is not None and tir_attr(self.mod_, call, GEOMETRY_ATTR) is not None else None
 
     def _biased(self, expr):
         """(kernel call, bias constant) of ``expr`` = kernel + bias, or None."""
@@ -105,17 +98,17 @@ class _Fold(PyExprMutator):
         if chain is None:
             return super().visit_var_binding_(binding)
         kernel, bias, residual, relu = chain
-        n, c, h, w, k, g, filters, positions, inner = (int(v) for v in _attr(self.mod_, kernel, GEOMETRY_ATTR))
+        n, c, h, w, k, g, filters, positions, inner = (int(v) for v in tir_attr(self.mod_, kernel, GEOMETRY_ATTR))
         x, values, offset, _ = kernel.args[1].fields
         padded = values.value.numpy().shape[1]
-        bias_k = np.zeros(k, "float32") if bias is None else _per_channel(bias, k)
+        bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None or (residual is not None and (_shape(residual) != (n, k, h, w)
                                                         or residual.ty.dtype != "float32")):
             return super().visit_var_binding_(binding)
         epilogue = Epilogue(residual=residual is not None, relu=relu)
         func = column_combine_conv2d_1x1_nhwc_x86(Geometry(n, c, h, w, k, g), Knobs(filters, positions, bool(inner)),
                                                   epilogue)
-        layer = _attr(self.mod_, kernel, LAYER_ATTR)
+        layer = tir_attr(self.mod_, kernel, LAYER_ATTR)
         func = written_out(func).with_attr(LAYER_ATTR, layer)
         args = [self.visit_expr(x), values, offset, relax.const(np.pad(bias_k, (0, padded - k)))]
         if residual is not None:

@@ -30,6 +30,7 @@ from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantize_rowtriples
 from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
+from .binding_chains import bindings_and_uses, per_channel, tir_attr
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, LAYOUT_ATTR,
                                      NEON_KERNEL, QUANTIZE, written_out)
 
@@ -37,24 +38,6 @@ REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
 KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),
            AVX2_KERNEL: (int8_avx2.Knobs, int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2),
            NEON_KERNEL: (int8_neon.Knobs, int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon)}
-
-
-def _attr(mod: tvm.IRModule, call, name: str):
-    """The attribute ``name`` of the TIR function a call_tir calls, None for any other call."""
-    if not (isinstance(call, relax.Call) and call.op == tvm.ir.Op.get("relax.call_tir")):
-        return None
-    func = mod[call.args[0]]
-    return func.attrs.get(name) if func.attrs is not None else None
-
-
-def _per_channel(const, channels: int) -> np.ndarray | None:
-    """A bias constant of shape [1, K, 1, 1] or [K, 1, 1] as [K] float32; None for any other shape."""
-    if not isinstance(const, tvm.ir.Constant):
-        return None
-    a = const.value.numpy()
-    if a.dtype != np.float32 or a.shape not in ((1, channels, 1, 1), (channels, 1, 1)):
-        return None
-    return a.reshape(channels)
 
 
 @mutator
@@ -69,14 +52,7 @@ class _Requantize(PyExprMutator):
     def transform(self) -> tvm.IRModule:
         for gv, func in self.mod_.functions_items():
             if isinstance(func, relax.Function):
-                bindings = [b for block in func.body.blocks for b in block.bindings]
-                self.values = {b.var: b.value for b in bindings}
-                self.uses = {}
-                for value in self.values.values():
-                    for v in relax.analysis.free_vars(value):
-                        self.uses[v] = self.uses.get(v, 0) + 1
-                for v in relax.analysis.free_vars(func.body.body):
-                    self.uses[v] = self.uses.get(v, 0) + 1
+                self.values, self.uses = bindings_and_uses(func)
                 self.builder_.update_func(gv, self.visit_expr(func))
         return relax.transform.DeadCodeElimination()(self.builder_.get())
 
@@ -106,27 +82,27 @@ class _Requantize(PyExprMutator):
             if isinstance(a, tvm.ir.Constant):
                 a, b = b, a
             bias, call = b, self._producer(a)
-        if call is None or _attr(self.mod_, call, DEQUANTIZE_ATTR) is None:
+        if call is None or tir_attr(self.mod_, call, DEQUANTIZE_ATTR) is None:
             return None
         conv = self._producer(call.args[1].fields[0])
-        if conv is None or _attr(self.mod_, conv, CONV_ATTR) is None:
+        if conv is None or tir_attr(self.mod_, conv, CONV_ATTR) is None:
             return None
         return pool, relu, bias, call, conv
 
     def visit_var_binding_(self, binding):
         value = binding.value
-        layout = _attr(self.mod_, value, LAYOUT_ATTR)
+        layout = tir_attr(self.mod_, value, LAYOUT_ATTR)
         chain = self._chain(value) if layout is not None else None
         if chain is None:
             return super().visit_var_binding_(binding)
         pool, relu, bias, dequantize, conv = chain
-        name, *geometry = _attr(self.mod_, conv, CONV_ATTR)
+        name, *geometry = tir_attr(self.mod_, conv, CONV_ATTR)
         n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
-        bias_k = np.zeros(k, "float32") if bias is None else _per_channel(bias, k)
+        bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None:
             return super().visit_var_binding_(binding)
         weight_scale = dequantize.args[1].fields[1].value.numpy()
-        sums_scale = weight_scale * np.float32(float(_attr(self.mod_, dequantize, DEQUANTIZE_ATTR)))
+        sums_scale = weight_scale * np.float32(float(tir_attr(self.mod_, dequantize, DEQUANTIZE_ATTR)))
         scale = np.zeros((blocks * filters, 2), "float32")
         scale[:k, 0], scale[:k, 1] = sums_scale, bias_k
         grid = value.args[1].fields[1]                               # (1 / scale, zero point) of the next layer
@@ -142,7 +118,7 @@ class _Requantize(PyExprMutator):
         if pool is not None:
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
         self.set_var_remap(binding.var, self.builder_.emit(_lay_out(self.builder_, codes, grid, layout)))
-        layer = str(_attr(self.mod_, conv, LAYER_ATTR))
+        layer = str(tir_attr(self.mod_, conv, LAYER_ATTR))
         for decision in self.report:
             if decision.layer == layer and decision.kind == "int8_filter_block":
                 decision.reason += f"; {REQUANTIZED}"

@@ -1,0 +1,37 @@
+"""What the passes that fold a chain of Relax bindings into one kernel call (``int8_requantize``,
+``column_combine_epilogue``) read from a function: its bindings, their uses, the attributes of the TIR
+functions the calls call, and per-channel constants."""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
+    """({var: the value bound to it}, {var: how many times it is used}) of a function's body."""
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    values = {b.var: b.value for b in bindings}
+    uses: dict = {}
+    for expr in [*values.values(), func.body.body]:
+        for v in relax.analysis.free_vars(expr):
+            uses[v] = uses.get(v, 0) + 1
+    return values, uses
+
+
+def tir_attr(mod: tvm.IRModule, call, name: str):
+    """The attribute ``name`` of the TIR function a call_tir calls, None for any other call."""
+    if not (isinstance(call, relax.Call) and call.op == tvm.ir.Op.get("relax.call_tir")):
+        return None
+    func = mod[call.args[0]]
+    return func.attrs.get(name) if func.attrs is not None else None
+
+
+def per_channel(const, channels: int) -> np.ndarray | None:
+    """A bias constant of shape [1, K, 1, 1] or [K, 1, 1] as [K] float32; None for any other shape."""
+    if not isinstance(const, tvm.ir.Constant):
+        return None
+    a = const.value.numpy()
+    if a.dtype != np.float32 or a.shape not in ((1, channels, 1, 1), (channels, 1, 1)):
+        return None
+    return a.reshape(channels)
