@@ -39,7 +39,8 @@ PERMUTE = "llvm.x86.avx512.permvar.sf.512"
 
 def runs_on(target: Target | None) -> bool:
     """Whether ``target`` is an x86 CPU with AVX-512. With AVX2 (8 lanes, 16 registers) the same kernel
-    measured 0.68-1.6x the rows-of-one one (docs/design.md#column-combine): those keep rows of one."""
+    was slower than the rows-of-one one on some layers (docs/design.md#column-combine): AVX2 keeps rows
+    of one."""
     return (target is not None and target.kind.name == "llvm" and "arm_cpu" not in [str(k) for k in target.keys]
             and codegen.target_has_features("avx512f", target))
 
@@ -54,7 +55,7 @@ class Knobs:
 def default_knobs(out_channels: int, positions: int, channels_padded: int, groups: int) -> Knobs:
     """Positions inner where the weights (values and offsets) are more bytes than the input, so that
     they are the operand kept in cache: there (few positions) tiles of 2 vectors of output channels x
-    8 positions; positions outer, 1 x 16, so that a channel's 16 positions are one cache line (x1.2-1.5
+    8 positions; positions outer, 1 x 16, so that a channel's 16 positions are one cache line (faster
     at batch 8, as fast at batch 1). 16 accumulators, their permute indices and temporaries in 32
     registers."""
     F = 2 if out_channels > LANES else 1
@@ -137,9 +138,9 @@ class Epilogue:
     relu: bool = False
 
 
-def finish(sums, bias, residual, relu: bool, i, k: int, at, lanes: int):
-    """The output value(s) at flat position ``at`` of channel ``k`` of image ``i``: sums + bias[k]
-    (+ residual) (ReLU'd); ``lanes`` positions from ``at`` (1: a scalar)."""
+def finish(sums, bias, residual, relu: bool, k, at, lanes: int):
+    """The output value(s) of channel ``k`` at flat output index ``at``: sums + bias[k] (+ residual)
+    (ReLU'd); ``lanes`` values from ``at`` (1: a scalar)."""
     value = sums + (T.broadcast(bias[k], lanes) if lanes > 1 else bias[k])
     if residual is not None:
         value = value + residual[T.ramp(at, 1, lanes) if lanes > 1 else at]
@@ -223,12 +224,12 @@ def column_combine_conv2d_1x1_nhwc_x86(geom: Geometry, knobs: Knobs, epilogue: E
                     if o < k:
                         if p0 + P <= count:
                             flat[T.ramp((i * k + o) * count + p0, 1, P)] = finish(
-                                tmp[T.ramp((result_region(P) + v) * lanes + ch * P, 1, P)], bias, res, relu, i, o,
+                                tmp[T.ramp((result_region(P) + v) * lanes + ch * P, 1, P)], bias, res, relu, o,
                                 (i * k + o) * count + p0, P)
                         else:
                             for e in T.serial(count - p0):
                                 flat[(i * k + o) * count + p0 + e] = finish(
-                                    tmp[(result_region(P) + v) * lanes + ch * P + e], bias, res, relu, i, o,
+                                    tmp[(result_region(P) + v) * lanes + ch * P + e], bias, res, relu, o,
                                     (i * k + o) * count + p0 + e, 1)
 
     @T.macro
