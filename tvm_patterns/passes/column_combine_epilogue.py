@@ -42,11 +42,14 @@ class _Fold(PyExprMutator):
         self.report = report
         self.values: dict = {}
         self.uses: dict = {}
+        self.consumer: dict = {}    # var used once -> the value that uses it
 
     def transform(self) -> tvm.IRModule:
         for gv, func in self.mod_.functions_items():
             if isinstance(func, relax.Function):
                 self.values, self.uses = bindings_and_uses(func)
+                self.consumer = {v: value for value in self.values.values()
+                                 for v in relax.analysis.free_vars(value) if self.uses.get(v) == 1}
                 self.builder_.update_func(gv, self.visit_expr(func))
         return relax.transform.DeadCodeElimination()(self.builder_.get())
 
@@ -93,18 +96,29 @@ class _Fold(PyExprMutator):
                 return (*biased, second, relu)
         return None
 
-    def visit_var_binding_(self, binding):
-        chain = self._chain(binding.value)
+    def _fold(self, value):
+        """(kernel call, bias [K], residual or None, relu) of a chain ending in ``value`` that the kernel
+        can take, or None."""
+        chain = self._chain(value)
         if chain is None:
-            return super().visit_var_binding_(binding)
+            return None
         kernel, bias, residual, relu = chain
-        n, c, h, w, k, g, filters, positions, inner = (int(v) for v in tir_attr(self.mod_, kernel, GEOMETRY_ATTR))
-        x, values, offset, _ = kernel.args[1].fields
-        padded = values.value.numpy().shape[1]
+        n, _, h, w, k, *_ = (int(v) for v in tir_attr(self.mod_, kernel, GEOMETRY_ATTR))
         bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None or (residual is not None and (_shape(residual) != (n, k, h, w)
                                                         or residual.ty.dtype != "float32")):
+            return None
+        return kernel, bias_k, residual, relu
+
+    def visit_var_binding_(self, binding):
+        fold = self._fold(binding.value)
+        longer = self._fold(self.consumer[binding.var]) if binding.var in self.consumer else None
+        if fold is None or (longer is not None and longer[0].same_as(fold[0])):   # fold once, at the chain's end
             return super().visit_var_binding_(binding)
+        kernel, bias_k, residual, relu = fold
+        n, c, h, w, k, g, filters, positions, inner = (int(v) for v in tir_attr(self.mod_, kernel, GEOMETRY_ATTR))
+        x, values, offset, _ = kernel.args[1].fields
+        padded = values.value.numpy().shape[1]
         epilogue = Epilogue(residual=residual is not None, relu=relu)
         func = column_combine_conv2d_1x1_nhwc_x86(Geometry(n, c, h, w, k, g), Knobs(filters, positions, bool(inner)),
                                                   epilogue)

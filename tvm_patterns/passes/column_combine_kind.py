@@ -111,13 +111,16 @@ def _plan_few_rows(call: relax.Call, ctx: LayerContext) -> Plan:
                 weight_bytes_packed=values.nbytes + offset.nbytes)
 
 
-def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:
+def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan | None:
     """A 1x1 conv on x86 with AVX-512: vectors along the output channels, each group's inputs picked by
-    a register permute (``schedules.column_combine_conv2d_1x1_nhwc_x86``)."""
+    a register permute (``schedules.column_combine_conv2d_1x1_nhwc_x86``); None where the groups are too
+    large for the permute or too few to pay."""
     w, strides, (N, C, H, W) = conv1x1_parts(call)
     K = w.shape[0]
     w2d = w.reshape(K, C)
     g, width = combine_group(w2d, ctx.options)
+    if g > nhwc_x86.LANES or -(-C // g) < (nhwc_x86.MIN_GROUPS if N == 1 else nhwc_x86.MIN_GROUPS_BATCHED):
+        return None
     out_hw = ((H - 1) // strides[0] + 1, (W - 1) // strides[1] + 1)
     geom = nhwc_x86.Geometry(N, C, *out_hw, K, g)
     count = out_hw[0] * out_hw[1]
@@ -145,18 +148,13 @@ def _plan_conv_permute(call: relax.Call, ctx: LayerContext) -> Plan:
                       options={"group_candidates": integers(2), "max_density": number(0),
                                "max_gather_rows": integer(0)})
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
-    if call.op.name == "relax.nn.conv2d":
-        w = conv1x1_parts(call)[0][:, :, 0, 0]
-        g = combine_group(w, ctx.options)[0]
-        batch = static_shape(call.args[0])[0]
-        if (nhwc_x86.runs_on(Target.current(allow_none=True)) and g <= nhwc_x86.LANES
-                and -(-w.shape[1] // g) >= (nhwc_x86.MIN_GROUPS if batch == 1 else nhwc_x86.MIN_GROUPS_BATCHED)):
-            return _plan_conv_permute(call, ctx)
-        return plan_conv(call, ctx, column_combined)
+    conv = call.op.name == "relax.nn.conv2d"
     if nhwc_x86.runs_on(Target.current(allow_none=True)):
-        permuted = _plan_permute_rows(call, ctx)
+        permuted = (_plan_conv_permute if conv else _plan_permute_rows)(call, ctx)
         if permuted is not None:
             return permuted
+    if conv:
+        return plan_conv(call, ctx, column_combined)
     rows = int(np.prod(static_shape(call.args[0])[:-1]))
     if has_schedule(COLUMN_COMBINE_DENSE) and rows <= int(ctx.options.get("max_gather_rows", MAX_GATHER_ROWS)):
         return _plan_few_rows(call, ctx)
