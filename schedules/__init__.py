@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     column_combine_conv2d_1x1_nhwc_x86,
     column_combine_dense_cpu,
     dense_conv2d_nchw_x86,
+    depthwise_pattern_conv2d_nchw_x86,
     dense_matmul_x86,
     filter_block_pattern_conv2d_nchw_neon,
     filter_block_pattern_conv2d_nchw_opencl,

@@ -115,3 +115,11 @@ def test_a_model_in_torchvision_layout_compressed_whole_builds_right_and_reports
     assert {r.layer for r in report} == names                          # torch names, dense layers too
     blocks = {e["module"] for e in config if e["kind"] == "block"}
     assert {r.layer for r in report if r.kind == "block"} == blocks
+
+
+def test_a_depthwise_conv_is_pruned_however_few_weights_it_has():
+    model = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 4, 3, padding=1))
+    dense = []
+    config = {e["module"]: e for e in whole_network_config(model, dense=dense)}
+    assert config["0"]["kind"] == "pattern"            # 144 weights: its cost is its activations
+    assert dict(dense)["1"] == "576 weights: too small to pay"

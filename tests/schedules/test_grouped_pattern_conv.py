@@ -44,3 +44,35 @@ def test_grouped_pattern_conv_with_relu6_matches_torch(case):
     assert [r.kind for r in report] == ["pattern"], report
     assert report[0].macs_dense / report[0].macs_sparse == pytest.approx(
         9 / 4 * (1 if cin == groups else 3.6), rel=0.05)
+
+
+DEPTHWISE_CASES = {  # name: (batch, channels, stride, padding, height, width)
+    "stride 1, 17 channels": (1, 17, 1, 1, 12, 20),
+    "stride 2, batch 3, odd non-square input": (3, 24, 2, 1, 19, 30),
+    "stride 2, no padding": (1, 16, 2, 0, 16, 13),
+    "stride 1, padding 2": (2, 8, 1, 2, 9, 7),
+}
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+def test_a_depthwise_pattern_conv_runs_its_own_kernel_on_x86_and_matches_torch(case):
+    n, c, stride, padding, h, w = DEPTHWISE_CASES[case]
+    torch.manual_seed(1)
+    model = pruned(torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, stride, padding, groups=c), torch.nn.ReLU6()))
+    with torch.no_grad():
+        model[0].weight[c // 2] = 0          # a channel with no taps left
+    report = []
+    x = torch.randn(n, c, h, w)
+    out = assert_matches_torch(model, x, report=report)
+    assert report[0].reason.endswith("depthwise implementation"), report[0].reason
+    offsets = assert_matches_torch(model, x, options={"pattern": {"implementation": "offsets"}})
+    np.testing.assert_allclose(out, offsets, rtol=1e-5, atol=1e-6)
+
+
+def test_the_depthwise_implementation_refuses_a_conv_that_is_not_depthwise():
+    torch.manual_seed(0)
+    model = pruned(torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, 1, 1, groups=16)))   # two filters a channel
+    report = []
+    assert_matches_torch(model, torch.randn(1, 16, 8, 8), report=report,
+                         options={"pattern": {"implementation": "depthwise"}})
+    assert report[0].kind is None and "depthwise convs only" in report[0].reason, report[0].reason

@@ -13,7 +13,9 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 LAYER_TYPES = ("conv3x3", "grouped3x3", "depthwise3x3", "conv1x1", "linear")
-MIN_WEIGHTS = 1024    # a layer with fewer weights is not worth a sparse kernel's index tables
+# A layer with fewer weights is not worth a sparse kernel's index tables; a depthwise conv costs its
+# activations, not its weights, and is pruned at any size (docs/design.md#depthwise-planes).
+MIN_WEIGHTS = 1024
 
 
 def layer_type(module: nn.Module) -> str | None:
@@ -45,8 +47,8 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
     ``filter_block`` > 0: the 3x3 convs (groups=1) take the "filter_block_pattern" kind instead, blocks
     of that many filters sharing kernels and patterns (a kernel with load reuse across filters).
     Kept dense, with the reason appended to ``dense`` as (module name, reason) and logged: the stem
-    (a conv on the 3 image channels, when ``skip_first``), layers under MIN_WEIGHTS weights, and
-    layers of other shapes.
+    (a conv on the 3 image channels, when ``skip_first``), layers other than depthwise convs under
+    MIN_WEIGHTS weights, and layers of other shapes.
 
     by_type: {layer type: options to override, or None to keep that type dense}; by_name: the same
     per module name (it wins over by_type); an override naming another kind (e.g. {"kind": "circulant",
@@ -87,7 +89,7 @@ def whole_network_config(model: nn.Module, *, connectivity: float = 3.6, sparsit
         if skip_first and kind == "conv3x3" and module.in_channels <= 3 and name not in by_name:
             kept_dense.append((name, f"the stem ({module.in_channels} input channels)"))
             continue
-        if module.weight.numel() < MIN_WEIGHTS and name not in by_name:
+        if module.weight.numel() < MIN_WEIGHTS and kind != "depthwise3x3" and name not in by_name:
             kept_dense.append((name, f"{module.weight.numel()} weights: too small to pay"))
             continue
         base = defaults[kind] if override.get("kind", defaults[kind]["kind"]) == defaults[kind]["kind"] else {}

@@ -38,6 +38,8 @@ from tvm import te, tirx
 MAIN_BLOCK = "pattern_conv2d"
 BY_PATTERN_BLOCK = "pattern_conv2d_by_pattern"
 FILTER_BLOCK_BLOCK = "filter_block_pattern_conv2d"
+DEPTHWISE_BLOCK = "depthwise_pattern_conv2d"
+DEPTHWISE_PAD_BLOCK = "depthwise_pattern_conv2d_pad"
 PAD_BLOCK = "pattern_conv2d_pad"
 CROP_BLOCK = "pattern_conv2d_crop"
 
@@ -238,4 +240,38 @@ def filter_block_pattern_conv2d(data: te.Tensor, length: te.Tensor, offset: te.T
                     * pad[n, geom.lead + offset[k // F, j, t] + h * (sh * geom.row) + w * geom.w_step].astype(out_dtype)),
             axis=[j, t]),
         name=FILTER_BLOCK_BLOCK, attrs={"filters": F, "rows": geom.row_tile})
+    return cropped(out, geom)
+
+
+def depthwise_pattern_conv2d(data: te.Tensor, offset: te.Tensor, value: te.Tensor, geom: PatternConvGeometry,
+                             out_dtype: str = "float32") -> te.Tensor:
+    """A depthwise conv, each channel its own taps: data [N, C, H, W]; offset, value [C, taps] (a tap's
+    flat offset ``kh * row + columns[kw]`` in its channel's padded plane, zeros past a kernel's taps)
+    -> [N, C, Ho, Wo].
+
+    The padded input is a plane per channel, [N, C, padded_h, row] (stride-2 rows deinterleaved), so
+    that a schedule can make each channel's plane where it is used instead of a copy of the whole
+    input; the tap row and column are clamped to the plane (a no-op on valid tables) so that the
+    plane a channel reads has static bounds."""
+    N, C, H, W = geom.N, geom.C, geom.H, geom.W
+    pt, pl = geom.padding[0], geom.padding[1]
+    row, half, sh = geom.row, geom.row // 2, geom.strides[0]
+    last_column = row - 1 - (geom.out_w_padded - 1) * geom.w_step
+
+    def pad_body(n, c, y, at):
+        x = 2 * (at % half) + at // half if geom.deinterleaved else at
+        inside = te.all(y >= pt, y < pt + H, x >= pl, x < pl + W)
+        return te.if_then_else(inside, data[n, c, y - pt, x - pl], te.const(0, data.dtype))
+
+    pad = te.compute((N, C, geom.padded_h, row), pad_body, name=DEPTHWISE_PAD_BLOCK,
+                     attrs={"deinterleaved": int(geom.deinterleaved)})
+    t = te.reduce_axis((0, int(offset.shape[1])), "t")
+
+    def body(n, c, h, w):
+        ky = tirx.min(tirx.max(offset[c, t] // row, 0), 2)
+        kx = tirx.min(tirx.max(offset[c, t] % row, 0), last_column)
+        return te.sum(value[c, t].astype(out_dtype) * pad[n, c, h * sh + ky, kx + w * geom.w_step].astype(out_dtype),
+                      axis=t)
+
+    out = te.compute((N, C, geom.out_h_padded, geom.out_w_padded), body, name=DEPTHWISE_BLOCK)
     return cropped(out, geom)

@@ -8,11 +8,12 @@ import numpy as np
 from tvm import relax
 from tvm.target import Target
 
+from schedules import depthwise_pattern_conv2d_nchw_x86 as depthwise
 from schedules import pattern_conv2d_by_pattern_x86 as by_pattern
 from schedules import pattern_conv2d_nchw_x86 as x86
 from schedules.registry import find_schedule
-from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, MAIN_BLOCK, PatternConvGeometry,
-                                                  pattern_conv2d, pattern_conv2d_by_pattern)
+from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, DEPTHWISE_BLOCK, MAIN_BLOCK, PatternConvGeometry,
+                                                  depthwise_pattern_conv2d, pattern_conv2d, pattern_conv2d_by_pattern)
 from tvm_patterns.sparsity import (NotPatternSparse, PatternLibrary, kernel_tables, pack, pattern_tables,
                                    tap_offsets)
 
@@ -21,21 +22,50 @@ from .registry import (CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, constant
 
 DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
 # "offsets": runtime tap offsets (every target); "patterns": per-pattern code with compile-time taps
-# (x86 and ARM CPUs); "auto": per-pattern where the x86 schedule prefers it (by_pattern.preferred).
-IMPLEMENTATIONS = ("auto", "offsets", "patterns")
+# (x86 and ARM CPUs); "depthwise": a depthwise conv's taps per channel, its padded plane made per
+# channel (CPUs); "auto": depthwise for depthwise convs on x86 (docs/design.md#depthwise-planes), else
+# per-pattern where the x86 schedule prefers it (by_pattern.preferred).
+IMPLEMENTATIONS = ("auto", "offsets", "patterns", "depthwise")
 INDEX_LIMIT = 2 ** 31       # the kernels index their padded input with int32
 
 
-def implementation(ctx: LayerContext, geom: PatternConvGeometry) -> str:
-    """"offsets" or "patterns" for this layer on the current target (option ``implementation``)."""
+def is_depthwise(conv_weight: np.ndarray, groups: int) -> bool:
+    """A conv whose every filter has one kernel, on its own channel."""
+    return groups > 1 and conv_weight.shape[1] == 1 and conv_weight.shape[0] == groups
+
+
+def implementation(ctx: LayerContext, geom: PatternConvGeometry, depthwise_conv: bool = False) -> str:
+    """"offsets", "patterns" or "depthwise" for this layer on the current target (option
+    ``implementation``)."""
     choice = ctx.options.get("implementation", "auto")
     target = Target.current(allow_none=True)
     if choice == "patterns" and (target is None or find_schedule(BY_PATTERN_BLOCK, target) is None):
         raise ValueError(f"layer {ctx.name}: the per-pattern implementation has a schedule for x86 and ARM "
                          f"CPUs only, not {target}")
+    if choice == "depthwise":
+        if not depthwise_conv:
+            raise LeaveDense("the depthwise implementation takes depthwise convs only")
+        if target is None or find_schedule(DEPTHWISE_BLOCK, target) is None:
+            raise ValueError(f"layer {ctx.name}: the depthwise implementation has a schedule for CPUs only, "
+                             f"not {target}")
     if choice == "auto":
+        if depthwise_conv and x86.is_x86(target):
+            return "depthwise"
         return "patterns" if by_pattern.preferred(geom.out_w_padded, target) else "offsets"
     return choice
+
+
+def depthwise_tables(w: np.ndarray, geom: PatternConvGeometry) -> tuple:
+    """(offset, value) [C, taps] of a depthwise weight [C, 1, 3, 3]: each channel's nonzero taps in
+    row order (flat offsets in its padded plane), zeros past them; taps = the most of one channel."""
+    nonzero = [np.flatnonzero(w[c, 0]) for c in range(w.shape[0])]
+    taps = max(1, max(len(n) for n in nonzero))
+    offset = np.zeros((w.shape[0], taps), dtype="int32")
+    value = np.zeros((w.shape[0], taps), dtype="float32")
+    for c, where in enumerate(nonzero):
+        offset[c, :len(where)] = (where // 3) * geom.row + np.asarray(geom.columns)[where % 3]
+        value[c, :len(where)] = w[c, 0].reshape(-1)[where]
+    return offset, value
 
 
 def check_conv_attrs(attrs, weight_shape, grouped: bool = False) -> tuple:
@@ -137,8 +167,12 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         raise LeaveDense(f"MAC density {density:.2f} is above {max_density:.2f}: dense is faster")
     check_index_limit(geom)
     N, C = geom.N, geom.C
-    impl = implementation(ctx, geom)
-    if impl == "patterns":
+    impl = implementation(ctx, geom, is_depthwise(w, groups))
+    if impl == "depthwise":
+        geom = dataclasses.replace(geom, align=0, row_tile=depthwise.ROWS)
+        compute = functools.partial(depthwise_pattern_conv2d, geom=geom)
+        arrays, name = depthwise_tables(w, geom), DEPTHWISE_BLOCK
+    elif impl == "patterns":
         tables = pattern_tables(packed, geom.plane)
         compute = functools.partial(pattern_conv2d_by_pattern, geom=geom, taps=tap_offsets(library, geom.row, geom.columns))
         arrays, name = (tables.length, tables.channel, tables.value), BY_PATTERN_BLOCK

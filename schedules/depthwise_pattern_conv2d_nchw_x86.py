@@ -1,0 +1,58 @@
+"""depthwise_pattern_conv2d_nchw_x86: host CPU schedule of the depthwise pattern conv.
+
+Loop nest after scheduling:
+
+    parallel (n, c)                        -- a channel per task
+      padded plane of channel c            -- made here, not copied for the whole input first
+      h_outer, w_outer
+        t < taps (unrolled) x hi (unrolled) x wv (8- or 16-lane vector)   -- a tile of ROWS rows
+        write-back: crop + fused epilogue (bias, ReLU6) from the tile
+
+A depthwise conv makes few MACs per byte: the global padded (for stride 2 deinterleaved) copy of
+its input that the pattern conv makes costs more than the conv where the input is larger than a
+core's L2. The plane's loops carry the loop-partition hint, so the zero borders are split off and
+the copy of the rows is a plain loop LLVM vectorizes (docs/design.md#depthwise-planes).
+"""
+from __future__ import annotations
+
+from tvm import s_tir
+
+from tvm_patterns.computes.pattern_conv2d import DEPTHWISE_BLOCK, DEPTHWISE_PAD_BLOCK
+
+from . import pattern_conv2d_nchw_x86 as x86
+from .registry import register_schedule
+
+ROWS = 4   # output rows of a register tile (the compute rounds the height up to them: ``row_tile``)
+PARTITION_HINT = "pragma_loop_partition_hint"
+
+
+def plane_block(sch: s_tir.Schedule, block):
+    return next(p for p in sch.get_producers(block) if sch.get(p).name_hint.startswith(DEPTHWISE_PAD_BLOCK))
+
+
+@register_schedule(DEPTHWISE_BLOCK, "cpu")
+def schedule(sch: s_tir.Schedule, block, target) -> None:
+    n, c, h, w, t = sch.get_loops(block)
+    lanes = x86.usable_lanes(int(sch.get(w).extent), x86.isa_of(target))[-1]
+    rows = max(d for d in range(1, ROWS + 1) if int(sch.get(h).extent) % d == 0)
+    plane = plane_block(sch, block)
+    wb = x86.split_pattern_stages(sch, block)
+    ho, hi = sch.split(h, [None, rows])
+    wo, wv = sch.split(w, [None, lanes])
+    sch.reorder(n, c, ho, wo, t, hi, wv)
+    channel = sch.fuse(n, c)
+    sch.parallel(channel)
+    sch.compute_at(plane, channel)
+    sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
+    sch.unroll(t)
+    sch.unroll(hi)
+    sch.vectorize(wv)
+    sch.decompose_reduction(block, t)
+    *_, y, x = sch.get_loops(plane)
+    if int(sch.get(plane).annotations["deinterleaved"]):
+        _, x = sch.split(x, [2, None])    # the rows' two halves: even columns, odd ones
+    for loop in (y, x):
+        sch.annotate(loop, PARTITION_HINT, 1)
+    *_, last = sch.get_loops(wb)
+    if int(sch.get(last).extent) == lanes:
+        sch.vectorize(last)
