@@ -18,9 +18,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from schedules.column_combine_conv2d_1x1_nhwc_x86 import (GEOMETRY_ATTR, KERNEL, Epilogue, Geometry, Knobs,
                                                           column_combine_conv2d_1x1_nhwc_x86)
 
-from .int8_filter_block_kind import LAYER_ATTR, written_out
+from .int8_filter_block_kind import written_out
 from .binding_chains import bindings_and_uses, per_channel, tir_attr
-from .registry import LeaveDense, static_shape
+from .registry import LAYER_ATTR, LeaveDense, static_shape
 
 FOLDED = "in its write-back"
 ADD, RELU = tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.nn.relu")

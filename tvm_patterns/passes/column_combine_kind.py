@@ -34,8 +34,9 @@ from tvm_patterns.sparsity.block import pack_block_punched
 from tvm_patterns.sparsity.column_combine import find_group
 
 from .block_kind import DEFAULT_MAX_DENSITY, conv1x1_parts, matmul_weight, plan_conv, plan_matmul
-from .int8_filter_block_kind import LAYER_ATTR, written_out
-from .registry import LayerContext, LeaveDense, Plan, integer, integers, number, register_sparse_kind, static_shape
+from .int8_filter_block_kind import written_out
+from .registry import (LAYER_ATTR, LayerContext, LeaveDense, Plan, integer, integers, number, register_sparse_kind,
+                       static_shape)
 
 DEFAULT_GROUPS = tuple(range(16, 1, -1))   # every group size from 16 down to 2
 MAX_GATHER_ROWS = 8   # a linear layer of at most this many rows gathers along outputs (else along rows)

@@ -37,7 +37,7 @@ from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
 from .pattern_kind import pattern_conv_of
-from .registry import CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, integer, register_sparse_kind
+from .registry import CHECKED_BY_PLAN, LAYER_ATTR, LayerContext, LeaveDense, Plan, integer, register_sparse_kind
 from .schedule_pass import SCHEDULED_ATTR
 
 KERNEL = "int8_filter_block_pattern_conv2d_rowpair_x86"
@@ -48,7 +48,7 @@ OPAQUE = 8   # the op pattern of our written-out TIR functions: Relax fuses noth
 # What passes/int8_requantize reads back: the kernel, its geometry and knobs, its layer; the layout a
 # quantization writes; the input scale a dequantization multiplies by.
 # [kernel, geometry..., knobs...], [layout, N, C, H, W, knobs...]
-CONV_ATTR, LAYER_ATTR = "tvm_patterns.int8_conv", "tvm_patterns.layer"
+CONV_ATTR = "tvm_patterns.int8_conv"
 LAYOUT_ATTR, DEQUANTIZE_ATTR = "tvm_patterns.int8_layout", "tvm_patterns.int8_dequantize_scale"
 
 

@@ -31,8 +31,9 @@ from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantiz
 from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
 from .binding_chains import bindings_and_uses, per_channel, tir_attr
-from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYER_ATTR, LAYOUT_ATTR,
-                                     NEON_KERNEL, QUANTIZE, written_out)
+from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
+                                     QUANTIZE, written_out)
+from .registry import LAYER_ATTR
 
 REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
 KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),

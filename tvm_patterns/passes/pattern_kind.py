@@ -17,7 +17,8 @@ from tvm_patterns.computes.pattern_conv2d import (BY_PATTERN_BLOCK, DEPTHWISE_BL
 from tvm_patterns.sparsity import (NotPatternSparse, PatternLibrary, kernel_tables, pack, pattern_tables,
                                    tap_offsets)
 
-from .registry import (CHECKED_BY_PLAN, LayerContext, LeaveDense, Plan, constant_weight, number, one_of,
+from .expand_depthwise import DEPTHWISE_ATTR, geometry_attr
+from .registry import (CHECKED_BY_PLAN, LAYER_ATTR, LayerContext, LeaveDense, Plan, constant_weight, number, one_of,
                        register_sparse_kind, static_shape)
 
 DEFAULT_MAX_DENSITY = 0.5   # rewrite when at most half the dense MACs remain
@@ -183,9 +184,13 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     ho, wo = geom.out_hw
     macs_dense = N * w.shape[0] * (C // groups) * 9 * ho * wo
 
+    attrs = {"op_pattern": 4}          # kOutEWiseFusable: bias/relu fuse after it
+    if impl == "depthwise":             # what ExpandDepthwiseFusion needs to fuse a 1x1 conv into it
+        attrs.update({DEPTHWISE_ATTR: geometry_attr(geom), LAYER_ATTR: ctx.name})
+
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(compute, call.args[0], *(relax.const(a) for a in arrays), primfunc_name_hint=name,
-                          primfunc_attrs={"op_pattern": 4})   # kOutEWiseFusable: bias/relu fuse after it
+                          primfunc_attrs=attrs)
 
     return Plan(emit=emit,
                 summary=f"{library.size}x{library.taps} patterns, {packed.nnz_kernels}/{w.shape[0] * C // groups} kernels"

@@ -16,6 +16,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
+# The torch module name of the layer a kernel of ours computes, on its TIR function (for passes that
+# fold or fuse kernels after SparseRewrite and update that layer's LayerDecision).
+LAYER_ATTR = "tvm_patterns.layer"
+
 
 class LeaveDense(Exception):
     """Raised by a kind's ``plan``: the layer stays dense, for the reason given."""
