@@ -7,8 +7,7 @@ bias and activation between them as Relax ops. Where the 1x1 conv (stride 1) fee
 
 the chain becomes one kernel (``computes.expand_depthwise``) that makes the wide tensor a block of
 channels at a time where the depthwise conv reads it, instead of writing it out and reading it back
-(docs/design.md#expand-depthwise). Planes whose size is not a multiple of VECTOR stay unfused (the
-fused 1x1 conv runs whole vectors of a flat plane).
+(docs/design.md#expand-depthwise).
 """
 from __future__ import annotations
 
