@@ -1,5 +1,6 @@
-"""block_dense_x86 / block_conv2d_1x1_x86: host CPU (AVX2, 8 float lanes) schedules of the
-block-punched computes (``tvm_patterns.computes.block_sparse``).
+"""block_dense_x86 / block_conv2d_1x1_x86: host CPU (AVX2, 8 float lanes; AVX-512 1x1 convs: 16 where
+the rows allow, ``isa_params``) schedules of the block-punched computes
+(``tvm_patterns.computes.block_sparse``).
 
 Loop nest of the main block after scheduling (conv; the linear layer has no h loops):
 
@@ -190,22 +191,43 @@ def apply(sch: s_tir.Schedule, block, order: str, knobs: Knobs | None = None, **
 
 def design_space(sch: s_tir.Schedule, target=None, **isa) -> list[s_tir.Schedule]:
     """MetaSchedule design space of a PrimFunc holding a block-punched conv or linear layer: one
-    schedule per loop order, tiles and unroll sampled. ``schedule`` is one point of it."""
+    schedule per loop order, tiles and unroll sampled (``isa``: another ISA's keys, else the target's,
+    ``isa_params``). ``schedule`` is one point of it."""
     name = next(sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))
                 if sch.get(b).name_hint in MAIN_BLOCKS)
+    isa = isa or isa_params(sch, sch.get_sblock(name), target)
     return one_space_per_order(sch, name, ORDERS, apply, **isa)
 
 
 # Rows of one (column-combined weights) on a CPU with 32 vector registers: tiles of up to 28 accumulators
 # (docs/design.md#column-combine).
 ROWS_OF_ONE_AVX512 = {"max_accumulators": 28, "max_h_rows": 28, "max_vectors": 28}
+# Blocks of rows of a 1x1 conv on a CPU with 32 vector registers: tiles of up to 24 accumulators (the
+# rest hold a tile's input vectors and broadcasts), 16-lane vectors where the rows (padded to 8 lanes by
+# the compute) hold whole ones (docs/design.md#block-sparse-avx512).
+BLOCKS_AVX512 = {"max_accumulators": 24, "max_h_rows": 24, "max_vectors": 24}
+
+
+def isa_params(sch: s_tir.Schedule, block, target) -> dict:
+    """``apply``'s ISA keys for the block's shape on ``target``: AVX2's, or on AVX-512 the wider tiles
+    above for 1x1 convs whose rows hold whole 16-lane vectors or one 8-lane one (a linear layer keeps
+    AVX2's)."""
+    if isa_of(target).registers < 32:
+        return {}
+    if int(sch.get(block).annotations["block_rows"]) == 1:
+        return ROWS_OF_ONE_AVX512
+    if sch.get(block).name_hint != CONV_BLOCK:
+        return {}
+    width = int(sch.get(sch.get_loops(block)[-2]).extent)
+    if width % 16 == 0:
+        return {**BLOCKS_AVX512, "vector": 16}
+    return BLOCKS_AVX512 if width == VECTOR else {}   # rows of several ymm (56): AVX2's tiles measured as fast
 
 
 @register_schedule(CONV_BLOCK, "cpu")
 @register_schedule(DENSE_BLOCK, "cpu")
 def schedule(sch: s_tir.Schedule, block, target, knobs: Knobs | None = None) -> None:
     """The hand schedule: ``knobs`` (default: ``default_knobs`` of the shape) as decisions of the space."""
-    if knobs is None:
-        wide = int(sch.get(block).annotations["block_rows"]) == 1 and isa_of(target).registers >= 32
-        knobs = knobs_for(sch, block, **(ROWS_OF_ONE_AVX512 if wide else {}))
-    apply(sch, block, knobs.order, knobs)
+    isa = isa_params(sch, block, target)
+    knobs = knobs or knobs_for(sch, block, **isa)
+    apply(sch, block, knobs.order, knobs, **isa)

@@ -1,6 +1,8 @@
 """Block-punched 1x1 convs and linear layers: formats, projection, kernels vs torch, the kind's decisions."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +133,50 @@ def test_conv1x1_matches_torch(N, C, H, W, K, R, stride, sparsity):
     x = np.random.default_rng(2).standard_normal((N, C, H, W)).astype("float32")
     ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w.reshape(K, C, 1, 1)), stride=stride).numpy()
     _assert_close(_run(ex, shape, x, packed.col_idx, packed.values), ref)
+
+
+AVX512_TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+AVX512_CONV_CASES = [  # N, C, H, W, K, R, stride: rows of whole 16-lane vectors, one 8-lane one, or several
+    (1, 24, 28, 28, 40, 8, 1),          # 28 wide, padded to 32: 2 x 16 lanes
+    (2, 16, 14, 10, 24, 8, 1),          # batch 2, 10 wide: one 16-lane vector with a cropped tail
+    (1, 16, 27, 27, 20, 4, 2),          # stride 2, 14 wide out, K not a multiple of 16
+    (1, 40, 7, 7, 64, 8, 1),            # 7 wide: one 8-lane vector, the wider tile
+    (1, 16, 9, 56, 16, 8, 1),           # 56 wide: 7 x 8 lanes, AVX2's tiles
+]
+
+
+def _conv_on_avx512(N, C, H, W, K, R, stride):
+    """(built for AVX-512, torch's output, the input arrays) of a random block-punched 1x1 conv."""
+    w = rand_block_weight(K, C, R, 0.75)
+    packed = pack_block_punched(w, R)
+    geom = Conv1x1Geometry(N, C, H, W, K, (stride, stride))
+    phs = [te.placeholder((N, C, H, W), name="x"), te.placeholder(packed.col_idx.shape, "int32", name="col_idx"),
+           te.placeholder(packed.values.shape, name="values")]
+    out = block_sparse_conv2d_1x1(*phs, geom)
+    sch = tvm.s_tir.Schedule(te.create_prim_func([*phs, out]))
+    sched.schedule(sch, sch.get_sblock(CONV_BLOCK), AVX512_TARGET)
+    ex = tvm.compile(sch.mod, target=AVX512_TARGET)
+    x = np.random.default_rng(3).standard_normal((N, C, H, W)).astype("float32")
+    ref = F.conv2d(torch.from_numpy(x), torch.from_numpy(w.reshape(K, C, 1, 1)), stride=stride).numpy()
+    return ex, tuple(int(d) for d in out.shape), ref, (x, packed.col_idx, packed.values)
+
+
+@pytest.mark.parametrize("N,C,H,W,K,R,stride", AVX512_CONV_CASES)
+def test_conv1x1_on_avx512_matches_torch(N, C, H, W, K, R, stride):
+    if not tvm.target.codegen.target_has_features("avx512f", targets.host()):
+        pytest.skip("this CPU lacks AVX-512")    # the assembly test below runs anywhere
+    ex, shape, ref, arrays = _conv_on_avx512(N, C, H, W, K, R, stride)
+    _assert_close(_run(ex, shape, *arrays), ref)
+
+
+def test_conv1x1_on_avx512_runs_16_lane_fmas_where_its_rows_hold_them():
+    def fmas(case):
+        asm = _conv_on_avx512(*case)[0].mod.inspect_source("asm")
+        return {reg: len(re.findall(rf"vfmadd231ps\s+[^\n]*%{reg}mm", asm)) for reg in ("z", "y")}
+
+    assert fmas(AVX512_CONV_CASES[0])["z"] >= 16         # a tile of up to 24 zmm accumulators
+    assert fmas(AVX512_CONV_CASES[4])["z"] == 0          # 56 wide: ymm only
+    assert fmas(AVX512_CONV_CASES[4])["y"] >= 8
 
 
 DENSE_CASES = [  # input shape, out features, R, sparsity
