@@ -1,11 +1,13 @@
 """What the passes that fold a chain of Relax bindings into one kernel call (``int8_requantize``,
-``column_combine_epilogue``) read from a function: its bindings, their uses, the attributes of the TIR
-functions the calls call, and per-channel constants."""
+``column_combine_epilogue``, ``expand_depthwise``) read from a function: its bindings, their uses, the
+attributes of the TIR functions the calls call, per-channel constants and static shapes."""
 from __future__ import annotations
 
 import numpy as np
 import tvm
 from tvm import relax
+
+from .registry import LeaveDense, static_shape
 
 
 def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
@@ -17,6 +19,23 @@ def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
         for v in relax.analysis.free_vars(expr):
             uses[v] = uses.get(v, 0) + 1
     return values, uses
+
+
+def single_use_call(values: dict, uses: dict, expr, op=None):
+    """The call bound to ``expr`` if it is a variable used once (and a call of ``op``), else None
+    (``values``, ``uses``: ``bindings_and_uses`` of the function)."""
+    value = values.get(expr) if isinstance(expr, relax.Var) else None
+    if not isinstance(value, relax.Call) or uses.get(expr, 0) != 1:
+        return None
+    return value if op is None or value.op == op else None
+
+
+def known_shape(expr) -> tuple | None:
+    """The static shape of a tensor expression, None where it is not known."""
+    try:
+        return static_shape(expr)
+    except LeaveDense:
+        return None
 
 
 def tir_attr(mod: tvm.IRModule, call, name: str):

@@ -19,19 +19,11 @@ from schedules.column_combine_conv2d_1x1_nhwc_x86 import (GEOMETRY_ATTR, KERNEL,
                                                           column_combine_conv2d_1x1_nhwc_x86)
 
 from .int8_filter_block_kind import written_out
-from .binding_chains import bindings_and_uses, per_channel, tir_attr
-from .registry import LAYER_ATTR, LeaveDense, static_shape
+from .binding_chains import bindings_and_uses, known_shape, per_channel, single_use_call, tir_attr
+from .registry import LAYER_ATTR
 
 FOLDED = "in its write-back"
 ADD, RELU = tvm.ir.Op.get("relax.add"), tvm.ir.Op.get("relax.nn.relu")
-
-
-def _shape(expr) -> tuple | None:
-    """The static shape of a tensor expression, None where it is not known."""
-    try:
-        return static_shape(expr)
-    except LeaveDense:
-        return None
 
 
 @mutator
@@ -54,11 +46,7 @@ class _Fold(PyExprMutator):
         return relax.transform.DeadCodeElimination()(self.builder_.get())
 
     def _single_use(self, expr, op=None):
-        """The call binding ``expr`` if it is a variable used once (and a call of ``op``), else None."""
-        value = self.values.get(expr) if isinstance(expr, relax.Var) else None
-        if not isinstance(value, relax.Call) or self.uses.get(expr, 0) != 1:
-            return None
-        return value if op is None or value.op == op else None
+        return single_use_call(self.values, self.uses, expr, op)
 
     def _kernel(self, expr):
         """The kernel call binding ``expr`` if it is one of ours used once, else None."""
@@ -105,7 +93,7 @@ class _Fold(PyExprMutator):
         kernel, bias, residual, relu = chain
         n, _, h, w, k, *_ = (int(v) for v in tir_attr(self.mod_, kernel, GEOMETRY_ATTR))
         bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
-        if bias_k is None or (residual is not None and (_shape(residual) != (n, k, h, w)
+        if bias_k is None or (residual is not None and (known_shape(residual) != (n, k, h, w)
                                                         or residual.ty.dtype != "float32")):
             return None
         return kernel, bias_k, residual, relu

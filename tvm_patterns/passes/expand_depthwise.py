@@ -22,8 +22,8 @@ from tvm_patterns.computes.block_sparse import CONV_BLOCK
 from tvm_patterns.computes.expand_depthwise import expand_depthwise_conv2d
 from tvm_patterns.computes.pattern_conv2d import PatternConvGeometry
 
-from .binding_chains import bindings_and_uses, per_channel, tir_attr
-from .registry import LAYER_ATTR, LeaveDense, static_shape
+from .binding_chains import bindings_and_uses, known_shape, per_channel, single_use_call, tir_attr
+from .registry import LAYER_ATTR
 
 DEPTHWISE_ATTR = "tvm_patterns.depthwise"   # the depthwise kernel's geometry (``geometry_attr``)
 KERNEL = "expand_depthwise_conv2d"
@@ -40,13 +40,6 @@ def geometry_of(attr) -> PatternConvGeometry:
     n, c, h, w, sh, sw, pt, pl, pb, pr, vector_width, row_tile = (int(v) for v in attr)
     return PatternConvGeometry(n, c, h, w, c, (sh, sw), (pt, pl, pb, pr), vector_width=vector_width,
                                row_tile=row_tile)
-
-
-def _shape(expr) -> tuple | None:
-    try:
-        return static_shape(expr)
-    except LeaveDense:
-        return None
 
 
 @mutator
@@ -66,9 +59,7 @@ class _Fuse(PyExprMutator):
         return relax.transform.DeadCodeElimination()(self.builder_.get())
 
     def _single_use(self, expr):
-        """The call binding ``expr`` if it is a variable used once, else None."""
-        value = self.values.get(expr) if isinstance(expr, relax.Var) else None
-        return value if isinstance(value, relax.Call) and self.uses.get(expr, 0) == 1 else None
+        return single_use_call(self.values, self.uses, expr)
 
     def _block_conv(self, expr):
         """The block-sparse 1x1 conv call binding ``expr`` (used once), else None."""
@@ -108,11 +99,12 @@ class _Fuse(PyExprMutator):
         x, col_idx, values = conv.args[1].fields
         bias_c = np.zeros(geom.C, "float32") if bias is None else per_channel(bias, geom.C)
         n_blocks, _, rows = values.value.numpy().shape
-        if (bias_c is None or n_blocks * rows != geom.C or _shape(x) is None
-                or tuple(_shape(x)[i] for i in (0, 2, 3)) != (geom.N, geom.H, geom.W)):
+        shape = known_shape(x)
+        if (bias_c is None or n_blocks * rows != geom.C or shape is None
+                or (shape[0], *shape[2:]) != (geom.N, geom.H, geom.W)):
             return super().visit_var_binding_(binding)   # a 1x1 conv of stride 2, or a partial last block
         _, offset, value = binding.value.args[1].fields
-        flat = self.builder_.emit(relax.op.reshape(self.visit_expr(x), (geom.N, _shape(x)[1], geom.H * geom.W)))
+        flat = self.builder_.emit(relax.op.reshape(self.visit_expr(x), (geom.N, shape[1], geom.H * geom.W)))
         fused = self.builder_.emit(self.builder_.call_te(
             functools.partial(expand_depthwise_conv2d, geom=geom, clip=clip), flat, col_idx, values,
             relax.const(bias_c), offset, value, primfunc_name_hint=KERNEL, primfunc_attrs={"op_pattern": 4}))
