@@ -31,12 +31,14 @@ def plane_block(sch: s_tir.Schedule, block):
     return next(p for p in sch.get_producers(block) if sch.get(p).name_hint.startswith(DEPTHWISE_PAD_BLOCK))
 
 
-def schedule_expand(sch: s_tir.Schedule, expand, lanes: int) -> None:
-    """The fused 1x1 conv (``computes.expand_depthwise``) of a block of channels: a vector of ``lanes``
-    positions (a divisor of the plane) of the block's channels, one accumulator each, over the input
-    columns, each input vector loaded once for the block; the sums go to the block's planes (L1 or L2)."""
+def schedule_expand(sch: s_tir.Schedule, expand, widest: int) -> None:
+    """The fused 1x1 conv (``computes.expand_depthwise``) of a block of channels: a vector of positions
+    (the widest divisor of the plane up to ``widest`` lanes) of the block's channels, one accumulator
+    each, over the input columns, each input vector loaded once for the block; the sums go to the
+    block's planes (L1 or L2)."""
     c, p, j = sch.get_loops(expand)[-3:]
-    po, pi = sch.split(p, [None, lanes])
+    positions = int(sch.get(p).extent)
+    po, pi = sch.split(p, [None, max(v for v in range(1, widest + 1) if positions % v == 0)])
     sch.reorder(po, j, c, pi)
     sch.unroll(c)
     sch.vectorize(pi)
@@ -69,9 +71,7 @@ def schedule(sch: s_tir.Schedule, block, target) -> None:
         sch.parallel(task)
         sch.compute_at(plane, ci)
         sch.compute_at(expand, task)
-        positions = int(sch.get(sch.get_loops(expand)[-2]).extent)
-        widest = x86.isa_of(target).lanes[-1]
-        schedule_expand(sch, expand, max(v for v in range(1, widest + 1) if positions % v == 0))
+        schedule_expand(sch, expand, x86.isa_of(target).lanes[-1])
     sch.reverse_compute_at(wb, wo, preserve_unit_loops=True)
     sch.unroll(t)
     sch.unroll(hi)

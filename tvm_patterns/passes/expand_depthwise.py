@@ -98,7 +98,7 @@ class _Fuse(PyExprMutator):
         geom = geometry_of(attr)
         x, col_idx, values = conv.args[1].fields
         bias_c = np.zeros(geom.C, "float32") if bias is None else per_channel(bias, geom.C)
-        n_blocks, _, rows = values.value.numpy().shape
+        n_blocks, _, rows = known_shape(values)
         shape = known_shape(x)
         if (bias_c is None or n_blocks * rows != geom.C or shape is None
                 or (shape[0], *shape[2:]) != (geom.N, geom.H, geom.W)):
