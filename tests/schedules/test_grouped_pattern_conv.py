@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+import tvm_patterns as tp
 from tvm_patterns.compress import oneshot_prune, whole_network_config
+from tvm_patterns.passes import pipeline
 from tvm_patterns.passes.pattern_kind import ungrouped
 from tvm_patterns.sparsity import PatternLibrary
+from tvm_patterns.targets import arm_cpu, mali
 
 from ..layer_check import assert_matches_torch
 
@@ -76,3 +79,15 @@ def test_the_depthwise_implementation_refuses_a_conv_that_is_not_depthwise():
     assert_matches_torch(model, torch.randn(1, 16, 8, 8), report=report,
                          options={"pattern": {"implementation": "depthwise"}})
     assert report[0].kind is None and "depthwise convs only" in report[0].reason, report[0].reason
+
+
+def test_a_depthwise_conv_keeps_the_offset_tables_on_an_arm_cpu_and_is_refused_by_layer_on_a_gpu():
+    torch.manual_seed(0)
+    model = pruned(torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, 1, 1, groups=16)))
+    mod = tp.from_pytorch(model, torch.randn(1, 16, 12, 12))
+    report = []
+    with arm_cpu():
+        pipeline(arm_cpu(), report=report)(mod)
+    assert report[0].reason.endswith("offsets implementation"), report[0].reason     # measured on x86 only
+    with pytest.raises(ValueError, match="layer 0: the depthwise implementation has a schedule for CPUs only"):
+        tp.build(mod, mali(), options={"pattern": {"implementation": "depthwise"}})
