@@ -25,9 +25,15 @@ from . import pattern_conv2d_nchw_x86 as x86
 from .registry import register_schedule
 
 # Per-pattern code pays where a padded row holds one vector (the row block's accumulators stay in
-# registers over all kernels) or this many and more; at two the offset tables are faster
-# (docs/design.md#per-pattern-code).
+# registers over all kernels) or this many and more; at two the offset tables are faster with the
+# default tile (docs/design.md#per-pattern-code).
 MIN_VECTORS_PER_ROW = 4
+# ... except for two zmm vectors (AVX-512's 28-wide layers): there a tile of the whole row width
+# (WHOLE_ROW_ACCUMULATORS of them: 4 rows, 2 where stride 2 reads twice the input rows) keeps its
+# accumulators in registers over all of the filter's kernels (kernels_inner), which the offset
+# tables' default tile does not (docs/design.md#per-pattern-two-vectors).
+WHOLE_ROW_VECTORS = 2
+WHOLE_ROW_ACCUMULATORS = 8
 
 # Loop orders (the offset-table schedule's names for the same places of the width tile):
 #   kernels_outer  (n, ho, k) | p | j | wo | t hi wm wv   -- the default: a kernel's weights and input
@@ -44,13 +50,31 @@ MIN_VECTORS_PER_ROW = 4
 ORDERS = ("kernels_outer", "kernels_inner", "channels_blocked")
 
 
+def whole_row_tile(out_w_padded: int, isa: x86.Isa) -> bool:
+    """A padded row of WHOLE_ROW_VECTORS 16-lane vectors: its default tile is the whole row."""
+    lanes = x86.usable_lanes(out_w_padded, isa)[-1]
+    return lanes > x86.VECTOR and out_w_padded == WHOLE_ROW_VECTORS * lanes
+
+
 def preferred(out_w_padded: int, target) -> bool:
     """Whether the build uses this implementation by default: on x86 where a padded output row
-    holds one of the widest usable vectors or at least MIN_VECTORS_PER_ROW of them."""
+    holds one of the widest usable vectors or at least MIN_VECTORS_PER_ROW of them, or two zmm ones."""
     if not x86.is_x86(target):
         return False
-    lanes = x86.usable_lanes(out_w_padded, x86.isa_of(target))[-1]
-    return out_w_padded == lanes or out_w_padded // lanes >= MIN_VECTORS_PER_ROW
+    isa = x86.isa_of(target)
+    lanes = x86.usable_lanes(out_w_padded, isa)[-1]
+    return (out_w_padded == lanes or out_w_padded // lanes >= MIN_VECTORS_PER_ROW
+            or whole_row_tile(out_w_padded, isa))
+
+
+def default_knobs(out_h: int, out_w_padded: int, isa: x86.Isa, stride: int = 1) -> x86.Knobs:
+    """The offset-table kernel's default tile, or on a row of two zmm vectors the whole row x the
+    most rows up to WHOLE_ROW_ACCUMULATORS / 2 / ``stride`` (the conv's stride down), kernels inner."""
+    if not whole_row_tile(out_w_padded, isa):
+        return x86.default_knobs(out_h, out_w_padded, isa)
+    limit = max(1, WHOLE_ROW_ACCUMULATORS // WHOLE_ROW_VECTORS // stride)
+    rows = max(d for d in range(1, limit + 1) if out_h % d == 0)
+    return x86.Knobs(rows=rows, vectors=WHOLE_ROW_VECTORS, order="kernels_inner", lanes=x86.usable_lanes(out_w_padded, isa)[-1])
 
 
 def apply(sch: s_tir.Schedule, block, order: str, knobs: x86.Knobs | None = None, *,
@@ -107,5 +131,6 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
 def schedule(sch: s_tir.Schedule, block, target, knobs: x86.Knobs | None = None) -> None:
     n, k, h, w, *_ = sch.get_loops(block)
     isa = x86.isa_of(target)
-    knobs = knobs or x86.default_knobs(int(sch.get(h).extent), int(sch.get(w).extent), isa)
+    knobs = knobs or default_knobs(int(sch.get(h).extent), int(sch.get(w).extent), isa,
+                                  x86.row_stride(sch, block))
     apply(sch, block, knobs.order, knobs, vector=knobs.lanes, max_accumulators=isa.max_accumulators)

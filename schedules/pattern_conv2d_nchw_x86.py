@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir
+from tvm import s_tir, sym
 from tvm.target import Target, codegen
 
 from tvm_patterns.computes.pattern_conv2d import CROP_BLOCK, MAIN_BLOCK, PAD_BLOCK
@@ -164,6 +164,17 @@ def schedule_pad(sch: s_tir.Schedule, pad) -> None:
     halves = [2, row // 2] if int(ann["deinterleaved"]) else [row]
     c, *_ = sch.split(i, [None, plane // row, *halves])
     sch.parallel(sch.fuse(n, c))
+
+
+def row_stride(sch: s_tir.Schedule, block) -> int:
+    """The stride down of a pattern conv: input rows between consecutive output rows, from the
+    block's read index into its padded input (``row`` elements a row)."""
+    pad = next(p for p in sch.get_producers(block) if sch.get(p).name_hint.startswith(PAD_BLOCK))
+    buffer, row = sch.get(pad).writes[0].source, int(sch.get(pad).annotations["row"])
+    h_var = sch.get(block).iter_vars[2].var
+    region = next(r for r in sch.get(block).reads if r.source.same_as(buffer))
+    coef = sym.detect_linear_equation(region.region[-1].min, [h_var])
+    return max(1, int(coef[0]) // row) if coef else 1
 
 
 def split_pattern_stages(sch: s_tir.Schedule, block):

@@ -58,6 +58,9 @@ CASES = {  # name: (batch, cin, cout, height, width, conv kwargs)
     "rectangular stride and padding": (1, 6, 4, 8, 13, {"stride": (1, 2), "padding": (1, 0)}),
     "width a multiple of the vector": (1, 12, 8, 16, 32, {}),
     "a 56-wide row, 4 zmm vectors on AVX-512": (1, 6, 5, 6, 56, {}),
+    "a 28-wide row, 2 zmm vectors on AVX-512, an odd height": (2, 7, 9, 13, 28, {}),
+    "a 28-wide row of stride 2, 2 zmm vectors on AVX-512": (1, 6, 8, 12, 56, {"stride": 2}),
+    "a 28-wide row of stride 2 down only": (1, 5, 6, 16, 28, {"stride": (2, 1)}),
     "aligned rows: batch 2, padding 0, stride 2 down only": (2, 5, 6, 9, 40, {"stride": (2, 1), "padding": 0}),
     "no bias, dense connectivity": (1, 4, 6, 7, 7, {"bias": False, "connectivity": 1.0}),
     "1x1 output": (1, 16, 8, 2, 2, {"stride": 2}),
@@ -78,19 +81,36 @@ def test_pattern_conv_matches_torch(case, implementation):
     assert report[0].reason.endswith(f"{implementation} implementation"), report[0].reason
 
 
-def test_the_build_uses_per_pattern_code_on_x86_where_a_row_holds_one_vector_or_four_or_more():
+def test_the_build_uses_per_pattern_code_on_x86_where_a_row_holds_one_vector_two_zmm_or_four_or_more():
     """Measured on Zen5: per-pattern code wins where an output row holds 4+ vectors and at one (the
-    whole row block's accumulators then stay in registers over all kernels); it loses at two."""
+    whole row block's accumulators then stay in registers over all kernels); it loses at two with the
+    default tile, but wins on AVX-512 with the whole row of two zmm vectors as the tile."""
     conv = pattern_conv(8, 8)
     avx512 = Target({"kind": "llvm", "mcpu": "skylake-avx512"})
     avx2 = Target({"kind": "llvm", "mcpu": "znver1"})
-    for target, hw, expected in [(avx512, 56, "patterns"), (avx512, 64, "patterns"), (avx512, 32, "offsets"),
+    for target, hw, expected in [(avx512, 56, "patterns"), (avx512, 64, "patterns"), (avx512, 32, "patterns"),
                                  (avx512, 14, "patterns"), (avx512, 7, "patterns"), (avx2, 32, "patterns"),
                                  (avx2, 16, "offsets"), (avx2, 8, "patterns"), (arm_cpu(), 56, "offsets")]:
         report = []
         with target:
             pipeline(target, report=report)(tp.from_pytorch(conv, torch.randn(1, 8, hw, hw)))
         assert report[0].reason.endswith(f"{expected} implementation"), (target, hw, report[0].reason)
+
+
+def test_a_row_of_two_zmm_vectors_is_one_register_tile_of_up_to_eight_accumulators_kept_over_all_kernels():
+    """4 rows x the whole 32-wide row (2 where the conv reads every other input row), kernels inner;
+    other widths and AVX2 keep the offset-table kernel's default tile."""
+    knobs = by_pattern.default_knobs
+    assert knobs(28, 32, x86.AVX512) == x86.Knobs(rows=4, vectors=2, order="kernels_inner", lanes=16)
+    assert knobs(28, 32, x86.AVX512, stride=2) == x86.Knobs(rows=2, vectors=2, order="kernels_inner", lanes=16)
+    assert knobs(13, 32, x86.AVX512).rows == 1
+    assert knobs(28, 64, x86.AVX512) == x86.default_knobs(28, 64, x86.AVX512)
+    assert knobs(14, 16, x86.AVX2) == x86.default_knobs(14, 16, x86.AVX2)
+    for stride, hw, stride_down in [(1, 28, 1), (2, 56, 2), ((2, 1), 28, 2)]:     # read from the kernel itself
+        mod = tp.from_pytorch(torch.nn.Sequential(pattern_conv(8, 8, stride=stride)), torch.randn(1, 8, hw, hw))
+        (task,), _ = extract_tasks(mod, host(), options={"pattern": {"implementation": "patterns"}})
+        sch = Schedule(task.mod)
+        assert x86.row_stride(sch, sch.get_sblock(task.block)) == stride_down
 
 
 def test_per_pattern_code_on_a_target_without_its_schedule_is_refused_by_layer():
@@ -126,14 +146,18 @@ def test_every_loop_order_and_vector_width_of_the_per_pattern_space_matches_torc
         assert tuned_error(model, x, mod, db_dir, options=options) < 1e-4, (seed, [str(p.trace) for _, p in points])
 
 
-def test_the_per_pattern_default_is_the_point_of_its_widest_vector_and_kernels_outer_order():
+def test_the_per_pattern_default_is_the_point_of_its_widest_vector_and_kernels_outer_order_or_whole_rows():
+    """Kernels outer, or kernels inner where the tile is a whole row of two zmm vectors (on AVX-512
+    the second conv's 17-wide rows)."""
     mod = tp.from_pytorch(two_odd_pattern_convs(seed=2), torch.randn(2, 6, 13, 35))
     tasks, _ = extract_tasks(mod, host(), options={"pattern": {"implementation": "patterns"}})
     for t in tasks:
         keys = by_pattern.space_points(Schedule(t.mod), host())
         found = points_of(t.design_space(Schedule(t.mod)), t.default_schedule(host()), t.mod)
-        widest = x86.usable_lanes(x86.padded_width(Schedule(t.mod), t.block), x86.isa_of(host()))[-1]
-        assert [keys[n] for n, _ in found] == [(widest, "kernels_outer")]
+        width = x86.padded_width(Schedule(t.mod), t.block)
+        widest = x86.usable_lanes(width, x86.isa_of(host()))[-1]
+        order = "kernels_inner" if by_pattern.whole_row_tile(width, x86.isa_of(host())) else "kernels_outer"
+        assert [keys[n] for n, _ in found] == [(widest, order)]
 
 
 def test_pattern_conv_runs_with_a_library_extracted_from_the_model():
