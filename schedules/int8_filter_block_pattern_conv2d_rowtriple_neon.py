@@ -1,4 +1,5 @@
-"""int8_filter_block_pattern_conv2d_rowtriple_neon: int8 filter-block pattern conv for aarch64 with dot product.
+"""int8_filter_block_pattern_conv2d_rowtriple_neon: int8 filter-block pattern conv for aarch64 (``sdot``
+with dot product, ``smull`` + ``sadalp`` without).
 
 The x86 VNNI kernel's plan (``int8_filter_block_pattern_conv2d_rowpair_x86``) in 128-bit vectors:
 ``sdot`` adds 4 s8 x s8 products a 32-bit lane, the 4 bytes of a lane the 4 taps of one pattern kernel.
@@ -18,6 +19,10 @@ positions 0-3 and 4-7, their indices depending only on the pattern. Each gathere
 
 Codes are signed (u8 code - 128: sdot multiplies s8 by s8), the shift folded into the bias as the
 zero point is. Exact integer arithmetic.
+
+Without dot product (Cortex-A72/A53: Raspberry Pi 4, RK3399), each ``sdot`` is two ``smull`` (s8 x s8 ->
+s16 products of 2 positions x 4 taps) and two ``sadalp`` (adjacent s16 pairs added into s32 lanes) into
+two accumulators; the write-back adds their lane pairs (``addp``). Exact as well: a product fits s16.
 """
 from __future__ import annotations
 
@@ -34,31 +39,38 @@ MAX_ACCUMULATORS = 16
 
 
 def missing_features(target: Target) -> list[str]:
-    """The instruction sets the kernel needs that an aarch64 ``target`` lacks."""
-    return [] if codegen.target_has_features("dotprod", target) else ["dotprod"]
+    """The instruction sets the kernel needs that an aarch64 ``target`` lacks (NEON is in every one)."""
+    return []
+
+
+def has_sdot(target: Target) -> bool:
+    """Whether the aarch64 ``target`` has the dot product instructions (else the smull kernel)."""
+    return bool(codegen.target_has_features("dotprod", target))
 
 
 @dataclass(frozen=True)
 class Knobs:
     rows: int = 1     # output rows of a register tile
     groups: int = 1   # groups of 8 output positions (a row triple) of a register tile row
+    sdot: int = 1     # 1: sdot; 0: smull + sadalp (a CPU without dot product), two accumulators per sdot's
 
 
-def default_knobs(filters: int, out_h: int, out_w: int) -> Knobs:
+def default_knobs(filters: int, out_h: int, out_w: int, sdot: bool = True) -> Knobs:
     """The tile with the fewest padded positions per kernel step, then the most accumulators (each
     kernel step loads the pattern's indices and the weights once for the whole tile)."""
     groups_in_row = -(-out_w // TRIPLE_POSITIONS)
+    per_vector = 1 if sdot else 2
     best = None
     for groups in range(1, groups_in_row + 1):
         for rows in range(1, out_h + 1):
-            acc = filters * rows * groups * 2
+            acc = filters * rows * groups * 2 * per_vector
             if acc > MAX_ACCUMULATORS:
                 break
             padded = -(-out_h // rows) * rows * (-(-groups_in_row // groups) * groups)
             cost = padded * (1 + 2 / acc)
             if best is None or cost < best[0]:
-                best = (cost, Knobs(rows, groups))
-    return best[1] if best else Knobs()
+                best = (cost, Knobs(rows, groups, int(sdot)))
+    return best[1] if best else Knobs(sdot=int(sdot))
 
 
 def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: int, k: int, blocks: int,
@@ -71,11 +83,29 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
 
     ``requantize``: two more inputs, scale float32 [B*F, 2] and grid float32 [3], and out uint8: the
     sums requantized onto the next layer's grid in the write-back (``requantized_codes``)."""
-    rows, groups = knobs.rows, knobs.groups
+    rows, groups, sdot = knobs.rows, knobs.groups, bool(knobs.sdot)
     shape = rowtriple_shape(n, c, h, w, rows, groups)
     tiles_h, tiles_w = shape[2] // rows, shape[3] // groups
-    tile = filters * rows * groups * 2
+    halves = 1 if sdot else 2                  # accumulators per 4 output positions
+    tile = filters * rows * groups * 2 * halves
     F, V, P = filters, NEON_LANES, TRIPLE_POSITIONS
+
+    def at(a, half=0):
+        """Lanes of accumulator ``half`` of the 4 positions numbered ``a``."""
+        return T.ramp((a * halves + half) * V, 1, V)
+
+    def vector_sums(acc, a):
+        """The 4 positions' sums: the accumulator, or (smull) the lane pairs of its two added."""
+        if sdot:
+            return acc[at(a)]
+        return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.addp.v4i32", acc[at(a, 0)], acc[at(a, 1)])
+
+    def lane_sum(acc, a, i):
+        """Position i (< 4) of the sums of ``a``."""
+        if sdot:
+            return acc[a * V + i]
+        first = (a * 2 + i // 2) * V + i % 2 * 2
+        return acc[first] + acc[first + 1]
 
     def weights(value, b, j, f):
         """Filter f's 4 taps in every lane: a lane of the q-register of 4 filters (sdot's indexed form,
@@ -83,6 +113,23 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
         if F % V == 0:
             return T.Shuffle([value[b, j, T.ramp(f // V * V, 1, V)]], [f % V] * V)
         return T.broadcast(value[b, j, f], V)
+
+    def pair_sums(v, half, value, b, j, f):
+        """(smull) Positions 2 half and 2 half + 1 of v times filter f's taps, as s32 sums of tap pairs."""
+        taps = T.reinterpret(T.broadcast(value[b, j, f], 2), dtype="int8x8")    # filter f's 4 taps, twice
+        products = T.call_llvm_pure_intrin("int16x8", "llvm.aarch64.neon.smull.v8i16",
+                                           T.Shuffle([v], list(range(half * 8, half * 8 + 8))), taps)
+        return T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.saddlp.v4i32.v8i16", products)
+
+    @T.macro
+    def accumulate(acc, a, v, value, b, j, f):
+        """acc(a) += the 4 positions' dot products of v (4 taps each) with filter f's taps."""
+        if sdot:
+            acc[at(a)] = T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8", acc[at(a)], v,
+                                                 T.reinterpret(weights(value, b, j, f), dtype="int8x16"))
+        else:
+            acc[at(a, 0)] = acc[at(a, 0)] + pair_sums(v, 0, value, b, j, f)
+            acc[at(a, 1)] = acc[at(a, 1)] + pair_sums(v, 1, value, b, j, f)
 
     @T.macro
     def conv(X, length, channel, pattern, value, index, bias, scale, grid, out):
@@ -105,18 +152,14 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
                                     X[nn, ch, th * rows + r, tw * groups + g, T.ramp(16, 1, 16)],
                                     index[pattern[b, j], T.ramp(s * 16, 1, 16)])
                                 for f in T.unroll(F):
-                                    acc[T.ramp((((f * rows + r) * groups + g) * 2 + s) * V, 1, V)] = (
-                                        T.call_llvm_pure_intrin(
-                                            "int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8",
-                                            acc[T.ramp((((f * rows + r) * groups + g) * 2 + s) * V, 1, V)], v,
-                                            T.reinterpret(weights(value, b, j, f), dtype="int8x16")))
+                                    accumulate(acc, ((f * rows + r) * groups + g) * 2 + s, v, value, b, j, f)
                 for f in T.unroll(F):
                     for r in T.unroll(rows):
                         for g in T.unroll(groups):
                             for s in T.unroll(2):
                                 if b * F + f < k and th * rows + r < h:
                                     if (tw * groups + g) * P + s * V + V <= w:
-                                        sums = (acc[T.ramp((((f * rows + r) * groups + g) * 2 + s) * V, 1, V)]
+                                        sums = (vector_sums(acc, ((f * rows + r) * groups + g) * 2 + s)
                                                 + T.broadcast(bias[b * F + f], V))
                                         out[nn, b * F + f, th * rows + r,
                                             T.ramp((tw * groups + g) * P + s * V, 1, V)] = (
@@ -124,7 +167,7 @@ def int8_filter_block_pattern_conv2d_rowtriple_neon(n: int, c: int, h: int, w: i
                                             else sums)
                                     else:
                                         for i in T.serial(T.max(0, T.min(V, w - (tw * groups + g) * P - s * V))):
-                                            sums = acc[(((f * rows + r) * groups + g) * 2 + s) * V + i] + bias[b * F + f]
+                                            sums = lane_sum(acc, ((f * rows + r) * groups + g) * 2 + s, i) + bias[b * F + f]
                                             out[nn, b * F + f, th * rows + r, (tw * groups + g) * P + s * V + i] = (
                                                 requantized_codes(sums, scale, grid, b * F + f, 1) if requantize
                                                 else sums)

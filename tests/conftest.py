@@ -23,3 +23,13 @@ def arm_device():
     require_emulated_arm()
     with EmulatedDevice() as dev:
         yield dev
+
+
+@pytest.fixture(scope="module")
+def arm_device_without_dotprod():
+    """The emulated aarch64 server on a Cortex-A72 (no dot product: sdot is an illegal instruction there)."""
+    from tvm_patterns.devices.emulated_arm import EmulatedDevice
+
+    require_emulated_arm()
+    with EmulatedDevice(cpu="cortex-a72") as dev:
+        yield dev

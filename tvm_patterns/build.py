@@ -34,9 +34,9 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     ``LayerDecision`` per operator looked at; tuning_log: a ``tvm-patterns tune`` log directory
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
     the others their default schedule. int8: ``tvm_patterns.calibrate``'s input ranges; the
-    filter-block pattern convs and block-punched linear layers with a range run in int8 (x86 with
-    AVX-512 VNNI or AVX2, the convs on aarch64 with dot product too; the "int8_filter_block" and
-    "int8_block" kinds).
+    filter-block pattern convs and block-punched linear layers with a range run in int8 on x86 with
+    AVX-512 VNNI or AVX2, and the convs on aarch64 too: sdot, or smull where the CPU lacks dot product
+    (the "int8_filter_block" and "int8_block" kinds).
     """
     target = as_target(target)
     options = check_options(options)

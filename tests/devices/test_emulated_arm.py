@@ -145,3 +145,28 @@ def test_a_cached_runtime_build_forgets_its_objects_when_the_sources_moved(tmp_p
     assert obj.exists()
     assert forget_objects_of_moved_sources(tmp_path, [tmp_path / "new"])       # moved: objects dropped
     assert not obj.exists()
+
+
+def test_an_emulated_cortex_a72_runs_plain_neon_and_refuses_dot_product_instructions(server, matmul_lib, tmp_path):
+    """What the int8 tests' Cortex-A72 device stands for: a core without dot product (Raspberry Pi 4)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func
+    def sdot(a: T.Buffer((16,), "int8"), out: T.Buffer((4,), "int32")):
+        T.func_attr({"global_symbol": "main", "tir.noalias": True})
+        out[T.ramp(0, 1, 4)] = T.call_llvm_pure_intrin("int32x4", "llvm.aarch64.neon.sdot.v4i32.v16i8",
+                                                       T.broadcast(T.int32(0), 4), a[T.ramp(0, 1, 16)],
+                                                       a[T.ramp(0, 1, 16)])
+
+    target = targets.arm_cpu("cortex-a76")
+    lib = export_library(tvm.compile(tvm.IRModule({"main": sdot}), target=target), tmp_path / "sdot.so", target)
+    a = np.arange(16, dtype="int8")
+    with EmulatedDevice(server=server) as dev:        # qemu's "max" CPU has dot product
+        np.testing.assert_array_equal(dev.run(lib, a, np.zeros(4, "int32"))[-1],
+                                      (a.astype(np.int32) ** 2).reshape(4, 4).sum(1))
+    with EmulatedDevice(server=server, cpu="cortex-a72") as dev:
+        path, _, shape = matmul_lib
+        x, y, z = _inputs(*shape)
+        np.testing.assert_allclose(dev.run(path, x, y, z)[-1], x @ y, rtol=1e-5, atol=1e-5)
+        with pytest.raises(Exception):
+            dev.run(lib, a, np.zeros(4, "int32"))

@@ -144,13 +144,30 @@ def test_the_int8_network_for_aarch64_runs_sdot_and_agrees_with_float_pytorch_on
     np.testing.assert_array_equal(arm_device.run_model(path, x.numpy()), arm_device.run_model(float_between, x.numpy()))
 
 
-def test_an_aarch64_cpu_without_dot_product_keeps_the_float_kernel_and_says_so():
+def test_the_int8_network_for_an_aarch64_cpu_without_dot_product_runs_smull_on_a_cortex_a72(
+        arm_device_without_dotprod, tmp_path):
+    """A Raspberry Pi 4 / RK3399 target (Cortex-A72): the same int8 layers, chained in 8 bits, with smull +
+    sadalp, run on an emulated Cortex-A72 (where sdot would be an illegal instruction)."""
     model = user_model()
+    batches = [torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     report = []
-    tp.build(tp.from_pytorch(model, torch.randn(1, 3, 20, 30)), tp.targets.arm_cpu("cortex-a53"),
-             int8=tp.calibrate(model, [torch.randn(1, 3, 20, 30)]), report=report)
-    layer = next(r for r in report if r.layer == "2")
-    assert layer.kind == "filter_block" and "lacks dotprod" in layer.passed_over
+    target = tp.targets.arm_cpu("rk3399")
+    ex = tp.build(tp.from_pytorch(model, batches[0]), target, int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r for r in report}
+    assert kinds["2"].kind == kinds["6"].kind == "int8_filter_block" and REQUANTIZED in kinds["2"].reason
+    path = tp.export_library(ex, tmp_path / "int8.so", target)
+    dis = subprocess.run(["aarch64-linux-gnu-objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "smull\t" in dis and "sadalp\t" in dis and "sdot\t" not in dis
+    agree, worst = 0, 0.0
+    for i in range(4):
+        x = torch.randn(4, 3, 20, 30, generator=torch.Generator().manual_seed(50 + i))
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = arm_device_without_dotprod.run_model(path, x.numpy())
+        agree += int((got.argmax(1) == ref.argmax(1)).sum())
+        worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
+    assert worst < 0.03 and agree >= 15, (worst, agree)
 
 
 def test_an_x86_cpu_with_avx2_only_runs_the_avx2_int8_kernel_on_7bit_weights_and_agrees_with_float_pytorch():

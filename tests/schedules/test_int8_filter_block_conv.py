@@ -229,24 +229,25 @@ def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs():
     np.testing.assert_array_equal(args[-1].numpy(), expected)
 
 
-# aarch64 with dot product: the same conv on the emulated device (qemu-user), bit-exact
+# aarch64 (sdot with dot product, smull without): the same conv on the emulated device (qemu-user), bit-exact
 def build_neon(shape, K, filters, tables, knobs):
     from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import int8_filter_block_pattern_conv2d_rowtriple_neon
     N, C, H, W = shape
     f = int8_filter_block_pattern_conv2d_rowtriple_neon(N, C, H, W, K, tables.channel.shape[0], filters,
                                                         tables.channel.shape[1], LIB.size, knobs)
-    target = tp.targets.arm_cpu()
+    target = tp.targets.arm_cpu("cortex-a76" if knobs.sdot else "rk3399")
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target))
 
 
+@pytest.mark.parametrize("sdot", [1, 0])
 @pytest.mark.parametrize("shape,K,filters,rows,groups,zero_point", [
     ((2, 13, 9, 37), 10, 4, 2, 1, 3),      # odd channels, a row tail past half a triple, K not a multiple of F
     ((1, 5, 7, 18), 6, 2, 3, 2, 200),      # two filters a block, rows and triples past the output
     ((1, 6, 5, 16), 8, 4, 1, 2, 128),      # whole triples
 ])
 def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_path, shape, K, filters, rows, groups,
-                                                                zero_point):
+                                                                zero_point, sdot):
     from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import Knobs as NeonKnobs
     N, C, H, W = shape
     rng = np.random.default_rng(1)
@@ -256,7 +257,7 @@ def test_the_aarch64_kernel_is_bit_exact_on_the_emulated_device(arm_device, tmp_
     t = int8_filter_block_tables(w, LIB, filters)
     folded = np.zeros(t.channel.shape[0] * filters, "int32")   # signed codes x - 128: fold zero_point - 128
     folded[:K] = bias - (zero_point - 128) * w.astype(np.int64).sum(axis=(1, 2, 3))
-    path = tp.export_library(build_neon(shape, K, filters, t, NeonKnobs(rows, groups)), tmp_path / "k.so",
+    path = tp.export_library(build_neon(shape, K, filters, t, NeonKnobs(rows, groups, sdot)), tmp_path / "k.so",
                              tp.targets.arm_cpu())
     got = arm_device.run(path, pack_rowtriples(x, zero_point, rows, groups), t.length, t.channel, t.pattern, t.value,
                          rowtriple_index(LIB), folded, np.zeros((N, K, H, W), "int32"))[-1]
@@ -288,6 +289,37 @@ def test_the_requantizing_aarch64_kernel_writes_the_next_layers_codes_on_the_emu
     expected = requantized_reference(reference(x, w, np.zeros(K, "int32"), zero_point), scale[:K], grid)
     assert (expected == 7).any() and (expected == 255).any()
     np.testing.assert_array_equal(got, expected)
+
+
+def test_the_aarch64_kernel_without_dot_product_runs_on_a_cortex_a72_bit_exact(arm_device_without_dotprod, tmp_path):
+    """smull + sadalp only: on the emulated Cortex-A72 an sdot would be an illegal instruction."""
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import Knobs as NeonKnobs
+    shape, K, filters, zero_point = (2, 13, 9, 37), 10, 4, 3
+    N, C, H, W = shape
+    rng = np.random.default_rng(3)
+    w = int8_weight(K, C, filters, seed=3)
+    x = rng.integers(0, 256, shape).astype("uint8")
+    bias = rng.integers(-5000, 5000, K).astype("int32")
+    t = int8_filter_block_tables(w, LIB, filters)
+    folded = np.zeros(t.channel.shape[0] * filters, "int32")
+    folded[:K] = bias - (zero_point - 128) * w.astype(np.int64).sum(axis=(1, 2, 3))
+    path = tp.export_library(build_neon(shape, K, filters, t, NeonKnobs(2, 1, sdot=0)), tmp_path / "k.so",
+                             tp.targets.arm_cpu("rk3399"))
+    got = arm_device_without_dotprod.run(path, pack_rowtriples(x, zero_point, 2, 1), t.length, t.channel, t.pattern,
+                                         t.value, rowtriple_index(LIB), folded, np.zeros((N, K, H, W), "int32"))[-1]
+    np.testing.assert_array_equal(got, reference(x, w, bias, zero_point))
+
+
+def test_the_aarch64_hot_loop_without_dot_product_multiplies_with_smull_and_adds_pairs_with_sadalp():
+    from schedules.int8_filter_block_pattern_conv2d_rowtriple_neon import default_knobs as neon_knobs
+    w = int8_weight(32, 64, 4, connectivity=3.6)
+    t = int8_filter_block_tables(w, LIB, 4)
+    knobs = neon_knobs(4, 28, 28, sdot=False)
+    assert knobs.sdot == 0 and 4 * knobs.rows * knobs.groups * 2 * 2 <= 16      # two accumulators per sdot's
+    asm = build_neon((1, 64, 28, 28), 32, 4, t, knobs).mod.inspect_source("asm")
+    loop = hot_loop(asm, "smull")
+    assert sum("\tsmull" in line for line in loop) == sum("\tsadalp" in line for line in loop) == 16
+    assert "sdot" not in asm and sum("\ttbl\t" in line for line in loop) == 2
 
 
 def test_the_aarch64_hot_loop_gathers_with_two_register_tbl_and_multiplies_with_indexed_sdot():

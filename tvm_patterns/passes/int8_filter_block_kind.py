@@ -75,7 +75,7 @@ def is_aarch64(target: Target | None) -> bool:
 
 
 def int8_family(target: Target | None, aarch64: bool = False, avx2: bool = False) -> str | None:
-    """Which int8 kernels run on ``target``: "neon" (aarch64 with dot product), "vnni" (x86 with
+    """Which int8 kernels run on ``target``: "neon" (aarch64: sdot, or smull without dot product), "vnni" (x86 with
     AVX-512 VNNI and VBMI), "avx2" (x86 with AVX2 only); None for none. ``aarch64`` and ``avx2``: the
     layer has those kernels too."""
     if target is None:
@@ -92,7 +92,7 @@ def int8_family(target: Target | None, aarch64: bool = False, avx2: bool = False
 
 def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = False) -> tuple[float, int, str]:
     """(input scale, zero point, ``int8_family``) of an int8 layer, or LeaveDense saying why it stays
-    float. ``aarch64``, ``avx2``: the layer has a kernel for aarch64 with dot product, for x86 with AVX2 too."""
+    float. ``aarch64``, ``avx2``: the layer has a kernel for aarch64, for x86 with AVX2 too."""
     ranges = ctx.options.get("ranges")
     if ranges is None:
         raise LeaveDense("int8 not asked for (tp.build(..., int8=tp.calibrate(model, batches)))")
@@ -105,7 +105,7 @@ def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = Fal
             missing = (int8_avx2 if avx2 else int8_x86).missing_features(target)
         else:
             where = ("x86 with AVX-512 VNNI" + (" or AVX2" if avx2 else "")
-                     + (" or aarch64 with dot product" if aarch64 else ""))
+                     + (" or aarch64" if aarch64 else ""))
             name = "no target" if target is None else f"{target.kind.name} {target.attrs.get('mcpu', '')}".strip()
             raise LeaveDense(f"no int8 kernel for {name} ({where} only)")
         raise LeaveDense(f"no int8 kernel: the target CPU lacks {', '.join(missing)}")
@@ -143,8 +143,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
     if family == "neon":                     # signed codes: the shift by 128 is folded in as well
         bias[:K] = -(zero_point - 128) * codes.astype(np.int64).sum(axis=(1, 2, 3))
-        knobs = int8_neon.default_knobs(F, H, W)
-        knobs_of = [knobs.rows, knobs.groups]
+        knobs = int8_neon.default_knobs(F, H, W, sdot=int8_neon.has_sdot(Target.current()))
+        knobs_of = [knobs.rows, knobs.groups, knobs.sdot]
         kernel = int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon(*geometry, knobs)
         kernel_name, index = NEON_KERNEL, rowtriple_index(library)
         triples = rowtriple_shape(N, C, H, W, knobs.rows, knobs.groups)

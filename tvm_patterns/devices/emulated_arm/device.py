@@ -118,15 +118,18 @@ class EmulatedDevice:
     tracker: an ``RPCTracker``, a ``(host, port)`` pair or None. With a tracker the server
     registers under ``key``; ``connect()`` then goes through the tracker as a tuner would.
     server: path of ``tvm_rpc_server`` (default: ``build_runtime()``, built once and cached).
+    cpu: the CPU qemu emulates (``qemu-aarch64 -cpu help``; default qemu's "max", which has every
+    extension): e.g. "cortex-a72" to run code on a core without dot product, as a Raspberry Pi 4's.
     """
 
     def __init__(self, tracker: RPCTracker | tuple[str, int] | None = None,
                  key: str = DEFAULT_KEY, host: str = "127.0.0.1",
-                 server: str | os.PathLike | None = None, start_timeout: float = 120):
+                 server: str | os.PathLike | None = None, start_timeout: float = 120, cpu: str | None = None):
         self.tracker_addr = tracker.address if isinstance(tracker, RPCTracker) else tracker
         self.key, self.host = key, host
         self.server = Path(server) if server is not None else None
         self.start_timeout = start_timeout
+        self.cpu = cpu
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -146,8 +149,8 @@ class EmulatedDevice:
             raise RuntimeError(f"the emulated aarch64 device needs: apt-get install {' '.join(missing)}")
         server = self.server or build_runtime()
         self._tmp = tempfile.TemporaryDirectory(prefix="tvm-patterns-arm-")
-        cmd = [QEMU, "-L", SYSROOT, str(server), "--host", self.host, "--port", "0",
-               "--work-dir", self._tmp.name]
+        cmd = [QEMU, *(["-cpu", self.cpu] if self.cpu else []), "-L", SYSROOT, str(server), "--host", self.host,
+               "--port", "0", "--work-dir", self._tmp.name]
         if self.tracker_addr is not None:
             cmd += ["--tracker", f"{self.tracker_addr[0]}:{self.tracker_addr[1]}", "--key", self.key]
         else:
