@@ -71,10 +71,12 @@ DENSE_R = 8          # block rows of the TVM dense baseline's layout
 
 
 def _compile(out_fn, placeholders, main_block, schedule):
+    """Scheduled for the host target, as ``tp.build`` schedules it (the AVX-512 tiles need the target)."""
+    target = targets.host()
     out = out_fn(*placeholders)
     sch = tvm.s_tir.Schedule(te.create_prim_func([*placeholders, out]))
-    schedule(sch, sch.get_sblock(main_block), None)
-    return tvm.compile(sch.mod, target=targets.host())["main"], tuple(int(d) for d in out.shape)
+    schedule(sch, sch.get_sblock(main_block), target)
+    return tvm.compile(sch.mod, target=target)["main"], tuple(int(d) for d in out.shape)
 
 
 def _caller(fn, out_shape, arrays):

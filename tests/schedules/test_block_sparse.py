@@ -321,3 +321,26 @@ def test_detects_block_rows_and_threshold():
         _block_plan(_conv(w), max_density=0.4)
     plan = _block_plan(_matmul(rand_block_weight(24, 16, 4, 0.75).T.copy()))
     assert "block-punched 4x4" in plan.summary and plan.macs_sparse * 4 == plan.macs_dense
+
+
+def test_the_block_benchmark_schedules_its_kernels_for_the_host_target_as_the_build_does():
+    """scripts/bench_block.py times the tiles tp.build picks (AVX-512 ones need the target to be known)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "bench_block.py"
+    spec = importlib.util.spec_from_file_location("bench_block", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seen = []
+
+    def spy(sch, block, target):
+        seen.append(target)
+        sched.schedule(sch, block, target)
+
+    layer = bench.Layer("resnet50", "odd", "conv", (12, 5, 7, 16, 1))
+    packed = pack_block_punched(project_block_punched(layer.w, 8, 0.5), 8)
+    phs = [te.placeholder(layer.x.shape, name="x"), te.placeholder(packed.col_idx.shape, "int32", name="c"),
+           te.placeholder(packed.values.shape, name="v")]
+    fn, shape = bench._compile(lambda x, c, v: block_sparse_conv2d_1x1(x, c, v, layer.geom), phs, CONV_BLOCK, spy)
+    assert [str(t) for t in seen] == [str(targets.host())] and shape == (1, 16, 5, 7)
