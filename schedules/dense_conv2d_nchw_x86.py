@@ -31,8 +31,23 @@ def _vector_lanes(width: int) -> int:
     return 1
 
 
-def default_knobs(K: int, W: int) -> dict:
-    lanes = _vector_lanes(W)
+# With AVX-512 (32 registers, 16 lanes where the row holds whole zmm vectors): tiles of KI_AVX512 output
+# channels x up to WM_AVX512 vectors, each input vector load feeding 8 FMAs (docs/design.md#dense-row-vectors).
+KI_AVX512 = 8
+WM_AVX512 = 2
+
+
+def row_lanes(W: int, isa: Isa) -> int:
+    """Lanes of the row vectors: 16 on AVX-512 where they divide the width, else ``_vector_lanes``."""
+    return 16 if 16 in isa.lanes and W % 16 == 0 else _vector_lanes(W)
+
+
+def default_knobs(K: int, W: int, isa: Isa | None = None) -> dict:
+    lanes = row_lanes(W, isa) if isa is not None else _vector_lanes(W)
+    if lanes == 16:
+        ki = next(d for d in (KI_AVX512, KI, 1) if K % d == 0)
+        return {"ki": ki, "wm": max(d for d in range(1, WM_AVX512 + 1) if (W // lanes) % d == 0), "unroll": 0,
+                "lanes": 16}
     return {"ki": KI if K % KI == 0 else 1,
             "wm": max(d for d in range(1, MAX_VECTORS + 1) if (W // lanes) % d == 0), "unroll": 0}
 
@@ -154,16 +169,16 @@ def apply_channel_vectors(sch: s_tir.Schedule, block, knobs: dict | None, lanes:
     sch.decompose_reduction(block, rc)
 
 
-def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
-    """Row vectors. ``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the
-    tuner (sampled)."""
+def apply(sch: s_tir.Schedule, block, knobs: dict | None = None, lanes: int | None = None) -> None:
+    """Row vectors of ``lanes`` (default ``knobs["lanes"]``, else ``_vector_lanes`` of the width).
+    ``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the tuner (sampled)."""
     knobs = knobs or {}
     pad = padded_input(sch, block)
     if pad is not None:
         deinterleave_rows(sch, block, pad)
         sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
-    lanes = _vector_lanes(int(sch.get(w).extent))
+    lanes = lanes or knobs.get("lanes") or _vector_lanes(int(sch.get(w).extent))
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
     ko, kin = perfect_tile(sch, k, knobs.get("ki"), MAX_KI)
@@ -187,9 +202,10 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     row and unroll sampled (the channel-vector nest once per input layout, INPUT_LAYOUTS);
     ``schedule`` (the default knobs) is one point of it."""
     block, isa = sch.get_sblock(MAIN_BLOCK), isa_of(target)
-    if not channel_vectors(sch, block, isa.lanes[-1]):
-        apply(sch, block)
-        return [sch]
+    if not channel_vectors(sch, block, isa.lanes[-1]):     # row vectors: one space per vector width
+        width = int(sch.get(sch.get_loops(block)[3]).extent)
+        widths = sorted({_vector_lanes(width), row_lanes(width, isa)})
+        return one_space_per_order(sch, MAIN_BLOCK, widths, lambda s, b, lanes: apply(s, b, None, lanes))
     return one_space_per_order(sch, MAIN_BLOCK, INPUT_LAYOUTS, lambda s, b, layout: apply_channel_vectors(
         s, b, None, isa.lanes[-1], isa.max_accumulators, layout))
 
@@ -202,4 +218,4 @@ def schedule(sch: s_tir.Schedule, block, target, knobs: dict | None = None) -> N
         knobs = knobs or channel_vector_knobs(K, W, isa)
         apply_channel_vectors(sch, block, knobs, isa.lanes[-1], isa.max_accumulators)
     else:
-        apply(sch, block, knobs or default_knobs(K, W))
+        apply(sch, block, knobs or default_knobs(K, W, isa))

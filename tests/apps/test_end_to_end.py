@@ -8,6 +8,7 @@ from tvm.tirx import ForKind
 
 import tvm_patterns as tp
 from schedules import pattern_conv2d_nchw_x86 as x86
+import schedules.dense_conv2d_nchw_x86 as dense_conv
 from schedules.dense_conv2d_nchw_x86 import INPUT_LAYOUTS, channel_vector_knobs
 from schedules.dense_matmul_x86 import default_vectors
 from tvm_patterns.apps import demo
@@ -95,6 +96,28 @@ def test_a_dense_conv_whose_channels_fill_vectors_is_vectorized_over_its_channel
     conv = sch.get_sblock("conv2d_nchw_update")
     vectorized = [int(sch.get(loop).extent) for loop in sch.get_loops(conv) if sch.get(loop).kind == ForKind.VECTORIZED]
     assert vectorized == [vector]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, width, whole_zmm", [
+    (7, 2, 3, 64, True), (3, 1, 1, 32, True), (3, 2, 1, 48, False)])     # output rows 32, 32, 24 wide
+def test_a_first_conv_takes_16_lane_row_vectors_and_tiles_of_8_channels_on_avx512(kernel, stride, padding, width,
+                                                                                  whole_zmm):
+    """3 input channels (ResNet-50's and VGG-16's first convs: x1.4 on a Xeon against 8 lanes x 4
+    channels); AVX2 keeps 8 lanes."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 24, kernel, stride, padding), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 3, 5, width)
+    assert_matches_torch(model, x)
+    (task,), _ = extract_tasks(tp.from_pytorch(model, x), host())
+    sch = task.default_schedule(host())
+    conv = sch.get_sblock("conv2d_nchw_update")
+    vectorized = [int(sch.get(loop).extent) for loop in sch.get_loops(conv) if sch.get(loop).kind == ForKind.VECTORIZED]
+    assert vectorized == [WIDEST if whole_zmm else 8]
+    assert dense_conv.default_knobs(64, 112, x86.AVX512) == {"ki": 8, "wm": 1, "unroll": 0, "lanes": 16}
+    assert dense_conv.default_knobs(64, 224, x86.AVX512) == {"ki": 8, "wm": 2, "unroll": 0, "lanes": 16}
+    assert dense_conv.default_knobs(32, 112, x86.AVX2) == dense_conv.default_knobs(32, 112) == {"ki": 4, "wm": 2,
+                                                                                                 "unroll": 0}
+    assert len(task.design_space(Schedule(task.mod))) == (2 if WIDEST == 16 and whole_zmm else 1)  # one per width
 
 
 @pytest.mark.parametrize("K, W, tile", [(64, 224, (2, 7)), (256, 28, (2, 7)), (512, 7, (2, 7)), (32, 30, (2, 6)),
