@@ -368,3 +368,57 @@ def test_block_pruned_1x1_convs_run_in_int8_when_asked_with_their_stride_and_res
         agree += int((got.argmax(1) == ref.argmax(1)).sum())
         worst = max(worst, float(np.abs(got - ref).max() / np.abs(ref).max()))
     assert worst < 0.03 and agree >= 31, (worst, agree)
+
+
+def first_conv_into_int8(size: int) -> tuple:
+    """A dense first conv (its 32 float channels at size x size) into an int8 filter-block conv."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1), nn.ReLU()).eval()
+    oneshot_prune(model, [{"module": "2", "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}],
+                  PatternLibrary.patdnn()).squash()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(4))
+    return model, x, tp.calibrate(model, [x])
+
+
+def built_function_names(mod, ranges) -> tuple:
+    """(the int8 build of ``mod``, the names of its functions after fusion)."""
+    names = []
+
+    @tvm.instrument.pass_instrument
+    class AfterFusion:
+        def run_after_pass(self, module, info):
+            if info.name == "FuseTIR":
+                names.extend(gv.name_hint for gv in module.get_global_vars())
+
+    with tvm.transform.PassContext(instruments=[AfterFusion()]):
+        ex = tp.build(mod, int8=ranges)
+    return ex, names
+
+
+def test_an_int8_convs_large_float_input_is_quantized_in_the_epilogue_of_the_conv_that_writes_it(monkeypatch):
+    """VGG-16's first conv: 12.8 MB of float activations become 3.2 MB of codes written by the conv itself;
+    the codes are those of the quantize kernel (bit-exact outputs)."""
+    require_avx2()
+    model, x, ranges = first_conv_into_int8(200)               # 32 x 200 x 200 floats: 5.1 MB
+    mod = tp.from_pytorch(model, x)
+    ex, names = built_function_names(mod, ranges)
+    assert any("conv2d" in n and "cast" in n for n in names), names          # the first conv writes uint8
+    assert any(n.startswith("int8_quantize_rowpairs_x86_layout") for n in names)
+    assert "int8_quantize_rowpairs_x86" not in names                          # no float quantize kernel left
+    xt = tvm.runtime.tensor(x.numpy())
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](xt).numpy()
+    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8QuantizeEpilogue",
+                        lambda: tvm.transform.Sequential([]))
+    kernel = relax.VirtualMachine(tp.build(mod, int8=ranges), tvm.cpu())["main"](xt).numpy()
+    np.testing.assert_array_equal(got, kernel)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 0.03
+
+
+def test_a_small_float_input_of_an_int8_conv_keeps_its_quantize_kernel():
+    """Under 4 MB the floats stay in cache between the kernels: moving the quantization does not pay."""
+    require_avx2()
+    model, x, ranges = first_conv_into_int8(64)
+    _, names = built_function_names(tp.from_pytorch(model, x), ranges)
+    assert "int8_quantize_rowpairs_x86" in names and not any("cast" in n for n in names), names

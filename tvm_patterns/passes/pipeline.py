@@ -7,6 +7,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from .column_combine_epilogue import ColumnCombineEpilogue
 from .expand_depthwise import ExpandDepthwiseFusion
+from .int8_quantize_epilogue import Int8QuantizeEpilogue
 from .int8_requantize import Int8Requantize
 from .rewrite import SparseRewrite
 from .schedule_pass import ApplySchedules
@@ -34,8 +35,8 @@ def pipeline(target, kinds=None, options=None, report=None, sparse: bool = True,
     if sparse:
         if report is None:
             report = []
-        front += [SparseRewrite(kinds, options, report), Int8Requantize(report), ColumnCombineEpilogue(report),
-                  ExpandDepthwiseFusion(report)]
+        front += [SparseRewrite(kinds, options, report), Int8Requantize(report), Int8QuantizeEpilogue(),
+                  ColumnCombineEpilogue(report), ExpandDepthwiseFusion(report)]
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_patterns.pipeline")
     def _pipeline(mod, _ctx):
