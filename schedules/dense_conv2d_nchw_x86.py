@@ -37,13 +37,13 @@ KI_AVX512 = 8
 WM_AVX512 = 2
 
 
-def row_lanes(W: int, isa: Isa) -> int:
+def row_vector_lanes(W: int, isa: Isa) -> int:
     """Lanes of the row vectors: 16 on AVX-512 where they divide the width, else ``_vector_lanes``."""
     return 16 if 16 in isa.lanes and W % 16 == 0 else _vector_lanes(W)
 
 
 def default_knobs(K: int, W: int, isa: Isa | None = None) -> dict:
-    lanes = row_lanes(W, isa) if isa is not None else _vector_lanes(W)
+    lanes = row_vector_lanes(W, isa) if isa is not None else _vector_lanes(W)
     if lanes == 16:
         ki = next(d for d in (KI_AVX512, KI, 1) if K % d == 0)
         return {"ki": ki, "wm": max(d for d in range(1, WM_AVX512 + 1) if (W // lanes) % d == 0), "unroll": 0,
@@ -204,7 +204,7 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     block, isa = sch.get_sblock(MAIN_BLOCK), isa_of(target)
     if not channel_vectors(sch, block, isa.lanes[-1]):     # row vectors: one space per vector width
         width = int(sch.get(sch.get_loops(block)[3]).extent)
-        widths = sorted({_vector_lanes(width), row_lanes(width, isa)})
+        widths = sorted({_vector_lanes(width), row_vector_lanes(width, isa)})
         return one_space_per_order(sch, MAIN_BLOCK, widths, lambda s, b, lanes: apply(s, b, None, lanes))
     return one_space_per_order(sch, MAIN_BLOCK, INPUT_LAYOUTS, lambda s, b, layout: apply_channel_vectors(
         s, b, None, isa.lanes[-1], isa.max_accumulators, layout))

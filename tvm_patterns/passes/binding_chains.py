@@ -21,6 +21,19 @@ def bindings_and_uses(func: relax.Function) -> tuple[dict, dict]:
     return values, uses
 
 
+def rewrite_functions(mutator, mod: tvm.IRModule, prepare=None) -> tvm.IRModule:
+    """Visit each Relax function of ``mod`` with ``mutator`` (a PyExprMutator over ``mod``), its
+    ``values`` and ``uses`` set to the function's ``bindings_and_uses`` first (then ``prepare(mutator)``),
+    and drop the bindings the rewrite left unused."""
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.values, mutator.uses = bindings_and_uses(func)
+            if prepare is not None:
+                prepare(mutator)
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(mutator.builder_.get())
+
+
 def single_use_call(values: dict, uses: dict, expr, op=None):
     """The call bound to ``expr`` if it is a variable used once (and a call of ``op``), else None
     (``values``, ``uses``: ``bindings_and_uses`` of the function)."""

@@ -19,7 +19,7 @@ from schedules.column_combine_conv2d_1x1_nhwc_x86 import (GEOMETRY_ATTR, KERNEL,
                                                           column_combine_conv2d_1x1_nhwc_x86)
 
 from .int8_filter_block_kind import written_out
-from .binding_chains import bindings_and_uses, known_shape, per_channel, single_use_call, tir_attr
+from .binding_chains import known_shape, per_channel, rewrite_functions, single_use_call, tir_attr
 from .registry import LAYER_ATTR
 
 FOLDED = "in its write-back"
@@ -37,13 +37,11 @@ class _Fold(PyExprMutator):
         self.consumer: dict = {}    # var used once -> the value that uses it
 
     def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.values, self.uses = bindings_and_uses(func)
-                self.consumer = {v: value for value in self.values.values()
-                                 for v in relax.analysis.free_vars(value) if self.uses.get(v) == 1}
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(self.builder_.get())
+        def single_consumers(m):
+            m.consumer = {v: value for value in m.values.values()
+                          for v in relax.analysis.free_vars(value) if m.uses.get(v) == 1}
+
+        return rewrite_functions(self, self.mod_, single_consumers)
 
     def _single_use(self, expr, op=None):
         return single_use_call(self.values, self.uses, expr, op)

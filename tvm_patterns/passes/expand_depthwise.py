@@ -22,7 +22,7 @@ from tvm_patterns.computes.block_sparse import CONV_BLOCK
 from tvm_patterns.computes.expand_depthwise import expand_depthwise_conv2d
 from tvm_patterns.computes.pattern_conv2d import PatternConvGeometry
 
-from .binding_chains import bindings_and_uses, known_shape, per_channel, single_use_call, tir_attr
+from .binding_chains import known_shape, per_channel, rewrite_functions, single_use_call, tir_attr
 from .registry import LAYER_ATTR
 
 DEPTHWISE_ATTR = "tvm_patterns.depthwise"   # the depthwise kernel's geometry (``geometry_attr``)
@@ -52,11 +52,7 @@ class _Fuse(PyExprMutator):
         self.uses: dict = {}
 
     def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.values, self.uses = bindings_and_uses(func)
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(self.builder_.get())
+        return rewrite_functions(self, self.mod_)
 
     def _single_use(self, expr):
         return single_use_call(self.values, self.uses, expr)

@@ -23,9 +23,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .binding_chains import bindings_and_uses, known_shape, single_use_call, tir_attr
+from .binding_chains import known_shape, rewrite_functions, single_use_call, tir_attr
 from .int8_filter_block_kind import LAYOUT_ATTR
-from .int8_requantize import _lay_out
+from .int8_requantize import lay_out_codes
 
 ROW_PAIRS = ("rowpair_x86", "rowpair_avx2")   # the layouts whose kernel also lays out codes
 MIN_FLOAT_BYTES = 4 << 20                       # twice a core's L2 on the machines measured
@@ -49,11 +49,7 @@ class _QuantizeEpilogue(PyExprMutator):
         self.uses: dict = {}
 
     def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.values, self.uses = bindings_and_uses(func)
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(self.builder_.get())
+        return rewrite_functions(self, self.mod_)
 
     def visit_var_binding_(self, binding):
         value = binding.value
@@ -67,7 +63,7 @@ class _QuantizeEpilogue(PyExprMutator):
             return super().visit_var_binding_(binding)   # a function input, a shared or a cached value: as it was
         inv_scale, zero_point = (float(v) for v in grid.value.numpy())
         codes = self.builder_.emit(quantized_codes(self.visit_expr(x), inv_scale, zero_point))
-        self.set_var_remap(binding.var, self.builder_.emit(_lay_out(self.builder_, codes, grid, layout)))
+        self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
 
 
 def Int8QuantizeEpilogue() -> tvm.transform.Pass:   # noqa: N802  (a pass, named like TVM's)

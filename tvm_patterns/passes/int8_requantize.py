@@ -30,7 +30,7 @@ from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantize_rowtriples
 from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
-from .binding_chains import bindings_and_uses, per_channel, tir_attr
+from .binding_chains import per_channel, rewrite_functions, tir_attr
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
                                      QUANTIZE, written_out)
 from .registry import LAYER_ATTR
@@ -51,11 +51,7 @@ class _Requantize(PyExprMutator):
         self.uses: dict = {}
 
     def transform(self) -> tvm.IRModule:
-        for gv, func in self.mod_.functions_items():
-            if isinstance(func, relax.Function):
-                self.values, self.uses = bindings_and_uses(func)
-                self.builder_.update_func(gv, self.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(self.builder_.get())
+        return rewrite_functions(self, self.mod_)
 
     def _producer(self, var):
         """The call that binds ``var`` if ``var`` is used only once; through a field of a tuple too (the
@@ -118,14 +114,14 @@ class _Requantize(PyExprMutator):
             relax.TensorType((n, k, h, w), "uint8")))
         if pool is not None:
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
-        self.set_var_remap(binding.var, self.builder_.emit(_lay_out(self.builder_, codes, grid, layout)))
+        self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
         layer = str(tir_attr(self.mod_, conv, LAYER_ATTR))
         for decision in self.report:
             if decision.layer == layer and decision.kind == "int8_filter_block":
                 decision.reason += f"; {REQUANTIZED}"
 
 
-def _lay_out(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, layout) -> relax.Expr:
+def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, layout) -> relax.Expr:
     """The call that lays uint8 codes out as the next int8 conv reads them (``layout``: its attribute)."""
     name, n, c, h, w, rows, groups, *_ = layout
     n, c, h, w, rows, groups = (int(v) for v in (n, c, h, w, rows, groups))
