@@ -42,6 +42,12 @@ def row_vector_lanes(W: int, isa: Isa) -> int:
     return 16 if 16 in isa.lanes and W % 16 == 0 else _vector_lanes(W)
 
 
+def row_vector_widths(W: int, isa: Isa) -> list[int]:
+    """The vector widths of the row-vector design space (one space each): ``_vector_lanes`` of the
+    width, and ``row_vector_lanes`` where that is wider."""
+    return sorted({_vector_lanes(W), row_vector_lanes(W, isa)})
+
+
 def default_knobs(K: int, W: int, isa: Isa | None = None) -> dict:
     lanes = row_vector_lanes(W, isa) if isa is not None else _vector_lanes(W)
     if lanes == 16:
@@ -203,8 +209,7 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     ``schedule`` (the default knobs) is one point of it."""
     block, isa = sch.get_sblock(MAIN_BLOCK), isa_of(target)
     if not channel_vectors(sch, block, isa.lanes[-1]):     # row vectors: one space per vector width
-        width = int(sch.get(sch.get_loops(block)[3]).extent)
-        widths = sorted({_vector_lanes(width), row_vector_lanes(width, isa)})
+        widths = row_vector_widths(int(sch.get(sch.get_loops(block)[3]).extent), isa)
         return one_space_per_order(sch, MAIN_BLOCK, widths, lambda s, b, lanes: apply(s, b, None, lanes))
     return one_space_per_order(sch, MAIN_BLOCK, INPUT_LAYOUTS, lambda s, b, layout: apply_channel_vectors(
         s, b, None, isa.lanes[-1], isa.max_accumulators, layout))

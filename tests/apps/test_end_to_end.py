@@ -118,6 +118,7 @@ def test_a_first_conv_takes_16_lane_row_vectors_and_tiles_of_8_channels_on_avx51
     assert dense_conv.default_knobs(32, 112, x86.AVX2) == dense_conv.default_knobs(32, 112) == {"ki": 4, "wm": 2,
                                                                                                  "unroll": 0}
     assert len(task.design_space(Schedule(task.mod))) == (2 if WIDEST == 16 and whole_zmm else 1)  # one per width
+    assert dense_conv.row_vector_widths(112, x86.AVX512) == [8, 16] and dense_conv.row_vector_widths(112, x86.AVX2) == [8]
 
 
 @pytest.mark.parametrize("K, W, tile", [(64, 224, (2, 7)), (256, 28, (2, 7)), (512, 7, (2, 7)), (32, 30, (2, 6)),

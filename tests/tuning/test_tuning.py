@@ -17,6 +17,7 @@ import tvm
 import tvm_ffi
 from tvm.s_tir import meta_schedule as ms
 
+import schedules.dense_conv2d_nchw_x86 as dense_conv
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns import build
 from tvm_patterns.targets import host, target_name
@@ -25,7 +26,7 @@ from tvm_patterns.tuning.database import ApplyTuningLog
 from tvm_patterns.tuning.database import RECORDS, WORKLOADS, repair_log
 from tvm_patterns.tuning.tasks import fused_module
 
-from ..tuning_helpers import points_of, record_lines, tiny_model, tuned_error, write_log
+from ..tuning_helpers import OFFSET_TABLE_WIDTH, points_of, record_lines, tiny_model, tuned_error, write_log
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,9 @@ def test_the_design_spaces_hold_the_default_point_and_the_build_applies_the_reco
     for t in tasks:
         spaces = t.design_space(tvm.s_tir.Schedule(t.mod))
         spaces = spaces if isinstance(spaces, list) else [spaces]
-        per_point = len(x86.space_points(tvm.s_tir.Schedule(t.mod), target)) if t.block == "pattern_conv2d" else 1
-        assert len(spaces) == per_point   # one per vector width and loop order
+        per_point = (len(x86.space_points(tvm.s_tir.Schedule(t.mod), target)) if t.block == "pattern_conv2d"
+                     else len(dense_conv.row_vector_widths(OFFSET_TABLE_WIDTH, x86.isa_of(target))))
+        assert len(spaces) == per_point   # one per vector width (and loop order)
         default = t.default_schedule(target).trace
         assert any(i.kind.name == "SamplePerfectTile" for i in default.insts)  # fixed decisions of the space
     with target:
@@ -192,12 +194,12 @@ def every_kind_model():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(16 * 18 * 18, 10)).eval()
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 12 * OFFSET_TABLE_WIDTH, 10)).eval()
     pattern_prune(model)
     with torch.no_grad():
         w = model[4].weight
         w.copy_(torch.from_numpy(project_block_punched(w.numpy().reshape(16, 16), 8, 0.75)).reshape(w.shape))
-    x = torch.randn(2, 3, 18, 18)   # rows of 2 or 3 vectors: the offset-table pattern kernel
+    x = torch.randn(2, 3, 12, OFFSET_TABLE_WIDTH)   # the offset-table pattern kernel
     return model, x, tp.from_pytorch(model, x)
 
 
