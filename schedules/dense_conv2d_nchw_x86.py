@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm import s_tir, sym
 
-from .pattern_conv2d_nchw_x86 import (ACCUMULATOR_SCOPE, Isa, inline_epilogue, isa_of, one_space_per_order, perfect_tile,
+from .pattern_conv2d_nchw_x86 import (ACCUMULATOR_SCOPE, AVX2, Isa, inline_epilogue, isa_of, one_space_per_order, perfect_tile,
                                       unroll_knob)
 from .registry import register_schedule
 
@@ -48,8 +48,8 @@ def row_vector_widths(W: int, isa: Isa) -> list[int]:
     return sorted({_vector_lanes(W), row_vector_lanes(W, isa)})
 
 
-def default_knobs(K: int, W: int, isa: Isa | None = None) -> dict:
-    lanes = row_vector_lanes(W, isa) if isa is not None else _vector_lanes(W)
+def default_knobs(K: int, W: int, isa: Isa = AVX2) -> dict:
+    lanes = row_vector_lanes(W, isa)
     if lanes == 16:
         ki = next(d for d in (KI_AVX512, KI, 1) if K % d == 0)
         return {"ki": ki, "wm": max(d for d in range(1, WM_AVX512 + 1) if (W // lanes) % d == 0), "unroll": 0,
@@ -175,16 +175,16 @@ def apply_channel_vectors(sch: s_tir.Schedule, block, knobs: dict | None, lanes:
     sch.decompose_reduction(block, rc)
 
 
-def apply(sch: s_tir.Schedule, block, knobs: dict | None = None, lanes: int | None = None) -> None:
-    """Row vectors of ``lanes`` (default ``knobs["lanes"]``, else ``_vector_lanes`` of the width).
-    ``knobs`` {"ki", "wm", "unroll"}: the fixed decisions; None leaves them to the tuner (sampled)."""
+def apply(sch: s_tir.Schedule, block, knobs: dict | None = None) -> None:
+    """Row vectors of ``knobs["lanes"]`` lanes (default ``_vector_lanes`` of the width). ``knobs``
+    {"ki", "wm", "unroll"}: the fixed decisions; those missing are left to the tuner (sampled)."""
     knobs = knobs or {}
     pad = padded_input(sch, block)
     if pad is not None:
         deinterleave_rows(sch, block, pad)
         sch.parallel(sch.fuse(*sch.get_loops(pad)[:2]))
     n, k, h, w, rc, ry, rx = sch.get_loops(block)
-    lanes = lanes or knobs.get("lanes") or _vector_lanes(int(sch.get(w).extent))
+    lanes = knobs.get("lanes") or _vector_lanes(int(sch.get(w).extent))
     cw = sch.cache_write(block, 0, ACCUMULATOR_SCOPE)
     wb = inline_epilogue(sch, cw)
     ko, kin = perfect_tile(sch, k, knobs.get("ki"), MAX_KI)
@@ -210,7 +210,7 @@ def design_space(sch: s_tir.Schedule, target=None) -> list[s_tir.Schedule]:
     block, isa = sch.get_sblock(MAIN_BLOCK), isa_of(target)
     if not channel_vectors(sch, block, isa.lanes[-1]):     # row vectors: one space per vector width
         widths = row_vector_widths(int(sch.get(sch.get_loops(block)[3]).extent), isa)
-        return one_space_per_order(sch, MAIN_BLOCK, widths, lambda s, b, lanes: apply(s, b, None, lanes))
+        return one_space_per_order(sch, MAIN_BLOCK, widths, lambda s, b, lanes: apply(s, b, {"lanes": lanes}))
     return one_space_per_order(sch, MAIN_BLOCK, INPUT_LAYOUTS, lambda s, b, layout: apply_channel_vectors(
         s, b, None, isa.lanes[-1], isa.max_accumulators, layout))
 

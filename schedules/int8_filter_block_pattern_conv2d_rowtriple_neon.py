@@ -38,11 +38,6 @@ from tvm_patterns.sparsity.int8_filter_block import NEON_LANES, TRIPLE_POSITIONS
 MAX_ACCUMULATORS = 16
 
 
-def missing_features(target: Target) -> list[str]:
-    """The instruction sets the kernel needs that an aarch64 ``target`` lacks (NEON is in every one)."""
-    return []
-
-
 def has_sdot(target: Target) -> bool:
     """Whether the aarch64 ``target`` has the dot product instructions (else the smull kernel)."""
     return bool(codegen.target_has_features("dotprod", target))

@@ -80,8 +80,8 @@ def int8_family(target: Target | None, aarch64: bool = False, avx2: bool = False
     layer has those kernels too."""
     if target is None:
         return None
-    if aarch64 and is_aarch64(target):
-        return "neon" if not int8_neon.missing_features(target) else None
+    if aarch64 and is_aarch64(target):   # NEON is in every aarch64 CPU: sdot, or smull without it
+        return "neon"
     if x86.is_x86(target):
         if not int8_x86.missing_features(target):
             return "vnni"
@@ -99,9 +99,7 @@ def check_int8_target(ctx: LayerContext, aarch64: bool = False, avx2: bool = Fal
     target = Target.current(allow_none=True)
     family = int8_family(target, aarch64, avx2)
     if family is None:
-        if aarch64 and is_aarch64(target):
-            missing = int8_neon.missing_features(target)
-        elif target is not None and x86.is_x86(target):   # the least a kernel of the layer needs
+        if target is not None and x86.is_x86(target):   # the least a kernel of the layer needs
             missing = (int8_avx2 if avx2 else int8_x86).missing_features(target)
         else:
             where = ("x86 with AVX-512 VNNI" + (" or AVX2" if avx2 else "")
