@@ -170,3 +170,9 @@ def test_an_emulated_cortex_a72_runs_plain_neon_and_refuses_dot_product_instruct
         np.testing.assert_allclose(dev.run(path, x, y, z)[-1], x @ y, rtol=1e-5, atol=1e-5)
         with pytest.raises(Exception):
             dev.run(lib, a, np.zeros(4, "int32"))
+
+
+def test_an_unknown_emulated_cpu_is_refused_with_qemus_reason(server):
+    with pytest.raises(RuntimeError, match="unable to find CPU model 'cortex-z9'"):
+        with EmulatedDevice(server=server, cpu="cortex-z9"):
+            pass
