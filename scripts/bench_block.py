@@ -13,9 +13,10 @@ one process (``tvm_patterns.devices.timing``); medians and p10/p90 of the quiet 
 On a machine shared with other work, 2-thread PyTorch is erratic (its OpenMP barrier waits for a
 descheduled thread: 2-30 ms for a 3 ms layer); 1-thread runs of both sides compare more steadily.
 
-``--int8`` also times the 1x1 convs in int8 (``schedules/int8_block_sparse_conv2d_1x1_avx2``, blocks of
-4 or 8 rows, weights on a 7-bit grid; the kernel alone, its input uint8 codes already laid out and its
-output the int32 sums, checked exact against numpy): ``ms_ours_int8``, ``int8_speedup_vs_ours`` (over
+``--int8`` also times the 1x1 convs in int8 (``schedules/int8_block_sparse_conv2d_1x1_x86``: VNNI's
+kernel where the CPU has it, weights on the 8-bit grid, else AVX2's, blocks of 4 or 8 rows, a 7-bit grid;
+the kernel alone, its input uint8 codes already laid out and its output the int32 sums, checked exact
+against numpy): ``ms_ours_int8``, ``int8_speedup_vs_ours`` (over
 the float kernel of the same weight) and ``gops_ours_int8``.
 
 Columns: ``gflops`` counts nonzero FLOPs (2 x MACs kept); ``speedup_torch`` = torch / ours;
@@ -37,6 +38,7 @@ import tvm  # noqa: E402
 from tvm import te  # noqa: E402
 
 from schedules import block_sparse_x86 as sched  # noqa: E402
+from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86  # noqa: E402
 from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS  # noqa: E402
 from tvm_patterns import targets  # noqa: E402
 from tvm_patterns.apps.report import fmt_table, write_csv  # noqa: E402
@@ -148,19 +150,19 @@ class Layer:
         return self.torch_fn(w2d)().numpy()
 
 
-def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int):
-    """Our int8 1x1 kernel on ``w2d`` on a 7-bit grid and random input codes, checked exact -> call."""
-    from schedules.int8_block_sparse_conv2d_1x1_avx2 import int8_block_sparse_conv2d_1x1_avx2, tile_positions
+def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int, vnni: bool):
+    """Our int8 1x1 kernel on ``w2d`` (8-bit grid on VNNI, 7-bit on AVX2) and random input codes, checked
+    exact -> call."""
+    from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
     from tvm_patterns.passes.register_tiles import tir_pipeline
     from tvm_patterns.sparsity.int8_block import int8_block_tables
     from tvm_patterns.sparsity.quantization import fit_grid
 
-    grid = fit_grid(w2d, "uniform", 7)
+    grid = fit_grid(w2d, "uniform", 8 if vnni else 7)
     codes = np.round(grid.snap(w2d) / grid.scale[:, None]).astype("int8")
     t = int8_block_tables(codes, R, unroll=1)
-    tile = tile_positions(R)
-    positions = -(-layer.positions // tile) * tile
-    f = int8_block_sparse_conv2d_1x1_avx2(1, layer.cols, positions, layer.rows, t.col.shape[0], R, t.quads)
+    positions = layer.positions
+    f = int8_block_sparse_conv2d_1x1_x86(1, layer.cols, positions, layer.rows, t.col.shape[0], R, t.quads, vnni)
     target = targets.host()
     fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                      tir_pipeline=tir_pipeline(target))["main"]
@@ -175,6 +177,7 @@ def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int):
 
 def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=True, int8=False):
     fns = {"torch": layer.torch_fn(layer.w)}
+    vnni = int8 and not int8_x86.missing_features(targets.host())
     fns["tvm_dense"], dense_out = layer.tvm_fn(None, _dense_values(layer.w, DENSE_R))
     if check:
         _check(dense_out.numpy(), layer.reference(layer.w), f"{layer.name} tvm dense")
@@ -187,8 +190,8 @@ def bench_layer(layer: Layer, sparsities, block_rows, rounds, threads, check=Tru
             fns[key], out = layer.tvm_fn(packed.col_idx, packed.values)
             if check:
                 _check(out.numpy(), layer.reference(w), f"{layer.name} {key}")
-            if int8 and layer.kind == "conv" and R in AVX2_BLOCK_ROWS:
-                fns[key + "_int8"] = int8_conv_fn(layer, w, R)
+            if int8 and layer.kind == "conv" and (vnni or R in AVX2_BLOCK_ROWS):
+                fns[key + "_int8"] = int8_conv_fn(layer, w, R, vnni)
             density[key] = (s, R, packed.mac_density())
     measured = measure_rounds(fns, rounds=rounds)
     stats = measured.spread()
@@ -245,7 +248,7 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, quick 5)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads of TVM and torch alike")
     ap.add_argument("--no-check", action="store_true", help="skip the correctness check against torch")
-    ap.add_argument("--int8", action="store_true", help="also time the 1x1 convs in int8 (AVX2 kernel)")
+    ap.add_argument("--int8", action="store_true", help="also time the 1x1 convs in int8")
     args = ap.parse_args(argv)
 
     threads = use_threads(args.threads)

@@ -35,7 +35,8 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     (``tuning_logs`` or ``tuning_logs/<target name>``): kernels with a record get the best one,
     the others their default schedule. int8: ``tvm_patterns.calibrate``'s input ranges; the
     filter-block pattern convs and block-punched linear layers with a range run in int8 on x86 with
-    AVX-512 VNNI or AVX2, and the convs on aarch64 too: sdot, or smull where the CPU lacks dot product
+    AVX-512 VNNI or AVX2, block-punched 1x1 convs too where they chain to another int8 layer (or
+    ``options={"int8_block": {"conv1x1": True}}``), and the 3x3 convs on aarch64 too: sdot, or smull where the CPU lacks dot product
     (the "int8_filter_block" and "int8_block" kinds).
     """
     target = as_target(target)

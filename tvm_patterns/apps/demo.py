@@ -3,7 +3,8 @@
 
     tvm-patterns demo [--quick] [--nets vgg16,resnet50,mobilenet_v2] [--csv FILE] [--threads N] [--int8]
 
-``--int8`` also builds each network with its filter-block pattern convs in int8 (calibrated on a few
+``--int8`` also builds each network with its filter-block pattern convs (and the 1x1 convs chained to
+them) in int8 (calibrated on a few
 random inputs; ``tp.build(..., int8=...)``), timed in the same rounds: a second row per network,
 ``dtype`` int8, checked against PyTorch within INT8_TOLERANCE and on its top-1 class.
 """

@@ -6,8 +6,8 @@ conv is a TIR function: ``schedules/int8_quantize_rowpairs_x86``).
     requantized_codes:  int32 sums -> the next layer's uint8 codes, in an int8 conv's write-back
     dequantize_conv:    int32 [N, K, H, W] sums -> float: sum * scale * weight_scale[k]
     dequantize_dense:   int32 [M, K] sums -> float, the same
-    quantize_positions: float [N, C, H, W] -> uint8 codes [N, C, positions] of a 1x1 conv (its stride taken)
-    dequantize_positions: int32 [N, K, positions] -> float [N, K, Ho, Wo]
+    quantize_positions: float [N, C, H, W] -> uint8 codes [N, C, Ho * Wo] of a 1x1 conv (its stride taken)
+    dequantize_positions: int32 [N, K, Ho * Wo] -> float [N, K, Ho, Wo]
 
 The scale and zero point of the input are the layer's calibrated ones (compile-time constants), so the
 zero point's share of the sums, -zero_point * sum(w[k]), is a constant the kernel adds as its bias.
@@ -80,27 +80,26 @@ def requantized_codes(sums, scale, grid, k, lanes: int):
     return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
 
 
-def quantize_positions(x: te.Tensor, scale: float, zero_point: int, strides: tuple, positions: int) -> te.Tensor:
-    """x float32 [N, C, H, W] -> uint8 codes [N, C, P] of the positions a 1x1 conv with ``strides`` reads,
-    row-major (P = Ho * Wo, then the zero point up to ``positions``), rounded as ``quantize_dense``."""
+def quantize_positions(x: te.Tensor, grid: te.Tensor, strides: tuple) -> te.Tensor:
+    """x float32 [N, C, H, W] -> uint8 codes [N, C, Ho * Wo] of the positions a 1x1 conv with ``strides``
+    reads, row-major, on grid = (1 / scale, zero point), rounded as ``quantize_dense``. A uint8 x is codes
+    already on the grid (written by the previous int8 conv, ``passes/int8_requantize``), and is only picked."""
     n, c, h, w = (int(v) for v in x.shape)
     sh, sw = strides
     wo = (w - 1) // sw + 1
-    count = ((h - 1) // sh + 1) * wo
-    inv = tirx.const(1.0 / scale, "float32")
 
     def code(i, k, p):
-        at = tirx.min(p, count - 1)                       # the padding reads the last position
-        v = x[i, k, at // wo * sh, at % wo * sw]
-        q = tirx.max(tirx.min(tirx.floor(v * inv + tirx.const(0.5, "float32")) + tirx.const(float(zero_point), "float32"),
-                              tirx.const(255.0, "float32")), tirx.const(0.0, "float32"))
-        return tirx.if_then_else(p < count, q, tirx.const(float(zero_point), "float32")).astype("uint8")
+        v = x[i, k, p // wo * sh, p % wo * sw]
+        if x.dtype == "uint8":
+            return v
+        return tirx.max(tirx.min(tirx.floor(v * grid[0] + tirx.const(0.5, "float32")) + grid[1],
+                                 tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
-    return te.compute((n, c, positions), code, name=QUANTIZE_BLOCK)
+    return te.compute((n, c, ((h - 1) // sh + 1) * wo), code, name=QUANTIZE_BLOCK)
 
 
 def dequantize_positions(acc: te.Tensor, weight_scale: te.Tensor, scale: float, out_hw: tuple) -> te.Tensor:
-    """acc int32 [N, K, P] (positions row-major, padded) -> float32 [N, K, Ho, Wo]."""
+    """acc int32 [N, K, Ho * Wo] (positions row-major) -> float32 [N, K, Ho, Wo]."""
     n, k = (int(v) for v in acc.shape[:2])
     ho, wo = out_hw
     return te.compute((n, k, ho, wo), lambda i, f, y, z: acc[i, f, y * wo + z].astype("float32")

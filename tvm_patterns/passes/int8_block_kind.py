@@ -9,12 +9,13 @@ values; others go on the uniform 8-bit grid (as "int8_filter_block"). The matmul
 
     quantize_dense(x) -> int8_block_sparse_dense_x86 -> dequantize_dense
 
-and, with ``conv1x1`` (off by default: unchained, it does not pay end to end), a 1x1 conv (on any x86
-target with AVX2, VNNI ones too: the kernel is AVX2's, weights of at most 64)
+and a 1x1 conv (VNNI, or AVX2 with weights of at most 64; ``conv1x1``: "chained", the default, only
+where ``passes/int8_requantize`` chains it to an int8 layer before or after it; True always; False never)
 
-    quantize_positions(x) -> int8_block_sparse_conv2d_1x1_avx2 -> dequantize_positions
+    quantize_positions(x) -> int8_block_sparse_conv2d_1x1_x86 -> dequantize_positions
 
-(the bias, activation and residual add after it fuse into the dequantization).
+(the bias, activation and residual add after it fuse into the dequantization; ``passes/int8_requantize``
+chains it in 8 bits to the int8 convs before and after it).
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import functools
 import numpy as np
 from tvm import relax
 
-from schedules.int8_block_sparse_conv2d_1x1_avx2 import int8_block_sparse_conv2d_1x1_avx2
-from schedules.int8_block_sparse_conv2d_1x1_avx2 import tile_positions as tile_positions_1x1
+from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
+from schedules.int8_block_sparse_conv2d_1x1_x86 import lanes as lanes_1x1
 from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS, BLOCK_ROWS, int8_block_sparse_dense_x86
 from schedules.int8_filter_block_pattern_conv2d_rowpair_avx2 import MAX_PAIR
 from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense,
@@ -32,11 +33,15 @@ from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .block_kind import BLOCK_OPTIONS, choose_block_rows, conv1x1_parts, matmul_weight
-from .int8_filter_block_kind import check_int8_target, int8_weight, written_out
-from .registry import CHECKED_BY_PLAN, FLAG, LayerContext, LeaveDense, Plan, integer, register_sparse_kind
+from .int8_filter_block_kind import CONV_ATTR, DEQUANTIZE_ATTR, LAYOUT_ATTR, check_int8_target, int8_weight, written_out
+from .registry import CHECKED_BY_PLAN, LAYER_ATTR, LayerContext, LeaveDense, Option, Plan, integer, register_sparse_kind
 
 KERNEL = "int8_block_sparse_dense_x86"
-CONV_KERNEL = "int8_block_sparse_conv2d_1x1_avx2"
+CONV_KERNEL = "int8_block_sparse_conv2d_1x1_x86"
+# An int8 1x1 conv between float layers pays where it has this many kept MACs per float element its
+# quantization reads and its dequantization writes (docs/design.md#int8-block-1x1)
+UNCHAINED_MIN_INTENSITY = 24
+POSITIONS_LAYOUT = "positions"   # the LAYOUT_ATTR of a 1x1 conv's quantization: [it, N, C, H, W, strides...]
 # Two codes a byte pay where the tables do not stay in cache (docs/design.md#int8-block-linear)
 NIBBLES_ABOVE_BYTES = 8 << 20
 
@@ -103,30 +108,42 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
                 weight_bytes_packed=sum(a.nbytes for a in arrays))
 
 
-def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int) -> Plan:
-    """A 1x1 conv: the AVX2 kernel on any x86 target with AVX2, when asked for (docs/design.md#int8-block-1x1)."""
-    if not ctx.options.get("conv1x1", False):
-        raise LeaveDense("1x1 convs stay float unless asked for (options={'int8_block': {'conv1x1': True}}): "
-                         "between float layers the quantization and dequantization cost what the int8 kernel saves")
+def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int, vnni: bool) -> Plan:
+    """A 1x1 conv: AVX-512 VNNI's kernel, or AVX2's, when asked for (docs/design.md#int8-block-1x1)."""
+    mode = ctx.options.get("conv1x1", "chained")
+    if mode is False:
+        raise LeaveDense("1x1 convs stay float: options={'int8_block': {'conv1x1': False}}")
     w, strides, (N, C, H, W) = conv1x1_parts(call)
     K = w.shape[0]
-    R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=True, unroll=1)
+    R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=not vnni, unroll=1)
+    intensity = K * C * density / (K + C)      # kept MACs per float element quantized or dequantized
+    if mode == "chained" and ctx.name in ctx.options.get("unchained", ()) and intensity < UNCHAINED_MIN_INTENSITY:
+        raise LeaveDense(f"no int8 layer before or after it to chain with, and {intensity:.0f} kept MACs per float "
+                         f"element (< {UNCHAINED_MIN_INTENSITY}): between float layers the quantization and "
+                         "dequantization cost what the int8 kernel saves (options={'int8_block': {'conv1x1': True}} "
+                         "to run it in int8 all the same)")
     B = tables.col.shape[0]
     out_hw = ((H - 1) // strides[0] + 1, (W - 1) // strides[1] + 1)
-    tile = tile_positions_1x1(R)
-    positions = -(-out_hw[0] * out_hw[1] // tile) * tile
-    kernel = written_out(int8_block_sparse_conv2d_1x1_avx2(N, C, positions, K, B, R, tables.quads))
+    positions = out_hw[0] * out_hw[1]
+    if positions < lanes_1x1(vnni):
+        raise LeaveDense(f"{positions} output positions: the int8 1x1 kernel takes at least {lanes_1x1(vnni)}")
+    geometry = (N, C, positions, K, B, R, tables.quads, vnni)
+    kernel = written_out(int8_block_sparse_conv2d_1x1_x86(*geometry)).with_attrs(
+        {CONV_ATTR: [CONV_KERNEL, *geometry], LAYER_ATTR: ctx.name})
     arrays = (tables.col, tables.value, _bias(tables, zero_point))
+    grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-        x = bb.emit_te(functools.partial(quantize_positions, scale=scale, zero_point=zero_point, strides=strides,
-                                         positions=positions), call.args[0], primfunc_name_hint=QUANTIZE_BLOCK)
+        x = bb.emit(bb.call_te(functools.partial(quantize_positions, strides=strides), call.args[0], relax.const(grid),
+                               primfunc_name_hint=QUANTIZE_BLOCK,
+                               primfunc_attrs={LAYOUT_ATTR: [POSITIONS_LAYOUT, N, C, H, W, *strides],
+                                               LAYER_ATTR: ctx.name}))
         acc = bb.emit(relax.call_tir(bb.add_func(kernel, CONV_KERNEL),
                                      relax.Tuple([x, *(relax.const(a) for a in arrays)]),
                                      relax.TensorType((N, K, positions), "int32")))
         return bb.call_te(functools.partial(dequantize_positions, scale=scale, out_hw=out_hw), acc,
                           relax.const(weight_scale), primfunc_name_hint=DEQUANTIZE_BLOCK,
-                          primfunc_attrs={"op_pattern": 0})
+                          primfunc_attrs={"op_pattern": 0, DEQUANTIZE_ATTR: float(scale)})
 
     macs = N * K * C * out_hw[0] * out_hw[1]
     return Plan(emit=emit, summary=_summary(scale, zero_point, weight_grid, "", R, tables, C, density),
@@ -136,10 +153,11 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
 
 @register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
                       options={"ranges": CHECKED_BY_PLAN, **BLOCK_OPTIONS, "nibbles_above_bytes": integer(0),
-                               "conv1x1": FLAG},
+                               "conv1x1": Option("True, False or 'chained'", lambda v: isinstance(v, bool) or v == "chained"),
+                               "unchained": CHECKED_BY_PLAN},
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point, family = check_int8_target(ctx, avx2=True)
     if call.op.name == "relax.nn.conv2d":
-        return _plan_conv(call, ctx, scale, zero_point)
+        return _plan_conv(call, ctx, scale, zero_point, family == "vnni")
     return _plan_matmul(call, ctx, scale, zero_point, family == "avx2")

@@ -150,7 +150,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
             return bb.emit(bb.call_te(functools.partial(quantize_rowtriples, shape=triples), x, relax.const(grid),
                                       primfunc_name_hint=QUANTIZE_ROWTRIPLES,
-                                      primfunc_attrs={LAYOUT_ATTR: ["rowtriple_neon", N, C, H, W, *knobs_of]}))
+                                      primfunc_attrs={LAYOUT_ATTR: ["rowtriple_neon", N, C, H, W, *knobs_of],
+                                                      LAYER_ATTR: ctx.name}))
     else:
         bias[:K] = -zero_point * codes.astype(np.int64).sum(axis=(1, 2, 3))
         avx2 = family == "avx2"
@@ -165,7 +166,8 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
             kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
             kernel_name, index, shape = KERNEL, permute_index(library), rowpair_shape
         rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups, avx2=avx2))
-        rowpairs = rowpairs.with_attr(LAYOUT_ATTR, ["rowpair_avx2" if avx2 else "rowpair_x86", N, C, H, W, *knobs_of])
+        rowpairs = rowpairs.with_attrs({LAYOUT_ATTR: ["rowpair_avx2" if avx2 else "rowpair_x86", N, C, H, W, *knobs_of],
+                                        LAYER_ATTR: ctx.name})
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
             return bb.emit(relax.call_tir(bb.add_func(rowpairs, QUANTIZE), relax.Tuple([x, relax.const(grid)]),

@@ -1,14 +1,16 @@
 """The Relax pass that keeps activations 8-bit between int8 convs.
 
 Each int8 conv leaves ``SparseRewrite`` between a quantization of its float input and a
-dequantization of its int32 sums (``int8_filter_block_kind``). Where one int8 conv feeds the next
-through nothing but its bias, a ReLU and a max pool,
+dequantization of its int32 sums (``int8_filter_block_kind``, ``int8_block_kind``'s 1x1 convs). Where one
+int8 conv feeds the next through nothing but its bias, a ReLU and a max pool,
 
-    sums = int8 conv(rowpairs)  ->  dequantize  ->  + bias  ->  relu  ->  max pool  ->  quantize -> rowpairs'
+    sums = int8 conv(x)  ->  dequantize  ->  + bias  ->  relu  ->  max pool  ->  quantize -> x'
 
 the first conv requantizes its sums onto the second's input grid in its write-back and the chain becomes
 
-    codes = int8 conv(rowpairs) (uint8)  ->  max pool (uint8)  ->  lay out -> rowpairs' (x86: row pairs; NEON: row triples)
+    codes = int8 conv(x) (uint8)  ->  max pool (uint8)  ->  lay out -> x'
+
+(x86 3x3: row pairs; NEON 3x3: row triples; 1x1: a row of positions per channel, a reshape at stride 1).
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -26,16 +28,21 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from schedules import int8_filter_block_pattern_conv2d_rowpair_avx2 as int8_avx2
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
+from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
-from tvm_patterns.computes.int8_quantization import QUANTIZE_ROWTRIPLES, quantize_rowtriples
+from tvm_patterns.computes.int8_quantization import (QUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, quantize_positions,
+                                                     quantize_rowtriples)
 from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
-from .binding_chains import per_channel, rewrite_functions, tir_attr
+from .binding_chains import known_shape, per_channel, rewrite_functions, tir_attr
+from .int8_block_kind import CONV_KERNEL as CONV1X1_KERNEL
+from .int8_block_kind import POSITIONS_LAYOUT
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
                                      QUANTIZE, written_out)
 from .registry import LAYER_ATTR
 
 REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
+READS_CODES = "reads the uint8 codes the int8 layer before it writes"
 KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),
            AVX2_KERNEL: (int8_avx2.Knobs, int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2),
            NEON_KERNEL: (int8_neon.Knobs, int8_neon.int8_filter_block_pattern_conv2d_rowtriple_neon)}
@@ -49,6 +56,7 @@ class _Requantize(PyExprMutator):
         self.report = report
         self.values: dict = {}
         self.uses: dict = {}
+        self.codes: dict = {}       # (float input, grid) -> its uint8 codes at every position, [N, C, H * W]
 
     def transform(self) -> tvm.IRModule:
         return rewrite_functions(self, self.mod_)
@@ -86,45 +94,92 @@ class _Requantize(PyExprMutator):
             return None
         return pool, relu, bias, call, conv
 
+    def _share_positions(self, binding, layout):
+        """The quantization of a 1x1 conv's float input: where another 1x1 conv quantized the same input
+        on the same grid at every position (ResNet's downsample beside the first 1x1 of its block), its
+        codes are picked from those instead."""
+        x, grid = binding.value.args[1].fields
+        key = (x, grid.value.numpy().tobytes())
+        name, n, c, h, w, *strides = (layout[0], *(int(v) for v in layout[1:]))
+        if key in self.codes:
+            codes = self.builder_.emit(relax.op.reshape(self.codes[key], (n, c, h, w)))
+            self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
+            self._annotate(None, tir_attr(self.mod_, binding.value, LAYER_ATTR))
+            return
+        var = self.builder_.emit(self.visit_expr(binding.value))
+        self.set_var_remap(binding.var, var)
+        if strides == [1, 1]:
+            self.codes[key] = var
+
+    def _annotate(self, producer, consumer) -> None:
+        """Say in the report which int8 layer writes codes and which reads them."""
+        for decision in self.report:
+            if decision.kind in ("int8_filter_block", "int8_block"):
+                if producer is not None and decision.layer == str(producer):
+                    decision.reason += f"; {REQUANTIZED}"
+                if consumer is not None and decision.layer == str(consumer):
+                    decision.reason += f"; {READS_CODES}"
+
     def visit_var_binding_(self, binding):
         value = binding.value
         layout = tir_attr(self.mod_, value, LAYOUT_ATTR)
         chain = self._chain(value) if layout is not None else None
+        if chain is None and layout is not None and str(layout[0]) == POSITIONS_LAYOUT:
+            return self._share_positions(binding, layout)
         if chain is None:
             return super().visit_var_binding_(binding)
         pool, relu, bias, dequantize, conv = chain
         name, *geometry = tir_attr(self.mod_, conv, CONV_ATTR)
-        n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
+        is_1x1 = str(name) == CONV1X1_KERNEL       # geometry [N, C, P, K, B, R, ...], else [N, C, H, W, K, B, F, ...]
+        k = int(geometry[3] if is_1x1 else geometry[4])
+        rows = int(geometry[4]) * int(geometry[5]) if is_1x1 else int(geometry[5]) * int(geometry[6])   # whole blocks
         bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None:
             return super().visit_var_binding_(binding)
         weight_scale = dequantize.args[1].fields[1].value.numpy()
         sums_scale = weight_scale * np.float32(float(tir_attr(self.mod_, dequantize, DEQUANTIZE_ATTR)))
-        scale = np.zeros((blocks * filters, 2), "float32")
+        scale = np.zeros((rows, 2), "float32")
         scale[:k, 0], scale[:k, 1] = sums_scale, bias_k
         grid = value.args[1].fields[1]                               # (1 / scale, zero point) of the next layer
         zero_point = grid.value.numpy()[1]
         lowest = zero_point if relu else np.float32(0.0)
-        knobs_type, make = KERNELS[str(name)]
-        kernel = make(n, c, h, w, k, blocks, filters, max_len, patterns, knobs_type(*knobs), requantize=True)
+        shape = known_shape(dequantize)                               # [N, K, Ho, Wo]
+        kernel = _requantizing_kernel(str(name), geometry)
         conv_args = [self.visit_expr(a) for a in conv.args[1].fields]
         codes = self.builder_.emit(relax.call_tir(
             self.builder_.add_func(written_out(kernel), f"{name}_requantize"),
             relax.Tuple([*conv_args, relax.const(scale), relax.const(np.array([*grid.value.numpy(), lowest], "float32"))]),
-            relax.TensorType((n, k, h, w), "uint8")))
+            relax.TensorType(known_shape(conv), "uint8")))
+        if is_1x1:                                                  # [N, K, Ho * Wo] -> [N, K, Ho, Wo]
+            codes = self.builder_.emit(relax.op.reshape(codes, shape))
         if pool is not None:
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
         self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
-        layer = str(tir_attr(self.mod_, conv, LAYER_ATTR))
-        for decision in self.report:
-            if decision.layer == layer and decision.kind == "int8_filter_block":
-                decision.reason += f"; {REQUANTIZED}"
+        self._annotate(tir_attr(self.mod_, conv, LAYER_ATTR), tir_attr(self.mod_, value, LAYER_ATTR))
+
+
+def _requantizing_kernel(name: str, geometry):
+    """The int8 conv ``name`` of ``geometry`` (its CONV_ATTR) writing uint8 codes."""
+    if name == CONV1X1_KERNEL:
+        *sizes, vnni = geometry
+        return int8_block_sparse_conv2d_1x1_x86(*(int(v) for v in sizes), bool(vnni), requantize=True)
+    n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
+    knobs_type, make = KERNELS[name]
+    return make(n, c, h, w, k, blocks, filters, max_len, patterns, knobs_type(*knobs), requantize=True)
 
 
 def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, layout) -> relax.Expr:
-    """The call that lays uint8 codes out as the next int8 conv reads them (``layout``: its attribute)."""
-    name, n, c, h, w, rows, groups, *_ = layout
-    n, c, h, w, rows, groups = (int(v) for v in (n, c, h, w, rows, groups))
+    """The call that lays uint8 codes [N, C, H, W] out as the next int8 conv reads them (``layout``: its
+    attribute)."""
+    name, n, c, h, w, *rest = layout
+    n, c, h, w = (int(v) for v in (n, c, h, w))
+    if str(name) == POSITIONS_LAYOUT:
+        strides = tuple(int(v) for v in rest)
+        if strides == (1, 1):
+            return relax.op.reshape(codes, (n, c, h * w))
+        return bb.call_te(functools.partial(quantize_positions, strides=strides), codes, grid,
+                          primfunc_name_hint=QUANTIZE_BLOCK + "_layout")
+    rows, groups = int(rest[0]), int(rest[1])
     if str(name) in ("rowpair_x86", "rowpair_avx2"):
         avx2 = str(name) == "rowpair_avx2"
         func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True, avx2=avx2))
@@ -145,3 +200,9 @@ def Int8Requantize(report: list | None = None) -> tvm.transform.Pass:
         return _Requantize(mod, sink).transform()
 
     return _pass
+
+
+def unchained_1x1(report: list) -> set:
+    """The int8 1x1 convs in ``report`` chained to no int8 layer, before or after."""
+    return {d.layer for d in report if d.kind == "int8_block" and d.op == "relax.nn.conv2d"
+            and REQUANTIZED not in d.reason and READS_CODES not in d.reason}

@@ -8,7 +8,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from .column_combine_epilogue import ColumnCombineEpilogue
 from .expand_depthwise import ExpandDepthwiseFusion
 from .int8_quantize_epilogue import Int8QuantizeEpilogue
-from .int8_requantize import Int8Requantize
+from .int8_requantize import Int8Requantize, unchained_1x1
 from .rewrite import SparseRewrite
 from .schedule_pass import ApplySchedules
 
@@ -35,7 +35,7 @@ def pipeline(target, kinds=None, options=None, report=None, sparse: bool = True,
     if sparse:
         if report is None:
             report = []
-        front += [SparseRewrite(kinds, options, report), Int8Requantize(report), Int8QuantizeEpilogue(),
+        front += [_rewrite_chaining_int8(kinds, options or {}, report), Int8QuantizeEpilogue(),
                   ColumnCombineEpilogue(report), ExpandDepthwiseFusion(report)]
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_patterns.pipeline")
@@ -53,3 +53,24 @@ def pipeline(target, kinds=None, options=None, report=None, sparse: bool = True,
             return seq(mod)
 
     return _pipeline
+
+
+def _rewrite_chaining_int8(kinds, options: dict, report: list) -> tvm.transform.Pass:
+    """SparseRewrite then Int8Requantize. With 1x1 convs in int8 only where chained
+    (``options["int8_block"]["conv1x1"]``, "chained" by default), the 1x1 convs that end up between float
+    layers are rewritten again as float ones, until none is left unchained."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_patterns.rewrite_chaining_int8")
+    def _pass(mod, _ctx):
+        opts, unchained = dict(options), set()
+        while True:
+            decisions = []
+            out = Int8Requantize(decisions)(SparseRewrite(kinds, opts, decisions)(mod))
+            again = unchained_1x1(decisions) - unchained
+            if opts.get("int8_block", {}).get("conv1x1", "chained") != "chained" or not again:
+                report.extend(decisions)
+                return out
+            unchained |= again
+            opts["int8_block"] = {**opts.get("int8_block", {}), "unchained": sorted(unchained)}
+
+    return _pass
