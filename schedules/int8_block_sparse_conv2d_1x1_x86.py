@@ -1,7 +1,7 @@
 """int8_block_sparse_conv2d_1x1_x86: int8 block-punched 1x1 conv for x86 with AVX-512 VNNI, or AVX2.
 
-A TIR kernel written out. The input is the layer's uint8 codes a row of positions per channel, [N, C,
-P] (P = Ho * Wo, the stride taken by the quantization). A lane is one output position and its 4 bytes
+A TIR kernel written out. The input is the layer's uint8 codes at its output positions, [N, C, Ho, Wo]
+(the stride taken by the quantization), read as a row of P = Ho * Wo positions per channel. A lane is one output position and its 4 bytes
 the codes of 4 kept input channels of the block (a quad of ``sparsity/int8_block``'s tables) at that
 position, interleaved from 4 channel rows in registers; a row's 4 weights of the quad are one int32,
 broadcast:
@@ -11,10 +11,12 @@ broadcast:
       q < quads
         v < V:  xv = x[c0, p:p+L] | x[c1, ...] << 8 | x[c2, ...] << 16 | x[c3, ...] << 24   (4 vpmovzxbd)
                 r < R:  acc[r, v] = vpdpbusd(acc[r, v], xv, broadcast(w[b, q, r]))          -- 4L MACs
-      out[n, bR + r, tile] = acc[r] + bias        (or, with ``requantize``, the next layer's uint8 codes)
+      out[n, bR + r, tile] = acc[r] + bias        (or, with ``requantize``, the next layer's uint8 codes;
+                                                    with ``residual``, the float epilogue: scale, bias,
+                                                    residual add, ReLU, and the next layer's codes beside)
 
-VNNI: L = 16 (zmm), R = 4, 8 or 16, R x V = 16 accumulators (fewer on layers of few positions). AVX2 (``vnni=False``): L = 8 (ymm), a
-``vpdpbusd`` becomes ``vpmaddubsw`` + ``vpmaddwd`` by ones + add, exact for weights of at most 64
+VNNI: L = 16 (zmm), R = 4, 8 or 16, R x V = 16 accumulators (fewer on layers of few positions).
+AVX2 (``vnni=False``): L = 8 (ymm), a ``vpdpbusd`` becomes ``vpmaddubsw`` + ``vpmaddwd`` by ones + add, exact for weights of at most 64
 (``vpmaddubsw`` saturates beyond), as the AVX2 conv's; R = 4 or 8, R x V = 8. One interleave feeds R
 multiplies.
 """
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
-from tvm_patterns.computes.int8_quantization import requantized_codes
+from tvm_patterns.computes.int8_quantization import quantized, requantized_codes
 
 from .int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS, BLOCK_ROWS
 
 TASK_QUADS = 32             # quads x tiles a parallel task takes at least: a layer of few channels
                             # takes several position tiles a task
 VECTOR = {8: T.int32x8, 16: T.int32x16}   # int32 vectors of a ymm, a zmm
+FLOAT_VECTOR = {8: T.float32x8, 16: T.float32x16}
 
 
 def lanes(vnni: bool) -> int:
@@ -41,16 +44,24 @@ def vectors_per_tile(block_rows: int, vnni: bool, positions: int) -> int:
     return max(1, min((16 if vnni else 8) // block_rows, positions // lanes(vnni)))
 
 
-def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, positions: int, out_features: int, blocks: int,
-                                     block_rows: int, quads: int, vnni: bool, requantize: bool = False):
-    """PrimFunc(x u8 [N, C, P], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
-    [N, F, P] = weight codes @ x codes + bias, P at least ``lanes(vnni)``.
+def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_features: int, blocks: int,
+                                     block_rows: int, quads: int, vnni: bool, requantize: bool = False,
+                                     residual: bool = False, relu: bool = False, codes: bool = False):
+    """PrimFunc(x u8 [N, C, Ho, Wo], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
+    [N, F, Ho, Wo] = weight codes @ x codes + bias; P = Ho * Wo at least ``lanes(vnni)``.
     ``requantize``: two more inputs, scale float32 [B*R, 2] and grid float32 [3], and out uint8: the sums
-    requantized onto the next layer's grid in the write-back (``requantized_codes``)."""
+    requantized onto the next layer's grid in the write-back (``requantized_codes``).
+    ``residual``: two more inputs, scale float32 [B*R, 2] and residual float32 [N, F, Ho, Wo], and out float32:
+    sums * scale[k, 0] + scale[k, 1] + residual (then max(., 0) with ``relu``); with ``codes`` too, grid
+    float32 [2] in before out, and a second output, uint8 [N, F, Ho, Wo]: out's codes on that grid."""
+    if requantize and residual:
+        raise ValueError("the int8 1x1 kernel writes requantized codes or a residual sum, not both")
     rows = BLOCK_ROWS if vnni else AVX2_BLOCK_ROWS
     if block_rows not in rows:
         raise NotImplementedError(f"the int8 1x1 kernel{'' if vnni else ' on AVX2'} runs blocks of {rows} rows, "
                                   f"not {block_rows}")
+    ho, wo = out_hw
+    positions = ho * wo
     R, V, L = block_rows, vectors_per_tile(block_rows, vnni, positions), lanes(vnni)
     TL = L * V
     if positions < L:
@@ -58,7 +69,7 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, positions: int, out_
     tiles = -(-positions // TL)
     span = min(tiles, max(1, TASK_QUADS // max(quads, 1)))      # position tiles a task
     tasks = -(-tiles // span)
-    i32, u8 = f"int32x{L}", f"uint8x{4 * L}"
+    i32, u8, f32 = f"int32x{L}", f"uint8x{4 * L}", f"float32x{L}"
 
     def mac(acc, xv, w):
         if vnni:
@@ -70,8 +81,13 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, positions: int, out_
                                     T.reinterpret(T.broadcast(w, L), dtype="int8x32")),
             T.broadcast(T.int16(1), 16))
 
+    def residual_sum(sums, scale, residual, i, k, p):
+        """sums * scale[k, 0] + scale[k, 1] + residual, then the ReLU: the float epilogue's operations."""
+        y = T.Cast(f32, sums) * T.broadcast(scale[k, 0], L) + T.broadcast(scale[k, 1], L) + residual[i, k, T.ramp(p, 1, L)]
+        return T.max(y, T.broadcast(T.float32(0), L)) if relu else y
+
     @T.macro
-    def body(x, col, value, bias, scale, grid, out):
+    def body(x, col, value, bias, scale, grid, residual, out, codes_out):
         for it in T.parallel(n * tasks * blocks):
             for ts in T.serial(span):
                 i: T.int32 = it // (tasks * blocks)
@@ -96,23 +112,59 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, positions: int, out_
                     if b * R + r < out_features:
                         for v in T.unroll(V):
                             sums = acc[T.ramp((r * V + v) * L, 1, L)] + T.broadcast(bias[b * R + r], L)
-                            out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = (
-                                requantized_codes(sums, scale, grid, b * R + r, L) if requantize else sums)
+                            if residual is None:
+                                out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = (
+                                    requantized_codes(sums, scale, grid, b * R + r, L) if requantize else sums)
+                            else:
+                                y: FLOAT_VECTOR[L] = residual_sum(sums, scale, residual, i, b * R + r, p0 + v * L)
+                                out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = y
+                                if codes:
+                                    codes_out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = quantized(y, grid, L)
 
+    # Each [N, C, Ho, Wo] buffer is read and written as [N, C, P]: a channel's positions, row-major.
+    flat_in, flat_out = (n, channels, positions), (n, out_features, positions)
     if requantize:
         @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, positions), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
                    scale: T.Buffer((blocks * R, 2), "float32"), grid: T.Buffer((3,), "float32"),
-                   out: T.Buffer((n, out_features, positions), "uint8")):
+                   out: T.Buffer((n, out_features, ho, wo), "uint8")):
             T.func_attr({"tir.noalias": True})
-            body(x, col, value, bias, scale, grid, out)
+            xf = T.decl_buffer(flat_in, "uint8", data=x.data)
+            outf = T.decl_buffer(flat_out, "uint8", data=out.data)
+            body(xf, col, value, bias, scale, grid, None, outf, None)
+    elif residual and codes:
+        @T.prim_func(private=True)
+        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+                   value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
+                   scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer((n, out_features, ho, wo), "float32"),
+                   grid: T.Buffer((2,), "float32"), out: T.Buffer((n, out_features, ho, wo), "float32"),
+                   codes_out: T.Buffer((n, out_features, ho, wo), "uint8")):
+            T.func_attr({"tir.noalias": True})
+            xf = T.decl_buffer(flat_in, "uint8", data=x.data)
+            resf = T.decl_buffer(flat_out, "float32", data=res.data)
+            outf = T.decl_buffer(flat_out, "float32", data=out.data)
+            codesf = T.decl_buffer(flat_out, "uint8", data=codes_out.data)
+            body(xf, col, value, bias, scale, grid, resf, outf, codesf)
+    elif residual:
+        @T.prim_func(private=True)
+        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+                   value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
+                   scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer((n, out_features, ho, wo), "float32"),
+                   out: T.Buffer((n, out_features, ho, wo), "float32")):
+            T.func_attr({"tir.noalias": True})
+            xf = T.decl_buffer(flat_in, "uint8", data=x.data)
+            resf = T.decl_buffer(flat_out, "float32", data=res.data)
+            outf = T.decl_buffer(flat_out, "float32", data=out.data)
+            body(xf, col, value, bias, scale, None, resf, outf, None)
     else:
         @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, positions), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
-                   out: T.Buffer((n, out_features, positions), "int32")):
+                   out: T.Buffer((n, out_features, ho, wo), "int32")):
             T.func_attr({"tir.noalias": True})
-            body(x, col, value, bias, None, None, out)
+            xf = T.decl_buffer(flat_in, "uint8", data=x.data)
+            outf = T.decl_buffer(flat_out, "int32", data=out.data)
+            body(xf, col, value, bias, None, None, None, outf, None)
 
     return kernel

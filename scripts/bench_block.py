@@ -161,16 +161,17 @@ def int8_conv_fn(layer: Layer, w2d: np.ndarray, R: int, vnni: bool):
     grid = fit_grid(w2d, "uniform", 8 if vnni else 7)
     codes = np.round(grid.snap(w2d) / grid.scale[:, None]).astype("int8")
     t = int8_block_tables(codes, R, unroll=1)
-    positions = layer.positions
-    f = int8_block_sparse_conv2d_1x1_x86(1, layer.cols, positions, layer.rows, t.col.shape[0], R, t.quads, vnni)
+    out_hw = layer.geom.out_hw
+    f = int8_block_sparse_conv2d_1x1_x86(1, layer.cols, out_hw, layer.rows, t.col.shape[0], R, t.quads, vnni)
     target = targets.host()
     fn = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                      tir_pipeline=tir_pipeline(target))["main"]
-    x = np.random.default_rng(1).integers(0, 256, (1, layer.cols, positions)).astype("uint8")
+    x = np.random.default_rng(1).integers(0, 256, (1, layer.cols, *out_hw)).astype("uint8")
     args = [tvm.runtime.tensor(a) for a in (x, t.col, t.value, np.zeros(t.col.shape[0] * R, "int32"),
-                                            np.zeros((1, layer.rows, positions), "int32"))]
+                                            np.zeros((1, layer.rows, *out_hw), "int32"))]
     fn(*args)
-    if not np.array_equal(args[-1].numpy()[0], codes.astype(np.int64) @ x[0].astype(np.int64)):
+    expected = codes.astype(np.int64) @ x[0].reshape(layer.cols, -1).astype(np.int64)
+    if not np.array_equal(args[-1].numpy()[0].reshape(layer.rows, -1), expected):
         raise AssertionError(f"{layer.name} int8 R={R}: not the integer product")
     return lambda: fn(*args)
 

@@ -13,6 +13,7 @@ from tvm import relax
 
 import tvm_patterns as tp
 from tvm_patterns.passes.int8_requantize import READS_CODES, REQUANTIZED
+from tvm_patterns.passes.int8_residual_epilogue import RESIDUAL, WITH_CODES
 from tvm_patterns.sparsity.quantization import input_grid
 from tvm_patterns.compress import oneshot_prune
 from tvm_patterns.sparsity import PatternLibrary
@@ -371,34 +372,47 @@ def test_block_pruned_1x1_convs_run_in_int8_when_asked_with_their_stride_and_res
 
 
 class Bottleneck(nn.Module):
-    """A user's ResNet-style block: 1x1 reduce with BatchNorm -> 3x3 -> 1x1 expand + a 1x1 shortcut, and a
-    strided 1x1 side branch reading the block input too."""
+    """A user's ResNet-style block: 1x1 reduce with BatchNorm -> 3x3 -> 1x1 expand + the shortcut (a 1x1
+    conv, or the input itself)."""
+
+    def __init__(self, channels: int, out: int):
+        super().__init__()
+        self.reduce, self.bn = nn.Conv2d(channels, 24, 1, bias=False), nn.BatchNorm2d(24)
+        self.mid = nn.Conv2d(24, 20, 3, padding=1)
+        self.expand = nn.Conv2d(20, out, 1)
+        self.shortcut = nn.Conv2d(channels, out, 1) if out != channels else None
+
+    def forward(self, x):
+        y = torch.relu(self.mid(torch.relu(self.bn(self.reduce(x)))))
+        return torch.relu(self.expand(y) + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class TwoBottlenecks(nn.Module):
+    """Two blocks after a stem, and a strided 1x1 side branch reading the second block's input too."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 40, 3, padding=1)
-        self.reduce, self.bn = nn.Conv2d(40, 24, 1, bias=False), nn.BatchNorm2d(24)
-        self.mid = nn.Conv2d(24, 20, 3, padding=1)
-        self.expand, self.shortcut = nn.Conv2d(20, 48, 1), nn.Conv2d(40, 48, 1)
-        self.side = nn.Conv2d(40, 32, 1, stride=2)
+        self.first, self.second = Bottleneck(40, 48), Bottleneck(48, 48)
+        self.side = nn.Conv2d(48, 32, 1, stride=2)
         self.head = nn.Linear(80, 10)
 
     def forward(self, x):
-        x = torch.relu(self.stem(x))
-        y = torch.relu(self.mid(torch.relu(self.bn(self.reduce(x)))))
-        z = torch.relu(self.expand(y) + self.shortcut(x))
-        return self.head(torch.cat([z.mean((2, 3)), torch.relu(self.side(x)).mean((2, 3))], 1))
+        x = self.first(torch.relu(self.stem(x)))
+        return self.head(torch.cat([self.second(x).mean((2, 3)), torch.relu(self.side(x)).mean((2, 3))], 1))
 
 
-def bottleneck():
+def bottlenecks():
     torch.manual_seed(0)
-    model = Bottleneck().eval()
-    model.bn.running_mean.normal_()
-    model.bn.running_var.uniform_(0.5, 2)
+    model = TwoBottlenecks().eval()
+    for block in (model.first, model.second):
+        block.bn.running_mean.normal_()
+        block.bn.running_var.uniform_(0.5, 2)
     oneshot_prune(model, [{"module": m, "kind": "block", "block_rows": 8, "sparsity": 0.75}
-                          for m in ("reduce", "expand", "shortcut", "side")]
-                  + [{"module": "mid", "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}],
-                  PatternLibrary.patdnn()).squash()
+                          for m in ("first.reduce", "first.expand", "first.shortcut", "second.reduce", "second.expand",
+                                    "side")]
+                  + [{"module": m, "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}
+                     for m in ("first.mid", "second.mid")], PatternLibrary.patdnn()).squash()
     batches = [torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     return model, tp.from_pytorch(model, batches[0]), tp.calibrate(model, batches)
 
@@ -407,38 +421,43 @@ def bottleneck():
 def test_a_bottlenecks_1x1_convs_chain_in_8_bits_with_its_3x3_as_the_float_chain_would(monkeypatch, family):
     target = None if family == "vnni" else AVX2
     (require_vnni if family == "vnni" else require_avx2)()
-    model, mod, ranges = bottleneck()
+    model, mod, ranges = bottlenecks()
     report = []
     fused = tp.build(mod, target, int8=ranges, report=report)
-    reasons = {r.layer: (r.kind, r.reason) for r in report}
-    assert reasons["reduce"][0] == reasons["expand"][0] == reasons["shortcut"][0] == reasons["side"][0] == "int8_block"
-    assert REQUANTIZED in reasons["reduce"][1] and READS_CODES not in reasons["reduce"][1]   # the input is float
-    assert REQUANTIZED in reasons["mid"][1] and READS_CODES in reasons["mid"][1]
-    assert READS_CODES in reasons["expand"][1] and REQUANTIZED not in reasons["expand"][1]   # + shortcut: float
-    assert READS_CODES in reasons["shortcut"][1] and READS_CODES in reasons["side"][1]       # reduce's codes
+    r = {d.layer: (d.kind, d.reason) for d in report}
+    assert {r[m][0] for m in ("first.reduce", "first.expand", "first.shortcut", "second.reduce", "side")} == {"int8_block"}
+    assert REQUANTIZED in r["first.reduce"][1] and READS_CODES not in r["first.reduce"][1]   # the stem's output: float
+    assert REQUANTIZED in r["first.mid"][1] and READS_CODES in r["first.mid"][1]
+    assert READS_CODES in r["first.expand"][1] and REQUANTIZED not in r["first.expand"][1]   # its sum: float
+    assert READS_CODES in r["first.shortcut"][1] and READS_CODES in r["side"][1]    # first.reduce's, second.reduce's codes
+    assert f"{RESIDUAL} {WITH_CODES}" in r["first.expand"][1]        # second.reduce's codes, and side's from them
+    assert RESIDUAL in r["second.expand"][1] and WITH_CODES not in r["second.expand"][1]      # into the float head
     asm = "".join(m.inspect_source("asm") for m in fused.mod.imports if m.kind == "llvm")
-    assert "int8_block_sparse_conv2d_1x1_x86_requantize" in asm
+    assert "int8_block_sparse_conv2d_1x1_x86_requantize" in asm and "int8_block_sparse_conv2d_1x1_x86_residual" in asm
     assert ("vpdpbusd" if family == "vnni" else "vpmaddubsw") in asm
-    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8Requantize",
-                        lambda report=None: tvm.transform.Sequential([]))
+    pipeline = importlib.import_module("tvm_patterns.passes.pipeline")
+    monkeypatch.setattr(pipeline, "Int8ResidualEpilogue", lambda report=None: tvm.transform.Sequential([]))
+    no_epilogue = tp.build(mod, target, int8=ranges)
+    monkeypatch.setattr(pipeline, "Int8Requantize", lambda report=None: tvm.transform.Sequential([]))
     float_between = tp.build(mod, target, int8=ranges, options={"int8_block": {"conv1x1": True}})
-    x = torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(7))
-    got, expected = (relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
-                     for ex in (fused, float_between))
-    np.testing.assert_array_equal(got, expected)
+    x = tvm.runtime.tensor(torch.randn(2, 3, 13, 19, generator=torch.Generator().manual_seed(7)).numpy())
+    got, *expected = (relax.VirtualMachine(ex, tvm.cpu())["main"](x).numpy()
+                      for ex in (fused, no_epilogue, float_between))
+    np.testing.assert_array_equal(got, expected[0])
+    np.testing.assert_array_equal(got, expected[1])
     with torch.no_grad():
-        ref = model(x).numpy()
+        ref = model(torch.from_numpy(x.numpy())).numpy()
     assert np.abs(got - ref).max() < 0.03 * np.abs(ref).max()
 
 
 def test_1x1_convs_left_unchained_once_their_neighbours_stay_float_stay_float_too():
     require_vnni()
-    model, mod, ranges = bottleneck()
-    report = []      # the 3x3 conv in float: reduce and expand have no int8 neighbour, nor then shortcut and side
+    model, mod, ranges = bottlenecks()
+    report = []      # the 3x3 convs in float: no 1x1 conv has an int8 neighbour
     tp.build(mod, int8=ranges, options={"int8_filter_block": {"filters": 8}}, report=report)
     kinds = {r.layer: r for r in report}
-    assert kinds["mid"].kind == "filter_block"
-    for layer in ("reduce", "expand", "shortcut", "side"):
+    assert kinds["first.mid"].kind == kinds["second.mid"].kind == "filter_block"
+    for layer in ("first.reduce", "first.expand", "first.shortcut", "second.reduce", "second.expand", "side"):
         assert kinds[layer].kind == "block" and "no int8 layer before or after it" in kinds[layer].passed_over
 
 

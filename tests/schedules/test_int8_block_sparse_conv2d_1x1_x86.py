@@ -16,9 +16,9 @@ from .test_int8_filter_block_conv_avx2 import AVX2, require_avx2
 VNNI = tvm.target.Target({"kind": "llvm", "mcpu": "icelake-server"})
 
 
-def build(n, w, positions, block_rows, target, vnni, requantize=False):
+def build(n, w, out_hw, block_rows, target, vnni, requantize=False):
     t = int8_block_tables(w, block_rows, unroll=1)                # any number of quads
-    f = int8_block_sparse_conv2d_1x1_x86(n, w.shape[1], positions, w.shape[0], t.col.shape[0], block_rows, t.quads,
+    f = int8_block_sparse_conv2d_1x1_x86(n, w.shape[1], out_hw, w.shape[0], t.col.shape[0], block_rows, t.quads,
                                          vnni, requantize)
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                        tir_pipeline=tir_pipeline(target)), t
@@ -31,54 +31,54 @@ def weight(rows, cols, block_rows, vnni):
 
 
 CASES = [
-    (1, 21, 75, 50, 8),      # rows not a multiple of the block, channels not of 4, positions not of a tile
-    (2, 50, 130, 33, 4),     # batch 2, two vectors a tile (VNNI: fewer than R x V = 16 accumulators)
-    (1, 8, 9, 32, 8),        # one block, one tile
-    (1, 16, 16, 300, 8),     # one quad a block: several position tiles a task, the last one overlapping
-    (1, 40, 64, 49, 16),     # 7x7 positions, blocks of 16 rows (VNNI only)
+    (1, 21, 75, (5, 10), 8),     # rows not a multiple of the block, channels not of 4, positions not of a tile
+    (2, 50, 130, (3, 11), 4),    # batch 2, two vectors a tile (VNNI: fewer than R x V = 16 accumulators)
+    (1, 8, 9, (4, 8), 8),        # one block, one tile
+    (1, 16, 16, (15, 20), 8),    # one quad a block: several position tiles a task, the last one overlapping
+    (1, 40, 64, (7, 7), 16),     # 7x7 positions, blocks of 16 rows (VNNI only)
 ]
 
 
-@pytest.mark.parametrize("vnni,n,rows,cols,positions,block_rows",
+@pytest.mark.parametrize("vnni,n,rows,cols,out_hw,block_rows",
                          [(vnni, *case) for vnni in (True, False) for case in CASES if vnni or case[-1] != 16])
-def test_the_int8_1x1_kernel_is_bit_exact(vnni, n, rows, cols, positions, block_rows):
+def test_the_int8_1x1_kernel_is_bit_exact(vnni, n, rows, cols, out_hw, block_rows):
     (require_vnni if vnni else require_avx2)()
     rng = np.random.default_rng(2)
     w = weight(rows, cols, block_rows, vnni)
-    ex, t = build(n, w, positions, block_rows, HOST, vnni)
-    x = rng.integers(0, 256, (n, cols, positions)).astype("uint8")
-    x[0, :, 0] = 255
+    ex, t = build(n, w, out_hw, block_rows, HOST, vnni)
+    x = rng.integers(0, 256, (n, cols, *out_hw)).astype("uint8")
+    x[0, :, 0, 0] = 255
     bias = rng.integers(-10**6, 10**6, t.col.shape[0] * block_rows).astype("int32")
-    out = tvm.runtime.tensor(np.zeros((n, rows, positions), "int32"))
+    out = tvm.runtime.tensor(np.zeros((n, rows, *out_hw), "int32"))
     ex["main"](*(tvm.runtime.tensor(a) for a in (x, t.col, t.value, bias)), out)
-    expected = np.einsum("fc,ncp->nfp", w.astype(np.int64), x.astype(np.int64)) + bias[:rows, None]
+    expected = np.einsum("fc,nchw->nfhw", w.astype(np.int64), x.astype(np.int64)) + bias[:rows, None, None]
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
 @pytest.mark.parametrize("vnni,lowest", [(True, 7), (False, 0)], ids=["vnni-relu", "avx2-no-relu"])
 def test_the_requantizing_1x1_kernel_writes_the_next_layers_codes_of_its_sums(vnni, lowest):
     (require_vnni if vnni else require_avx2)()
-    n, rows, cols, positions, R = 2, 21, 75, 50, 8
+    n, rows, cols, out_hw, R = 2, 21, 75, (5, 10), 8
     rng = np.random.default_rng(3)
     w = weight(rows, cols, R, vnni)
-    ex, t = build(n, w, positions, R, HOST, vnni, requantize=True)
-    x = rng.integers(0, 256, (n, cols, positions)).astype("uint8")
+    ex, t = build(n, w, out_hw, R, HOST, vnni, requantize=True)
+    x = rng.integers(0, 256, (n, cols, *out_hw)).astype("uint8")
     bias = np.zeros(t.col.shape[0] * R, "int32")
     scale = np.zeros((t.col.shape[0] * R, 2), "float32")
     scale[:rows, 0] = rng.uniform(2e-4, 6e-4, rows)
     scale[:rows, 1] = rng.uniform(-1, 1, rows)
     grid = np.array([20.0, 7, lowest], "float32")                    # next scale 0.05, zero point 7
-    out = tvm.runtime.tensor(np.zeros((n, rows, positions), "uint8"))
+    out = tvm.runtime.tensor(np.zeros((n, rows, *out_hw), "uint8"))
     ex["main"](*(tvm.runtime.tensor(a) for a in (x, t.col, t.value, bias, scale, grid)), out)
-    sums = np.einsum("fc,ncp->nfp", w.astype(np.int64), x.astype(np.int64))
-    expected = requantized_reference(sums[..., None], scale[:rows], grid)[..., 0]
+    sums = np.einsum("fc,nchw->nfhw", w.astype(np.int64), x.astype(np.int64))
+    expected = requantized_reference(sums, scale[:rows], grid)
     assert (expected == lowest).any() and (expected == 255).any() and (expected > lowest).mean() > 0.2
     np.testing.assert_array_equal(out.numpy(), expected)
 
 
 def test_the_vnni_hot_loop_interleaves_four_channels_and_feeds_each_to_every_row():
     w = weight(64, 256, 8, True)
-    asm = build(1, w, 64, 8, VNNI, True)[0].mod.inspect_source("asm")
+    asm = build(1, w, (8, 8), 8, VNNI, True)[0].mod.inspect_source("asm")
     loop = asm.split("vpdpbusd", 1)[0].rsplit("\n.LBB", 1)[1] + asm.split("vpdpbusd", 1)[1].split("jne", 1)[0]
     assert loop.count("vpmovzxbd") == 8 and loop.count("vpdpbusd") + 1 == 16 and "zmm" in loop
     assert "%rsp" not in loop
@@ -86,7 +86,7 @@ def test_the_vnni_hot_loop_interleaves_four_channels_and_feeds_each_to_every_row
 
 def test_the_avx2_hot_loop_interleaves_four_channels_and_multiplies_each_row_without_spilling():
     w = weight(64, 256, 8, False)
-    asm = build(1, w, 64, 8, AVX2, False)[0].mod.inspect_source("asm")
+    asm = build(1, w, (8, 8), 8, AVX2, False)[0].mod.inspect_source("asm")
     loop = asm.split("vpmaddubsw", 1)[0].rsplit("\n.LBB", 1)[1] + asm.split("vpmaddubsw", 1)[1].split("jne", 1)[0]
     assert loop.count("vpmovzxbd") == 4 and loop.count("vpmaddubsw") + 1 == 8 and loop.count("vpmaddwd") == 8
     assert "%rsp" not in loop and "zmm" not in asm
@@ -94,8 +94,48 @@ def test_the_avx2_hot_loop_interleaves_four_channels_and_multiplies_each_row_wit
 
 def test_refusals_say_what_the_kernel_runs():
     with pytest.raises(NotImplementedError, match=r"on AVX2 runs blocks of \(4, 8\) rows, not 16"):
-        int8_block_sparse_conv2d_1x1_x86(1, 16, 64, 16, 1, 16, 4, vnni=False)
+        int8_block_sparse_conv2d_1x1_x86(1, 16, (8, 8), 16, 1, 16, 4, vnni=False)
     with pytest.raises(NotImplementedError, match=r"runs blocks of \(4, 8, 16\) rows, not 2"):
-        int8_block_sparse_conv2d_1x1_x86(1, 16, 64, 16, 8, 2, 4, vnni=True)
+        int8_block_sparse_conv2d_1x1_x86(1, 16, (8, 8), 16, 8, 2, 4, vnni=True)
     with pytest.raises(ValueError, match="12 positions: the int8 1x1 kernel takes at least 16"):
-        int8_block_sparse_conv2d_1x1_x86(1, 16, 12, 16, 2, 8, 4, vnni=True)
+        int8_block_sparse_conv2d_1x1_x86(1, 16, (3, 4), 16, 2, 8, 4, vnni=True)
+
+
+def fused_multiply_add(a, b, c):
+    """float32 a * b + c rounded once, as LLVM contracts the float epilogue's multiply and add."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("vnni,relu,codes", [(True, True, True), (True, False, False), (False, True, False)],
+                         ids=["vnni-relu-codes", "vnni-plain", "avx2-relu"])
+def test_the_residual_1x1_kernel_writes_the_float_epilogue_and_the_next_layers_codes(vnni, relu, codes):
+    (require_vnni if vnni else require_avx2)()
+    n, rows, cols, out_hw, R = 2, 21, 75, (5, 10), 8
+    rng = np.random.default_rng(4)
+    w = weight(rows, cols, R, vnni)
+    t = int8_block_tables(w, R, unroll=1)
+    f = int8_block_sparse_conv2d_1x1_x86(n, cols, out_hw, rows, t.col.shape[0], R, t.quads, vnni,
+                                         residual=True, relu=relu, codes=codes)
+    ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=HOST,
+                     tir_pipeline=tir_pipeline(HOST))
+    x = rng.integers(0, 256, (n, cols, *out_hw)).astype("uint8")
+    scale = np.zeros((t.col.shape[0] * R, 2), "float32")
+    scale[:rows, 0] = rng.uniform(2e-5, 6e-5, rows)
+    scale[:rows, 1] = rng.uniform(-1, 1, rows)
+    residual = rng.normal(size=(n, rows, *out_hw)).astype("float32")
+    grid = np.array([20.0, 7], "float32")                            # next scale 0.05, zero point 7
+    args = [x, t.col, t.value, np.zeros(t.col.shape[0] * R, "int32"), scale, residual, *([grid] if codes else []),
+            np.zeros((n, rows, *out_hw), "float32"), *([np.zeros((n, rows, *out_hw), "uint8")] if codes else [])]
+    args = [tvm.runtime.tensor(a) for a in args]
+    ex["main"](*args)
+    sums = np.einsum("fc,nchw->nfhw", w.astype(np.int64), x.astype(np.int64)).astype("float32")
+    y = fused_multiply_add(sums, scale[:rows, 0, None, None], scale[:rows, 1, None, None]) + residual
+    y = np.maximum(y, np.float32(0)) if relu else y
+    np.testing.assert_array_equal(args[-2 if codes else -1].numpy(), y)
+    if codes:
+        expected = np.clip(np.floor(y * grid[0] + np.float32(0.5)) + grid[1], 0, 255).astype("uint8")
+        assert (expected == 7).any() and (expected == 255).any() and ((expected > 7) & (expected < 255)).mean() > 0.2
+        np.testing.assert_array_equal(args[-1].numpy(), expected)
+    with pytest.raises(ValueError, match="requantized codes or a residual sum, not both"):
+        int8_block_sparse_conv2d_1x1_x86(n, cols, out_hw, rows, t.col.shape[0], R, t.quads, vnni,
+                                         requantize=True, residual=True)

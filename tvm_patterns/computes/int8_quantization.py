@@ -6,8 +6,7 @@ conv is a TIR function: ``schedules/int8_quantize_rowpairs_x86``).
     requantized_codes:  int32 sums -> the next layer's uint8 codes, in an int8 conv's write-back
     dequantize_conv:    int32 [N, K, H, W] sums -> float: sum * scale * weight_scale[k]
     dequantize_dense:   int32 [M, K] sums -> float, the same
-    quantize_positions: float [N, C, H, W] -> uint8 codes [N, C, Ho * Wo] of a 1x1 conv (its stride taken)
-    dequantize_positions: int32 [N, K, Ho * Wo] -> float [N, K, Ho, Wo]
+    quantize_positions: float [N, C, H, W] -> uint8 codes [N, C, Ho, Wo] of a 1x1 conv (its stride taken)
 
 The scale and zero point of the input are the layer's calibrated ones (compile-time constants), so the
 zero point's share of the sums, -zero_point * sum(w[k]), is a constant the kernel adds as its bias.
@@ -80,27 +79,28 @@ def requantized_codes(sums, scale, grid, k, lanes: int):
     return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
 
 
+def quantized(y, grid, lanes: int):
+    """uint8 codes of ``lanes`` float32 lanes y on grid = (1 / scale, zero point): clip(floor(y * grid[0] +
+    0.5) + grid[1], 0, 255), as ``quantize_positions`` rounds (in a TIR kernel's write-back)."""
+    def bc(x):
+        return T.broadcast(x, lanes)
+    q = T.max(T.min(T.floor(y * bc(grid[0]) + bc(T.float32(0.5))) + bc(grid[1]), bc(T.float32(255.0))),
+              bc(T.float32(0.0)))
+    return T.Cast(f"uint8x{lanes}", q)
+
+
 def quantize_positions(x: te.Tensor, grid: te.Tensor, strides: tuple) -> te.Tensor:
-    """x float32 [N, C, H, W] -> uint8 codes [N, C, Ho * Wo] of the positions a 1x1 conv with ``strides``
-    reads, row-major, on grid = (1 / scale, zero point), rounded as ``quantize_dense``. A uint8 x is codes
-    already on the grid (written by the previous int8 conv, ``passes/int8_requantize``), and is only picked."""
+    """x float32 [N, C, H, W] -> uint8 codes [N, C, Ho, Wo] of the positions a 1x1 conv with ``strides``
+    reads, on grid = (1 / scale, zero point), rounded as ``quantize_dense``. A uint8 x is codes already on
+    the grid (written by the previous int8 conv, ``passes/int8_requantize``), and is only picked."""
     n, c, h, w = (int(v) for v in x.shape)
     sh, sw = strides
-    wo = (w - 1) // sw + 1
 
-    def code(i, k, p):
-        v = x[i, k, p // wo * sh, p % wo * sw]
+    def code(i, k, y, z):
+        v = x[i, k, y * sh, z * sw]
         if x.dtype == "uint8":
             return v
         return tirx.max(tirx.min(tirx.floor(v * grid[0] + tirx.const(0.5, "float32")) + grid[1],
                                  tirx.const(255.0, "float32")), tirx.const(0.0, "float32")).astype("uint8")
 
-    return te.compute((n, c, ((h - 1) // sh + 1) * wo), code, name=QUANTIZE_BLOCK)
-
-
-def dequantize_positions(acc: te.Tensor, weight_scale: te.Tensor, scale: float, out_hw: tuple) -> te.Tensor:
-    """acc int32 [N, K, Ho * Wo] (positions row-major) -> float32 [N, K, Ho, Wo]."""
-    n, k = (int(v) for v in acc.shape[:2])
-    ho, wo = out_hw
-    return te.compute((n, k, ho, wo), lambda i, f, y, z: acc[i, f, y * wo + z].astype("float32")
-                      * (weight_scale[f] * tirx.const(scale, "float32")), name=DEQUANTIZE_BLOCK)
+    return te.compute((n, c, (h - 1) // sh + 1, (w - 1) // sw + 1), code, name=QUANTIZE_BLOCK)

@@ -9,10 +9,11 @@ values; others go on the uniform 8-bit grid (as "int8_filter_block"). The matmul
 
     quantize_dense(x) -> int8_block_sparse_dense_x86 -> dequantize_dense
 
-and a 1x1 conv (VNNI, or AVX2 with weights of at most 64; ``conv1x1``: "chained", the default, only
-where ``passes/int8_requantize`` chains it to an int8 layer before or after it; True always; False never)
+and a 1x1 conv (VNNI, or AVX2 with weights of at most 64; ``conv1x1``: "chained", the default, where
+``passes/int8_requantize`` chains it to an int8 layer before or after it, or where it has at least
+UNCHAINED_MIN_INTENSITY kept MACs per float element; True always; False never)
 
-    quantize_positions(x) -> int8_block_sparse_conv2d_1x1_x86 -> dequantize_positions
+    quantize_positions(x) -> int8_block_sparse_conv2d_1x1_x86 -> dequantize_conv
 
 (the bias, activation and residual add after it fuse into the dequantization; ``passes/int8_requantize``
 chains it in 8 bits to the int8 convs before and after it).
@@ -28,8 +29,8 @@ from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_
 from schedules.int8_block_sparse_conv2d_1x1_x86 import lanes as lanes_1x1
 from schedules.int8_block_sparse_dense_x86 import AVX2_BLOCK_ROWS, BLOCK_ROWS, int8_block_sparse_dense_x86
 from schedules.int8_filter_block_pattern_conv2d_rowpair_avx2 import MAX_PAIR
-from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_dense,
-                                                     dequantize_positions, quantize_dense, quantize_positions)
+from tvm_patterns.computes.int8_quantization import (DEQUANTIZE_BLOCK, QUANTIZE_BLOCK, dequantize_conv, dequantize_dense,
+                                                     quantize_dense, quantize_positions)
 from tvm_patterns.sparsity.int8_block import UNROLL, int8_block_tables, nibble_tables
 
 from .block_kind import BLOCK_OPTIONS, choose_block_rows, conv1x1_parts, matmul_weight
@@ -109,7 +110,7 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
 
 
 def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int, vnni: bool) -> Plan:
-    """A 1x1 conv: AVX-512 VNNI's kernel, or AVX2's, when asked for (docs/design.md#int8-block-1x1)."""
+    """A 1x1 conv: AVX-512 VNNI's kernel, or AVX2's (docs/design.md#int8-block-1x1)."""
     mode = ctx.options.get("conv1x1", "chained")
     if mode is False:
         raise LeaveDense("1x1 convs stay float: options={'int8_block': {'conv1x1': False}}")
@@ -127,9 +128,8 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
     positions = out_hw[0] * out_hw[1]
     if positions < lanes_1x1(vnni):
         raise LeaveDense(f"{positions} output positions: the int8 1x1 kernel takes at least {lanes_1x1(vnni)}")
-    geometry = (N, C, positions, K, B, R, tables.quads, vnni)
-    kernel = written_out(int8_block_sparse_conv2d_1x1_x86(*geometry)).with_attrs(
-        {CONV_ATTR: [CONV_KERNEL, *geometry], LAYER_ATTR: ctx.name})
+    kernel = written_out(int8_block_sparse_conv2d_1x1_x86(N, C, out_hw, K, B, R, tables.quads, vnni)).with_attrs(
+        {CONV_ATTR: [CONV_KERNEL, N, C, *out_hw, K, B, R, tables.quads, vnni], LAYER_ATTR: ctx.name})
     arrays = (tables.col, tables.value, _bias(tables, zero_point))
     grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
 
@@ -140,8 +140,8 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
                                                LAYER_ATTR: ctx.name}))
         acc = bb.emit(relax.call_tir(bb.add_func(kernel, CONV_KERNEL),
                                      relax.Tuple([x, *(relax.const(a) for a in arrays)]),
-                                     relax.TensorType((N, K, positions), "int32")))
-        return bb.call_te(functools.partial(dequantize_positions, scale=scale, out_hw=out_hw), acc,
+                                     relax.TensorType((N, K, *out_hw), "int32")))
+        return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc,
                           relax.const(weight_scale), primfunc_name_hint=DEQUANTIZE_BLOCK,
                           primfunc_attrs={"op_pattern": 0, DEQUANTIZE_ATTR: float(scale)})
 

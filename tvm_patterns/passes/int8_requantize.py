@@ -10,7 +10,7 @@ the first conv requantizes its sums onto the second's input grid in its write-ba
 
     codes = int8 conv(x) (uint8)  ->  max pool (uint8)  ->  lay out -> x'
 
-(x86 3x3: row pairs; NEON 3x3: row triples; 1x1: a row of positions per channel, a reshape at stride 1).
+(x86 3x3: row pairs; NEON 3x3: row triples; 1x1: the codes as they are, or every other one at stride 2).
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -56,7 +56,7 @@ class _Requantize(PyExprMutator):
         self.report = report
         self.values: dict = {}
         self.uses: dict = {}
-        self.codes: dict = {}       # (float input, grid) -> its uint8 codes at every position, [N, C, H * W]
+        self.codes: dict = {}       # (float input, grid) -> its uint8 codes at every position, [N, C, H, W]
 
     def transform(self) -> tvm.IRModule:
         return rewrite_functions(self, self.mod_)
@@ -100,10 +100,10 @@ class _Requantize(PyExprMutator):
         codes are picked from those instead."""
         x, grid = binding.value.args[1].fields
         key = (x, grid.value.numpy().tobytes())
-        name, n, c, h, w, *strides = (layout[0], *(int(v) for v in layout[1:]))
+        strides = [int(v) for v in layout[5:]]
         if key in self.codes:
-            codes = self.builder_.emit(relax.op.reshape(self.codes[key], (n, c, h, w)))
-            self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
+            self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, self.codes[key], grid,
+                                                                             layout)))
             self._annotate(None, tir_attr(self.mod_, binding.value, LAYER_ATTR))
             return
         var = self.builder_.emit(self.visit_expr(binding.value))
@@ -130,9 +130,7 @@ class _Requantize(PyExprMutator):
             return super().visit_var_binding_(binding)
         pool, relu, bias, dequantize, conv = chain
         name, *geometry = tir_attr(self.mod_, conv, CONV_ATTR)
-        is_1x1 = str(name) == CONV1X1_KERNEL       # geometry [N, C, P, K, B, R, ...], else [N, C, H, W, K, B, F, ...]
-        k = int(geometry[3] if is_1x1 else geometry[4])
-        rows = int(geometry[4]) * int(geometry[5]) if is_1x1 else int(geometry[5]) * int(geometry[6])   # whole blocks
+        k, rows = int(geometry[4]), int(geometry[5]) * int(geometry[6])    # [N, C, H, W, K, blocks, rows a block, ...]
         bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None:
             return super().visit_var_binding_(binding)
@@ -143,15 +141,12 @@ class _Requantize(PyExprMutator):
         grid = value.args[1].fields[1]                               # (1 / scale, zero point) of the next layer
         zero_point = grid.value.numpy()[1]
         lowest = zero_point if relu else np.float32(0.0)
-        shape = known_shape(dequantize)                               # [N, K, Ho, Wo]
         kernel = _requantizing_kernel(str(name), geometry)
         conv_args = [self.visit_expr(a) for a in conv.args[1].fields]
         codes = self.builder_.emit(relax.call_tir(
             self.builder_.add_func(written_out(kernel), f"{name}_requantize"),
             relax.Tuple([*conv_args, relax.const(scale), relax.const(np.array([*grid.value.numpy(), lowest], "float32"))]),
             relax.TensorType(known_shape(conv), "uint8")))
-        if is_1x1:                                                  # [N, K, Ho * Wo] -> [N, K, Ho, Wo]
-            codes = self.builder_.emit(relax.op.reshape(codes, shape))
         if pool is not None:
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
         self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
@@ -161,8 +156,8 @@ class _Requantize(PyExprMutator):
 def _requantizing_kernel(name: str, geometry):
     """The int8 conv ``name`` of ``geometry`` (its CONV_ATTR) writing uint8 codes."""
     if name == CONV1X1_KERNEL:
-        *sizes, vnni = geometry
-        return int8_block_sparse_conv2d_1x1_x86(*(int(v) for v in sizes), bool(vnni), requantize=True)
+        n, c, h, w, k, blocks, rows, quads, vnni = (int(v) for v in geometry)
+        return int8_block_sparse_conv2d_1x1_x86(n, c, (h, w), k, blocks, rows, quads, bool(vnni), requantize=True)
     n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
     knobs_type, make = KERNELS[name]
     return make(n, c, h, w, k, blocks, filters, max_len, patterns, knobs_type(*knobs), requantize=True)
@@ -176,7 +171,7 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
     if str(name) == POSITIONS_LAYOUT:
         strides = tuple(int(v) for v in rest)
         if strides == (1, 1):
-            return relax.op.reshape(codes, (n, c, h * w))
+            return codes
         return bb.call_te(functools.partial(quantize_positions, strides=strides), codes, grid,
                           primfunc_name_hint=QUANTIZE_BLOCK + "_layout")
     rows, groups = int(rest[0]), int(rest[1])

@@ -9,6 +9,7 @@ from .column_combine_epilogue import ColumnCombineEpilogue
 from .expand_depthwise import ExpandDepthwiseFusion
 from .int8_quantize_epilogue import Int8QuantizeEpilogue
 from .int8_requantize import Int8Requantize, unchained_1x1
+from .int8_residual_epilogue import Int8ResidualEpilogue
 from .rewrite import SparseRewrite
 from .schedule_pass import ApplySchedules
 
@@ -35,7 +36,8 @@ def pipeline(target, kinds=None, options=None, report=None, sparse: bool = True,
     if sparse:
         if report is None:
             report = []
-        front += [_rewrite_chaining_int8(kinds, options or {}, report), Int8QuantizeEpilogue(),
+        front += [_rewrite_chaining_int8(kinds, options or {}, report), Int8ResidualEpilogue(report),
+                  Int8QuantizeEpilogue(),
                   ColumnCombineEpilogue(report), ExpandDepthwiseFusion(report)]
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_patterns.pipeline")
