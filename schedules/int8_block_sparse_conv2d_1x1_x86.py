@@ -13,7 +13,8 @@ broadcast:
                 r < R:  acc[r, v] = vpdpbusd(acc[r, v], xv, broadcast(w[b, q, r]))          -- 4L MACs
       out[n, bR + r, tile] = acc[r] + bias        (or, with ``requantize``, the next layer's uint8 codes;
                                                     with ``residual``, the float epilogue: scale, bias,
-                                                    residual add, ReLU, and the next layer's codes beside)
+                                                    residual add (a float one or codes), ReLU; it writes
+                                                    the sum, the next layer's codes of it, or both)
 
 VNNI: L = 16 (zmm), R = 4, 8 or 16, R x V = 16 accumulators (fewer on layers of few positions).
 AVX2 (``vnni=False``): L = 8 (ymm), a ``vpdpbusd`` becomes ``vpmaddubsw`` + ``vpmaddwd`` by ones + add, exact for weights of at most 64
@@ -46,16 +47,23 @@ def vectors_per_tile(block_rows: int, vnni: bool, positions: int) -> int:
 
 def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_features: int, blocks: int,
                                      block_rows: int, quads: int, vnni: bool, requantize: bool = False,
-                                     residual: bool = False, relu: bool = False, codes: bool = False):
+                                     residual: str | None = None, relu: bool = False, out_float: bool = True,
+                                     codes: bool = False):
     """PrimFunc(x u8 [N, C, Ho, Wo], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
     [N, F, Ho, Wo] = weight codes @ x codes + bias; P = Ho * Wo at least ``lanes(vnni)``.
     ``requantize``: two more inputs, scale float32 [B*R, 2] and grid float32 [3], and out uint8: the sums
     requantized onto the next layer's grid in the write-back (``requantized_codes``).
-    ``residual``: two more inputs, scale float32 [B*R, 2] and residual float32 [N, F, Ho, Wo], and out float32:
-    sums * scale[k, 0] + scale[k, 1] + residual (then max(., 0) with ``relu``); with ``codes`` too, grid
-    float32 [2] in before out, and a second output, uint8 [N, F, Ho, Wo]: out's codes on that grid."""
+    ``residual`` ("float" or "codes"): the float epilogue y = sums * scale[k, 0] + scale[k, 1] + residual (then
+    max(., 0) with ``relu``), PrimFunc(x, col, value, bias, scale float32 [B*R, 2], residual float32 [N, F, Ho,
+    Wo], residual codes uint8 [N, F, Ho, Wo] and their grid float32 [2] = (scale, zero point), grid float32
+    [2] = (1 / scale, zero point)) -> (y float32 [N, F, Ho, Wo] if ``out_float``, y's codes on grid uint8 [N,
+    F, Ho, Wo] if ``codes``); the residual is the float one or the codes' (code - zero point) * scale, and
+    what a variant does not read or write is a buffer of one element."""
     if requantize and residual:
         raise ValueError("the int8 1x1 kernel writes requantized codes or a residual sum, not both")
+    if residual not in (None, "float", "codes") or (residual and not (out_float or codes)):
+        raise ValueError(f"residual {residual!r} (None, 'float' or 'codes') writing {'float' if out_float else ''}"
+                         f"{' and ' if out_float and codes else ''}{'codes' if codes else ''}: nothing to write")
     rows = BLOCK_ROWS if vnni else AVX2_BLOCK_ROWS
     if block_rows not in rows:
         raise NotImplementedError(f"the int8 1x1 kernel{'' if vnni else ' on AVX2'} runs blocks of {rows} rows, "
@@ -81,13 +89,17 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
                                     T.reinterpret(T.broadcast(w, L), dtype="int8x32")),
             T.broadcast(T.int16(1), 16))
 
-    def residual_sum(sums, scale, residual, i, k, p):
-        """sums * scale[k, 0] + scale[k, 1] + residual, then the ReLU: the float epilogue's operations."""
-        y = T.Cast(f32, sums) * T.broadcast(scale[k, 0], L) + T.broadcast(scale[k, 1], L) + residual[i, k, T.ramp(p, 1, L)]
+    def residual_sum(sums, scale, res, res_codes, res_grid, i, k, p):
+        """sums * scale[k, 0] + scale[k, 1] + the residual, then the ReLU: the float epilogue's operations."""
+        if residual == "float":
+            r = res[i, k, T.ramp(p, 1, L)]
+        else:
+            r = (T.Cast(f32, res_codes[i, k, T.ramp(p, 1, L)]) - T.broadcast(res_grid[1], L)) * T.broadcast(res_grid[0], L)
+        y = T.Cast(f32, sums) * T.broadcast(scale[k, 0], L) + T.broadcast(scale[k, 1], L) + r
         return T.max(y, T.broadcast(T.float32(0), L)) if relu else y
 
     @T.macro
-    def body(x, col, value, bias, scale, grid, residual, out, codes_out):
+    def body(x, col, value, bias, scale, grid, res, res_codes, res_grid, out, codes_out):
         for it in T.parallel(n * tasks * blocks):
             for ts in T.serial(span):
                 i: T.int32 = it // (tasks * blocks)
@@ -116,8 +128,10 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
                                 out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = (
                                     requantized_codes(sums, scale, grid, b * R + r, L) if requantize else sums)
                             else:
-                                y: FLOAT_VECTOR[L] = residual_sum(sums, scale, residual, i, b * R + r, p0 + v * L)
-                                out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = y
+                                y: FLOAT_VECTOR[L] = residual_sum(sums, scale, res, res_codes, res_grid, i, b * R + r,
+                                                                  p0 + v * L)
+                                if out_float:
+                                    out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = y
                                 if codes:
                                     codes_out[i, b * R + r, T.ramp(p0 + v * L, 1, L)] = quantized(y, grid, L)
 
@@ -132,31 +146,27 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(flat_in, "uint8", data=x.data)
             outf = T.decl_buffer(flat_out, "uint8", data=out.data)
-            body(xf, col, value, bias, scale, grid, None, outf, None)
-    elif residual and codes:
-        @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
-                   value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
-                   scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer((n, out_features, ho, wo), "float32"),
-                   grid: T.Buffer((2,), "float32"), out: T.Buffer((n, out_features, ho, wo), "float32"),
-                   codes_out: T.Buffer((n, out_features, ho, wo), "uint8")):
-            T.func_attr({"tir.noalias": True})
-            xf = T.decl_buffer(flat_in, "uint8", data=x.data)
-            resf = T.decl_buffer(flat_out, "float32", data=res.data)
-            outf = T.decl_buffer(flat_out, "float32", data=out.data)
-            codesf = T.decl_buffer(flat_out, "uint8", data=codes_out.data)
-            body(xf, col, value, bias, scale, grid, resf, outf, codesf)
+            body(xf, col, value, bias, scale, grid, None, None, None, outf, None)
     elif residual:
+        full, one = (n, out_features, ho, wo), (1,)
+        res_f, res_c = (full, one) if residual == "float" else (one, full)
+        out_f, out_c = full if out_float else one, full if codes else one
+        flat_res_f, flat_res_c = (flat_out, one) if residual == "float" else (one, flat_out)
+        flat_f, flat_c = flat_out if out_float else one, flat_out if codes else one
+
         @T.prim_func(private=True)
         def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
-                   scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer((n, out_features, ho, wo), "float32"),
-                   out: T.Buffer((n, out_features, ho, wo), "float32")):
+                   scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer(res_f, "float32"),
+                   res_codes: T.Buffer(res_c, "uint8"), res_grid: T.Buffer((2,), "float32"),
+                   grid: T.Buffer((2,), "float32"), out: T.Buffer(out_f, "float32"), codes_out: T.Buffer(out_c, "uint8")):
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(flat_in, "uint8", data=x.data)
-            resf = T.decl_buffer(flat_out, "float32", data=res.data)
-            outf = T.decl_buffer(flat_out, "float32", data=out.data)
-            body(xf, col, value, bias, scale, None, resf, outf, None)
+            resf = T.decl_buffer(flat_res_f, "float32", data=res.data)
+            rescf = T.decl_buffer(flat_res_c, "uint8", data=res_codes.data)
+            outf = T.decl_buffer(flat_f, "float32", data=out.data)
+            codesf = T.decl_buffer(flat_c, "uint8", data=codes_out.data)
+            body(xf, col, value, bias, scale, grid, resf, rescf, res_grid, outf, codesf)
     else:
         @T.prim_func(private=True)
         def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
@@ -165,6 +175,6 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
             T.func_attr({"tir.noalias": True})
             xf = T.decl_buffer(flat_in, "uint8", data=x.data)
             outf = T.decl_buffer(flat_out, "int32", data=out.data)
-            body(xf, col, value, bias, None, None, None, outf, None)
+            body(xf, col, value, bias, None, None, None, None, None, outf, None)
 
     return kernel
