@@ -73,20 +73,19 @@ def requantized_codes(sums, scale, grid, k, lanes: int):
     code = the zero point)."""
     def bc(x):
         return T.broadcast(x, lanes) if lanes > 1 else x
-    f32 = "float32" if lanes == 1 else f"float32x{lanes}"
-    y = T.Cast(f32, sums) * bc(scale[k, 0]) + bc(scale[k, 1])
-    q = T.max(T.min(T.floor(y * bc(grid[0]) + bc(T.float32(0.5))) + bc(grid[1]), bc(T.float32(255.0))), bc(grid[2]))
-    return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
+    y = T.Cast("float32" if lanes == 1 else f"float32x{lanes}", sums) * bc(scale[k, 0]) + bc(scale[k, 1])
+    return quantized(y, grid, lanes, lowest=grid[2])
 
 
-def quantized(y, grid, lanes: int):
+def quantized(y, grid, lanes: int, lowest=None):
     """uint8 codes of ``lanes`` float32 lanes y on grid = (1 / scale, zero point): clip(floor(y * grid[0] +
-    0.5) + grid[1], 0, 255), as ``quantize_positions`` rounds (in a TIR kernel's write-back)."""
+    0.5) + grid[1], lowest (default 0), 255), as ``quantize_positions`` rounds (in a TIR kernel's
+    write-back)."""
     def bc(x):
-        return T.broadcast(x, lanes)
+        return T.broadcast(x, lanes) if lanes > 1 else x
     q = T.max(T.min(T.floor(y * bc(grid[0]) + bc(T.float32(0.5))) + bc(grid[1]), bc(T.float32(255.0))),
-              bc(T.float32(0.0)))
-    return T.Cast(f"uint8x{lanes}", q)
+              bc(T.float32(0.0) if lowest is None else lowest))
+    return T.Cast("uint8" if lanes == 1 else f"uint8x{lanes}", q)
 
 
 def quantize_positions(x: te.Tensor, grid: te.Tensor, strides: tuple) -> te.Tensor:

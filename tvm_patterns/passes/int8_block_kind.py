@@ -43,8 +43,14 @@ CONV_KERNEL = "int8_block_sparse_conv2d_1x1_x86"
 # quantization reads and its dequantization writes (docs/design.md#int8-block-1x1)
 UNCHAINED_MIN_INTENSITY = 24
 POSITIONS_LAYOUT = "positions"   # the LAYOUT_ATTR of a 1x1 conv's quantization: [it, N, C, H, W, strides...]
+CHAINED = "chained"              # conv1x1's default: in int8 where chained (or dense enough), see the module doc
 # Two codes a byte pay where the tables do not stay in cache (docs/design.md#int8-block-linear)
 NIBBLES_ABOVE_BYTES = 8 << 20
+
+
+def positions_strides(layout) -> tuple | None:
+    """The strides of a 1x1 conv's quantization from its LAYOUT_ATTR; None for another layout."""
+    return tuple(int(v) for v in layout[5:]) if str(layout[0]) == POSITIONS_LAYOUT else None
 
 
 def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool, unroll: int = UNROLL):
@@ -111,14 +117,14 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
 
 def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: int, vnni: bool) -> Plan:
     """A 1x1 conv: AVX-512 VNNI's kernel, or AVX2's (docs/design.md#int8-block-1x1)."""
-    mode = ctx.options.get("conv1x1", "chained")
+    mode = ctx.options.get("conv1x1", CHAINED)
     if mode is False:
         raise LeaveDense("1x1 convs stay float: options={'int8_block': {'conv1x1': False}}")
     w, strides, (N, C, H, W) = conv1x1_parts(call)
     K = w.shape[0]
     R, density, tables, weight_scale, weight_grid = _tables(w.reshape(K, C), ctx, avx2=not vnni, unroll=1)
     intensity = K * C * density / (K + C)      # kept MACs per float element quantized or dequantized
-    if mode == "chained" and ctx.name in ctx.options.get("unchained", ()) and intensity < UNCHAINED_MIN_INTENSITY:
+    if mode == CHAINED and ctx.name in ctx.options.get("unchained", ()) and intensity < UNCHAINED_MIN_INTENSITY:
         raise LeaveDense(f"no int8 layer before or after it to chain with, and {intensity:.0f} kept MACs per float "
                          f"element (< {UNCHAINED_MIN_INTENSITY}): between float layers the quantization and "
                          "dequantization cost what the int8 kernel saves (options={'int8_block': {'conv1x1': True}} "
@@ -153,7 +159,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
 
 @register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
                       options={"ranges": CHECKED_BY_PLAN, **BLOCK_OPTIONS, "nibbles_above_bytes": integer(0),
-                               "conv1x1": Option("True, False or 'chained'", lambda v: isinstance(v, bool) or v == "chained"),
+                               "conv1x1": Option("True, False or 'chained'", lambda v: isinstance(v, bool) or v == CHAINED),
                                "unchained": CHECKED_BY_PLAN},
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:

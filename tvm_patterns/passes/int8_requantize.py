@@ -36,7 +36,7 @@ from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_
 
 from .binding_chains import known_shape, per_channel, rewrite_functions, tir_attr
 from .int8_block_kind import CONV_KERNEL as CONV1X1_KERNEL
-from .int8_block_kind import POSITIONS_LAYOUT
+from .int8_block_kind import positions_strides
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
                                      QUANTIZE, written_out)
 from .registry import LAYER_ATTR
@@ -100,7 +100,6 @@ class _Requantize(PyExprMutator):
         codes are picked from those instead."""
         x, grid = binding.value.args[1].fields
         key = (x, grid.value.numpy().tobytes())
-        strides = [int(v) for v in layout[5:]]
         if key in self.codes:
             self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, self.codes[key], grid,
                                                                              layout)))
@@ -108,7 +107,7 @@ class _Requantize(PyExprMutator):
             return
         var = self.builder_.emit(self.visit_expr(binding.value))
         self.set_var_remap(binding.var, var)
-        if strides == [1, 1]:
+        if positions_strides(layout) == (1, 1):
             self.codes[key] = var
 
     def _annotate(self, producer, consumer) -> None:
@@ -124,7 +123,7 @@ class _Requantize(PyExprMutator):
         value = binding.value
         layout = tir_attr(self.mod_, value, LAYOUT_ATTR)
         chain = self._chain(value) if layout is not None else None
-        if chain is None and layout is not None and str(layout[0]) == POSITIONS_LAYOUT:
+        if chain is None and layout is not None and positions_strides(layout) is not None:
             return self._share_positions(binding, layout)
         if chain is None:
             return super().visit_var_binding_(binding)
@@ -134,10 +133,7 @@ class _Requantize(PyExprMutator):
         bias_k = np.zeros(k, "float32") if bias is None else per_channel(bias, k)
         if bias_k is None:
             return super().visit_var_binding_(binding)
-        weight_scale = dequantize.args[1].fields[1].value.numpy()
-        sums_scale = weight_scale * np.float32(float(tir_attr(self.mod_, dequantize, DEQUANTIZE_ATTR)))
-        scale = np.zeros((rows, 2), "float32")
-        scale[:k, 0], scale[:k, 1] = sums_scale, bias_k
+        scale = epilogue_scale(self.mod_, dequantize, bias_k, rows)
         grid = value.args[1].fields[1]                               # (1 / scale, zero point) of the next layer
         zero_point = grid.value.numpy()[1]
         lowest = zero_point if relu else np.float32(0.0)
@@ -151,6 +147,16 @@ class _Requantize(PyExprMutator):
             codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
         self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
         self._annotate(tir_attr(self.mod_, conv, LAYER_ATTR), tir_attr(self.mod_, value, LAYER_ATTR))
+
+
+def epilogue_scale(mod: tvm.IRModule, dequantize: relax.Call, bias: np.ndarray, rows: int) -> np.ndarray:
+    """float32 [rows, 2] of an int8 conv's write-back: (the float scale of its sums, its float bias) for each
+    of its K output channels (``bias``: [K]), the ``dequantize`` call's, then zeros up to ``rows``."""
+    scale = np.zeros((rows, 2), "float32")
+    weight_scale = dequantize.args[1].fields[1].value.numpy()
+    scale[:len(bias), 0] = weight_scale * np.float32(float(tir_attr(mod, dequantize, DEQUANTIZE_ATTR)))
+    scale[:len(bias), 1] = bias
+    return scale
 
 
 def _requantizing_kernel(name: str, geometry):
@@ -168,8 +174,8 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
     attribute)."""
     name, n, c, h, w, *rest = layout
     n, c, h, w = (int(v) for v in (n, c, h, w))
-    if str(name) == POSITIONS_LAYOUT:
-        strides = tuple(int(v) for v in rest)
+    strides = positions_strides(layout)
+    if strides is not None:
         if strides == (1, 1):
             return codes
         return bb.call_te(functools.partial(quantize_positions, strides=strides), codes, grid,

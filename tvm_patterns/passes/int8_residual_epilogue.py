@@ -26,8 +26,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
 
 from .binding_chains import known_shape, per_channel, rewrite_functions, single_use_call, tir_attr
-from .int8_block_kind import CONV_KERNEL, POSITIONS_LAYOUT
+from .int8_block_kind import CONV_KERNEL, positions_strides
 from .int8_filter_block_kind import CONV_ATTR, DEQUANTIZE_ATTR, LAYOUT_ATTR, written_out
+from .int8_requantize import epilogue_scale
 from .registry import LAYER_ATTR
 
 RESIDUAL = "adds its bias, residual and ReLU in its write-back"
@@ -109,10 +110,7 @@ class _ResidualEpilogue(PyExprMutator):
             return super().visit_var_binding_(binding)
         _, *geometry = tir_attr(self.mod_, chain.conv, CONV_ATTR)
         n, c, h, w, k, blocks, rows, quads, vnni = (int(v) for v in geometry)
-        weight_scale = chain.dequantize.args[1].fields[1].value.numpy()
-        scale = np.zeros((blocks * rows, 2), "float32")
-        scale[:k, 0] = weight_scale * np.float32(float(tir_attr(self.mod_, chain.dequantize, DEQUANTIZE_ATTR)))
-        scale[:k, 1] = chain.bias
+        scale = epilogue_scale(self.mod_, chain.dequantize, chain.bias, blocks * rows)
         quantizations = self.quantized.get(var, [])
         codes = bool(quantizations)
         # the sum in float only where something other than the quantizations and later chains' residuals reads it
@@ -151,7 +149,7 @@ def _prepare(mutator) -> None:
     mutator.quantized, mutator.codes, mutator.stream = {}, {}, {}
     for var, value in mutator.values.items():
         layout = tir_attr(mutator.mod_, value, LAYOUT_ATTR)
-        if layout is None or str(layout[0]) != POSITIONS_LAYOUT or [int(s) for s in layout[5:]] != [1, 1]:
+        if layout is None or positions_strides(layout) != (1, 1):
             continue
         x, grid = value.args[1].fields
         if isinstance(x, relax.Var) and isinstance(grid, tvm.ir.Constant) and x.ty.dtype == "float32":

@@ -7,6 +7,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 
 from .column_combine_epilogue import ColumnCombineEpilogue
 from .expand_depthwise import ExpandDepthwiseFusion
+from .int8_block_kind import CHAINED
 from .int8_quantize_epilogue import Int8QuantizeEpilogue
 from .int8_requantize import Int8Requantize, unchained_1x1
 from .int8_residual_epilogue import Int8ResidualEpilogue
@@ -69,7 +70,7 @@ def _rewrite_chaining_int8(kinds, options: dict, report: list) -> tvm.transform.
             decisions = []
             out = Int8Requantize(decisions)(SparseRewrite(kinds, opts, decisions)(mod))
             again = unchained_1x1(decisions) - unchained
-            if opts.get("int8_block", {}).get("conv1x1", "chained") != "chained" or not again:
+            if opts.get("int8_block", {}).get("conv1x1", CHAINED) != CHAINED or not again:
                 report.extend(decisions)
                 return out
             unchained |= again
