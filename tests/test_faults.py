@@ -95,6 +95,7 @@ def test_a_misspelt_build_option_is_refused_by_name(options, message):
     ({"block": {"block_rows": True}}, "options['block']['block_rows'] must be an integer >= 1, got True"),
     ({"block": {"max_density": float("nan")}}, "['max_density'] must be a finite number >= 0, got nan"),
     ({"int8_block": {"conv1x1": "yes"}}, "options['int8_block']['conv1x1'] must be True, False or 'chained', got 'yes'"),
+    ({"int8_block": {"unchained": 5}}, "options['int8_block']['unchained'] must be a list of layer names"),
     ({"int8_filter_block": {"filters": 0}}, "options['int8_filter_block']['filters'] must be an integer >= 1, got 0"),
 ])
 def test_a_build_option_of_the_wrong_value_is_refused_by_name_before_any_layer(options, message):

@@ -160,7 +160,9 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
 @register_sparse_kind("int8_block", ["relax.nn.conv2d", "relax.matmul"],
                       options={"ranges": CHECKED_BY_PLAN, **BLOCK_OPTIONS, "nibbles_above_bytes": integer(0),
                                "conv1x1": Option("True, False or 'chained'", lambda v: isinstance(v, bool) or v == CHAINED),
-                               "unchained": CHECKED_BY_PLAN},
+                               "unchained": Option("a list of layer names (the 1x1 convs chained to no int8 layer)",
+                                                   lambda v: isinstance(v, (list, tuple))
+                                                   and all(isinstance(x, str) for x in v), list)},
                       before="block")
 def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point, family = check_int8_target(ctx, avx2=True)
