@@ -9,6 +9,7 @@ and register tile of ROWS output rows x GROUPS groups of 16 positions,
           index = idx[p]              -- the pattern's vpermi2b index (64 bytes)
           ROWS x GROUPS (unrolled)
             v = vpermi2b(rowpair[c, h], index, rowpair[c, h + 2])   -- 16 positions x 4 taps, u8
+                (stride 2: the two halves of record[c, h])
             F (unrolled): acc[f] = vpdpbusd(acc[f], v, broadcast(value[block, j, f]))
         write-back: acc + bias (int32), the tail of a row lane by lane
 
@@ -26,7 +27,7 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tvm_patterns.computes.int8_quantization import requantized_codes
-from tvm_patterns.sparsity.int8_filter_block import LANES, rowpair_shape
+from tvm_patterns.sparsity.int8_filter_block import LANES, records_shape, rowpair_shape, stride2_out
 
 # The int32 accumulators of a tile, F x ROWS x GROUPS zmm registers, beside the F broadcast weights,
 # the index, two row-pair tables and the gathered vector: 32 zmm in all.
@@ -48,12 +49,25 @@ class Knobs:
     rows: int = 1     # output rows of a register tile
     groups: int = 1   # groups of 16 output positions of a register tile row
     blocks_inner: bool = False  # parallel loop order: row tiles, then blocks (False: blocks, then row tiles)
+    stride: int = 1   # the conv's (both axes): 1 reads row pairs, 2 stride-2 records
 
 
-def default_knobs(filters: int, channels: int, out_h: int, out_w: int) -> Knobs:
+def input_shape(n: int, c: int, h: int, w: int, knobs: Knobs) -> tuple:
+    """The shape of the input the kernel reads for an h x w input: row pairs, or stride-2 records."""
+    return (rowpair_shape if knobs.stride == 1 else records_shape)(n, c, h, w, knobs.rows, knobs.groups)
+
+
+def out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
+    """The output rows and columns of the conv over an h x w input."""
+    return (h, w) if stride == 1 else (stride2_out(h), stride2_out(w))
+
+
+def default_knobs(filters: int, channels: int, h: int, w: int, stride: int = 1) -> Knobs:
     """The tile with the fewest padded positions per kernel step, then the most accumulators (each
     kernel step loads the pattern's index and the F weights once for the whole tile); blocks inner
-    when the row-pair input does not fit half a core's L2 (docs/design.md#int8-filter-block)."""
+    when the input it reads does not fit half a core's L2 (docs/design.md#int8-filter-block). h, w:
+    the input's."""
+    out_h, out_w = out_hw(h, w, stride)
     groups_in_row = -(-out_w // LANES)
     best = None
     for groups in range(1, groups_in_row + 1):
@@ -65,22 +79,27 @@ def default_knobs(filters: int, channels: int, out_h: int, out_w: int) -> Knobs:
             cost = padded * (1 + 2 / acc)
             if best is None or cost < best[0]:
                 best = (cost, Knobs(rows, groups))
-    knobs = best[1] if best else Knobs()
-    big = math.prod(rowpair_shape(1, channels, out_h, out_w, knobs.rows, knobs.groups)) > L2_HALF
+    knobs = dataclasses.replace(best[1] if best else Knobs(), stride=stride)
+    big = math.prod(input_shape(1, channels, h, w, knobs)) > L2_HALF
     return dataclasses.replace(knobs, blocks_inner=big)
 
 
 def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int, k: int, blocks: int, filters: int,
                                                  max_len: int, patterns: int, knobs: Knobs, requantize: bool = False):
-    """PrimFunc(rowpair u8 [rowpair_shape], length [B], channel [B, L], pattern [B, L], value [B, L, F],
-    index u8 [P, 64], bias [B*F] int32) -> out int32 [N, K, H, W]: out = conv(x, w) + bias, where the
-    row pairs hold x (its padding at the zero point: fold -zero_point * sum(w) into the bias).
+    """PrimFunc(rowpair u8 [input_shape], length [B], channel [B, L], pattern [B, L], value [B, L, F],
+    index u8 [P, 64], bias [B*F] int32) -> out int32 [N, K, Ho, Wo]: out = conv(x, w) + bias, where the
+    row pairs (stride 2: records) hold the h x w input x (its padding at the zero point: fold
+    -zero_point * sum(w) into the bias).
 
     ``requantize``: two more inputs, scale float32 [B*F, 2] and grid float32 [3], and out uint8: the
     sums requantized onto the next layer's grid in the write-back (``requantized_codes``)."""
-    rows, groups = knobs.rows, knobs.groups
-    shape = rowpair_shape(n, c, h, w, rows, groups)
-    tiles_h, tiles_w = (shape[2] - 2) // rows, shape[3] // groups
+    rows, groups, stride = knobs.rows, knobs.groups, knobs.stride
+    if stride not in (1, 2):
+        raise NotImplementedError(f"the int8 filter-block kernel runs stride 1 or 2, not {stride}")
+    shape = input_shape(n, c, h, w, knobs)
+    h, w = out_hw(h, w, stride)     # from here on, the output's
+    tiles_h, tiles_w = (shape[2] - (2 if stride == 1 else 0)) // rows, shape[3] // groups
+    second, half = (2, 0) if stride == 1 else (0, 64)   # the second table: two rows on, or the record's second half
     tile = filters * rows * groups
     F = filters
     step_b, step_h = (1, blocks) if knobs.blocks_inner else (tiles_h, 1)
@@ -104,7 +123,7 @@ def int8_filter_block_pattern_conv2d_rowpair_x86(n: int, c: int, h: int, w: int,
                             v: T.uint8x64 = T.call_llvm_pure_intrin(
                                 "uint8x64", "llvm.x86.avx512.vpermi2var.qi.512",
                                 X[nn, ch, th * rows + r, tw * groups + g, T.ramp(0, 1, 64)], ix,
-                                X[nn, ch, th * rows + r + 2, tw * groups + g, T.ramp(0, 1, 64)])
+                                X[nn, ch, th * rows + r + second, tw * groups + g, T.ramp(half, 1, 64)])
                             for f in T.unroll(F):
                                 acc[T.ramp(((f * rows + r) * groups + g) * LANES, 1, LANES)] = T.call_llvm_pure_intrin(
                                     "int32x16", "llvm.x86.avx512.vpdpbusd.512",

@@ -7,7 +7,7 @@ interior of each row is quantized in vectors of 16 and the padding written apart
 
     parallel (n, c)
       r: the padded rows of the channel        -- interior: 16 codes a vector, then the tail; border: zero point
-      r, g, s: 32 bytes a vector               -- the row pairs
+      r, g, s: 32 bytes a vector               -- the row pairs (stride 2: r, g, kh: 33 bytes, the records)
     dequantize:  parallel (n, k, h) | w_outer, w_inner (16, vectorized)   -- sums -> float, with its epilogue
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from tvm.script import tirx as T
 
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK
 from tvm_patterns.sparsity.int8_filter_block import (AVX2_COLUMNS, AVX2_HALF, AVX2_LANES, AVX2_POSITIONS, HALF, LANES,
-                                                     rowpair_avx2_shape, rowpair_shape)
+                                                     RECORD, STRIDE2_COLUMNS, records_shape, rowpair_avx2_shape,
+                                                     rowpair_shape)
 
 from .registry import FALLBACK, find_schedule, register_schedule
 
@@ -25,15 +26,20 @@ SPATIAL = 0  # IterVar.DataPar
 
 
 def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups: int, codes: bool = False,
-                               avx2: bool = False):
+                               avx2: bool = False, stride: int = 1):
     """PrimFunc(x float32 [N, C, H, W], grid float32 [2] = (1 / scale, zero point)) -> uint8 row pairs
     (``sparsity.int8_filter_block``): codes clip(floor(x * (1 / scale) + 0.5) + zero_point, 0, 255),
     the padding at the zero point. ``codes``: x is uint8, already on the grid (written by the previous
     int8 conv, ``passes/int8_requantize``), and is only laid out. ``avx2``: the AVX2 kernel's row pairs
-    (``rowpair_avx2_shape``) instead of the VNNI one's."""
-    shape = (rowpair_avx2_shape if avx2 else rowpair_shape)(n, c, h, w, rows, groups)
+    (``rowpair_avx2_shape``) instead of the VNNI one's; ``stride`` 2: the VNNI kernel's stride-2 records
+    (``records_shape``)."""
+    if stride == 2 and avx2:
+        raise NotImplementedError("the AVX2 int8 kernel runs stride 1 only")
+    layout = rowpair_avx2_shape if avx2 else rowpair_shape if stride == 1 else records_shape
+    shape = layout(n, c, h, w, rows, groups)
     hp, g_ = (shape[1], shape[2]) if avx2 else (shape[2], shape[3])
-    wp = g_ * AVX2_LANES + 2 if avx2 else g_ * LANES + HALF
+    wp = g_ * AVX2_LANES + 2 if avx2 else g_ * LANES + HALF if stride == 1 else g_ * 2 * LANES + 1
+    padded_rows = hp + 1 if stride == 1 else 2 * hp + 1
     vec = w // LANES * LANES
 
     @T.prim_func(private=True)
@@ -41,9 +47,9 @@ def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups
                  out: T.Buffer(shape, "uint8")):
         T.func_attr({"tir.noalias": True})
         for nc in T.parallel(n * c):
-            pad = T.decl_buffer(((hp + 1) * wp,), "uint8")
+            pad = T.decl_buffer((padded_rows * wp,), "uint8")
             zp: T.uint8 = T.Cast("uint8", grid[1])
-            for r in T.serial(hp + 1):
+            for r in T.serial(padded_rows):
                 if 1 <= r and r <= h:
                     pad[r * wp] = zp
                     for q0 in T.serial(w // LANES):
@@ -72,6 +78,13 @@ def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups
                         T.ramp((r + k) * wp + g * AVX2_LANES + s * AVX2_POSITIONS, 1, AVX2_COLUMNS)]
                     if k == 1:
                         out[nc // c, r, g, nc % c, T.ramp(s * AVX2_HALF + 2 * AVX2_COLUMNS, 1, 4)] = T.broadcast(zp, 4)
+            elif stride == 2:
+                for r, g, kh in T.grid(hp, g_, 3):
+                    out[nc // c, nc % c, r, g, T.ramp(kh * STRIDE2_COLUMNS, 1, STRIDE2_COLUMNS)] = pad[
+                        T.ramp((2 * r + kh) * wp + g * 2 * LANES, 1, STRIDE2_COLUMNS)]
+                for r, g in T.grid(hp, g_):
+                    out[nc // c, nc % c, r, g, T.ramp(3 * STRIDE2_COLUMNS, 1, RECORD - 3 * STRIDE2_COLUMNS)] = \
+                        T.broadcast(zp, RECORD - 3 * STRIDE2_COLUMNS)
             else:
                 for r, g, s in T.grid(hp, g_, 2):
                     out[nc // c, nc % c, r, g, T.ramp(s * HALF, 1, HALF)] = pad[T.ramp((r + s) * wp + g * LANES, 1, HALF)]

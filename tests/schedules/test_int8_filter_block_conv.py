@@ -10,12 +10,13 @@ import tvm
 import tvm_patterns as tp
 from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import (Knobs, default_knobs,
                                                                      int8_filter_block_pattern_conv2d_rowpair_x86,
-                                                                     missing_features)
+                                                                     missing_features, out_hw)
 from tvm_patterns.passes.register_tiles import tir_pipeline
 from tvm_patterns.sparsity import PatternLibrary, project_pattern_connectivity
 from tvm_patterns.sparsity.filter_block import project_filter_block_pattern
-from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_rowpairs, pack_rowtriples,
-                                                     permute_index, rowpair_shape, rowtriple_index, rowtriple_shape)
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, pack_records, pack_rowpairs,
+                                                     pack_rowtriples, permute_index, record_index, records_shape,
+                                                     rowpair_shape, rowtriple_index, rowtriple_shape)
 
 LIB = PatternLibrary.patdnn()
 # A VNNI CPU named explicitly: the kernel compiles (and its assembly is read) on any host.
@@ -31,11 +32,11 @@ def int8_weight(K, C, filters, connectivity=2.0, seed=0):
     return q
 
 
-def reference(x, w, bias, zero_point):
-    """The integer conv (stride 1, padding 1) of x - zero_point and w, plus bias, in int64."""
+def reference(x, w, bias, zero_point, stride=1):
+    """The integer conv (padding 1) of x - zero_point and w, plus bias, in int64."""
     out = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64) - zero_point),
                                      torch.from_numpy(w.astype(np.float64)), torch.from_numpy(bias.astype(np.float64)),
-                                     padding=1)
+                                     stride=stride, padding=1)
     return out.numpy().astype(np.int64)   # float64 holds these sums exactly (< 2^53)
 
 
@@ -57,11 +58,12 @@ def run(shape, K, filters, knobs, zero_point=0, seed=0):
     B = t.channel.shape[0]
     folded = np.zeros(B * filters, "int32")                # -zero_point * sum(w) folded into the bias
     folded[:K] = bias - zero_point * w.astype(np.int64).sum(axis=(1, 2, 3))
-    args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(x, zero_point, knobs.rows, knobs.groups), t.length,
-                                            t.channel, t.pattern, t.value, permute_index(LIB), folded,
-                                            np.zeros((N, K, H, W), "int32"))]
+    pack, index = (pack_rowpairs, permute_index) if knobs.stride == 1 else (pack_records, record_index)
+    args = [tvm.runtime.tensor(a) for a in (pack(x, zero_point, knobs.rows, knobs.groups), t.length,
+                                            t.channel, t.pattern, t.value, index(LIB), folded,
+                                            np.zeros((N, K, *out_hw(H, W, knobs.stride)), "int32"))]
     build(shape, K, filters, t, knobs, HOST)["main"](*args)
-    return args[-1].numpy(), reference(x, w, bias, zero_point)
+    return args[-1].numpy(), reference(x, w, bias, zero_point, knobs.stride)
 
 
 def require_vnni():
@@ -76,18 +78,25 @@ def require_vnni():
     ((1, 5, 7, 40), 6, 2, Knobs(2, 2), 128),     # two groups a tile row, rows past the output
     ((2, 7, 6, 20), 9, 4, Knobs(2, 1, blocks_inner=True), 5),   # threads split rows, blocks inner
     ((1, 24, 14, 14), 16, 4, None, 17),          # the default tile of a VGG-16 conv5 shape
+    # stride 2, from stride-2 records: an odd input (its last column and row read the padding), two
+    # groups a tile row past the output, the default tile of a ResNet-50 layer-2 shape
+    ((2, 13, 9, 37), 10, 4, Knobs(3, 1, stride=2), 3),
+    ((1, 5, 8, 70), 6, 2, Knobs(2, 2, stride=2), 128),
+    ((1, 24, 56, 56), 16, 4, "stride 2", 17),
 ])
 def test_the_int8_kernel_is_bit_exact_on_odd_shapes(shape, K, filters, knobs, zero_point):
     require_vnni()
-    knobs = knobs or default_knobs(filters, shape[1], shape[2], shape[3])
+    if knobs is None or knobs == "stride 2":
+        knobs = default_knobs(filters, shape[1], shape[2], shape[3], stride=1 if knobs is None else 2)
     got, ref = run(shape, K, filters, knobs, zero_point)
     np.testing.assert_array_equal(got, ref)
 
 
-def test_the_hot_loop_gathers_with_vpermi2b_and_multiplies_with_vpdpbusd():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_hot_loop_gathers_with_vpermi2b_and_multiplies_with_vpdpbusd(stride):
     w = int8_weight(32, 64, 4, connectivity=3.6)
     t = int8_filter_block_tables(w, LIB, 4)
-    asm = build((1, 64, 28, 28), 32, 4, t, default_knobs(4, 64, 28, 28)).mod.inspect_source("asm")
+    asm = build((1, 64, 28, 28), 32, 4, t, default_knobs(4, 64, 28, 28, stride)).mod.inspect_source("asm")
     loop = hot_loop(asm)
     assert sum("vpdpbusd" in line for line in loop) >= 4 * sum("vperm" in line and "b\t" in line for line in loop) > 0
     assert not any("vpmaddubsw" in line or "vpmulld" in line for line in loop)
@@ -136,6 +145,26 @@ def test_the_gather_index_puts_tap_t_of_position_i_in_byte_4i_plus_t():
             assert gathered[i].tolist() == [xpad[kh, i + kw] for kh, kw in taps]
 
 
+def test_stride2_records_hold_three_padded_rows_of_33_columns_every_16_output_positions():
+    x = np.arange(2 * 5 * 35, dtype="uint8").reshape(1, 2, 5, 35) % 250 + 1
+    r = pack_records(x, zero_point=0)
+    assert r.shape == records_shape(1, 2, 5, 35) == (1, 2, 3, 2, 128)   # output 3 x 18: rows 0..2, two groups
+    assert (r[0, 1, 0, 0, :33] == 0).all()                              # output row 0, tap row 0: the padding row
+    assert r[0, 1, 0, 0, 33:66].tolist() == [0, *x[0, 1, 0, :32].tolist()]   # tap row 1: input row 0
+    assert r[0, 1, 1, 1, 66:99].tolist() == [*x[0, 1, 3, 31:35].tolist(), *[0] * 29]   # group 1 from column 31
+    assert (r[..., 99:] == 0).all()
+
+
+def test_the_stride2_gather_index_puts_tap_t_of_position_i_in_byte_4i_plus_t():
+    index = record_index(LIB)
+    xpad = np.random.default_rng(4).integers(0, 256, (3, 33)).astype("uint8")   # rows 2h.., columns 32g..
+    record = np.concatenate([xpad.ravel(), np.zeros(29, "uint8")])
+    for p, taps in enumerate(LIB.tap_offsets()):
+        gathered = record[index[p]].reshape(16, 4)
+        for i in range(16):
+            assert gathered[i].tolist() == [xpad[kh, 2 * i + kw] for kh, kw in taps]
+
+
 def test_the_tables_pack_each_filters_four_taps_into_one_int32():
     w = int8_weight(6, 5, 4)
     t = int8_filter_block_tables(w, LIB, 4)
@@ -163,18 +192,19 @@ def test_a_library_of_other_than_four_taps_is_not_implemented():
         int8_filter_block_tables(np.zeros((4, 4, 3, 3), "int8"), lib, 4)
 
 
-@pytest.mark.parametrize("shape,rows,groups,scale,zero_point", [
-    ((2, 5, 7, 37), 3, 1, 0.02, 3),       # batch 2, a tail of 5 columns, rows past the output
-    ((1, 3, 16, 32), 4, 2, 0.5, 128),     # whole vectors, two groups a tile row
+@pytest.mark.parametrize("shape,rows,groups,scale,zero_point,stride", [
+    ((2, 5, 7, 37), 3, 1, 0.02, 3, 1),       # batch 2, a tail of 5 columns, rows past the output
+    ((1, 3, 16, 32), 4, 2, 0.5, 128, 1),     # whole vectors, two groups a tile row
+    ((2, 5, 7, 37), 3, 1, 0.02, 3, 2),       # stride-2 records
 ])
-def test_the_quantization_into_row_pairs_rounds_half_up_and_saturates(shape, rows, groups, scale, zero_point):
+def test_the_quantization_into_row_pairs_rounds_half_up_and_saturates(shape, rows, groups, scale, zero_point, stride):
     require_vnni()
     from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
     x = (np.random.default_rng(5).standard_normal(shape) * 200 * scale).astype("float32")   # some beyond 0..255
     inv = np.float32(1 / scale)
     codes = np.clip(np.floor(x * inv + np.float32(0.5)) + zero_point, 0, 255).astype("uint8")
-    expected = pack_rowpairs(codes, zero_point, rows, groups)
-    f = int8_quantize_rowpairs_x86(*shape, rows, groups).with_attr("global_symbol", "main")
+    expected = (pack_rowpairs if stride == 1 else pack_records)(codes, zero_point, rows, groups)
+    f = int8_quantize_rowpairs_x86(*shape, rows, groups, stride=stride).with_attr("global_symbol", "main")
     args = [tvm.runtime.tensor(a) for a in (x, np.array([inv, zero_point], "float32"), np.zeros(expected.shape, "uint8"))]
     tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
     assert (codes == 0).any() and (codes == 255).any()
@@ -191,6 +221,7 @@ def requantized_reference(sums, scale, grid):
 @pytest.mark.parametrize("shape,K,filters,knobs,lowest", [
     ((2, 13, 9, 37), 10, 4, Knobs(3, 1), 7),     # a row tail, K not a multiple of F; a ReLU (lowest = zero point)
     ((1, 5, 7, 40), 6, 2, Knobs(2, 2), 0),       # no ReLU: the whole grid
+    ((2, 13, 9, 37), 10, 4, Knobs(2, 1, stride=2), 7),   # stride 2
 ])
 def test_the_requantizing_kernel_writes_the_next_layers_codes_of_its_sums(shape, K, filters, knobs, lowest):
     require_vnni()
@@ -208,22 +239,24 @@ def test_the_requantizing_kernel_writes_the_next_layers_codes_of_its_sums(shape,
     grid = np.array([20.0, 7, lowest], "float32")                   # next scale 0.05, zero point 7
     f = int8_filter_block_pattern_conv2d_rowpair_x86(N, C, H, W, K, B, filters, t.channel.shape[1], LIB.size, knobs,
                                                      requantize=True)
-    args = [tvm.runtime.tensor(a) for a in (pack_rowpairs(x, 3, knobs.rows, knobs.groups), t.length, t.channel,
-                                            t.pattern, t.value, permute_index(LIB), folded, scale, grid,
-                                            np.zeros((N, K, H, W), "uint8"))]
+    pack, index = (pack_rowpairs, permute_index) if knobs.stride == 1 else (pack_records, record_index)
+    args = [tvm.runtime.tensor(a) for a in (pack(x, 3, knobs.rows, knobs.groups), t.length, t.channel,
+                                            t.pattern, t.value, index(LIB), folded, scale, grid,
+                                            np.zeros((N, K, *out_hw(H, W, knobs.stride)), "uint8"))]
     tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=HOST,
                 tir_pipeline=tir_pipeline(HOST))["main"](*args)
-    expected = requantized_reference(reference(x, w, np.zeros(K, "int32"), 3), scale[:K], grid)
+    expected = requantized_reference(reference(x, w, np.zeros(K, "int32"), 3, knobs.stride), scale[:K], grid)
     assert (expected == lowest).any() and (expected == 255).any() and (expected > lowest).mean() > 0.2
     np.testing.assert_array_equal(args[-1].numpy(), expected)
 
 
-def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_codes_already_on_the_grid_are_only_laid_out_in_row_pairs_or_records(stride):
     require_vnni()
     from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
     codes = np.random.default_rng(6).integers(0, 256, (2, 3, 7, 37)).astype("uint8")
-    expected = pack_rowpairs(codes, 9, 3, 1)
-    f = int8_quantize_rowpairs_x86(2, 3, 7, 37, 3, 1, codes=True).with_attr("global_symbol", "main")
+    expected = (pack_rowpairs if stride == 1 else pack_records)(codes, 9, 3, 1)
+    f = int8_quantize_rowpairs_x86(2, 3, 7, 37, 3, 1, codes=True, stride=stride).with_attr("global_symbol", "main")
     args = [tvm.runtime.tensor(a) for a in (codes, np.array([0.5, 9], "float32"), np.zeros(expected.shape, "uint8"))]
     tvm.compile(tvm.IRModule({"main": f}), target=HOST, tir_pipeline=tir_pipeline(HOST))["main"](*args)
     np.testing.assert_array_equal(args[-1].numpy(), expected)

@@ -9,6 +9,7 @@ saturates beyond) a found grid only with codes up to 64, else the uniform 7-bit 
 input on the uint8 grid of its calibrated range (``quantization.input_grid``). The conv becomes
 
     x86:      quantize_rowpairs(x) -> int8_filter_block_pattern_conv2d_rowpair_x86 -> dequantize_conv
+              (stride 2: the same kernel reading stride-2 records)
     AVX2:     quantize_rowpairs(x, avx2) -> int8_filter_block_pattern_conv2d_rowpair_avx2 -> dequantize_conv
     aarch64:  quantize_rowtriples(x) -> int8_filter_block_pattern_conv2d_rowtriple_neon -> dequantize_conv
 
@@ -31,8 +32,8 @@ from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, dequantize_conv, quantize_rowtriples
 from tvm_patterns.sparsity import NotPatternSparse
 from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_avx2_shape,
-                                                     rowpair_shape, rowtriple_index, rowtriple_shape,
-                                                     shuffle_index_avx2)
+                                                     record_index, records_shape, rowpair_shape, rowtriple_index,
+                                                     rowtriple_shape, shuffle_index_avx2)
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
@@ -120,8 +121,14 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
     scale, zero_point, family = check_int8_target(ctx, aarch64=True, avx2=True)
     conv = pattern_conv_of(call, ctx, grouped=False)
     w, library, geom = conv.weight, conv.library, conv.geom
-    if geom.strides != (1, 1) or geom.padding != (1, 1, 1, 1):
-        raise LeaveDense(f"the int8 kernel runs stride 1, padding 1 (strides {geom.strides}, padding {geom.padding})")
+    strides = (1, 1), (2, 2)
+    if family != "vnni":
+        strides = strides[:1]
+    if geom.strides not in strides or geom.padding != (1, 1, 1, 1):
+        raise LeaveDense(f"the int8 kernel runs padding 1, stride {' or '.join(str(s[0]) for s in strides)} "
+                         f"(strides {geom.strides}, padding {geom.padding})")
+    stride = geom.strides[0]
+    Ho, Wo = geom.out_hw
     codes, weight_scale, weight_grid = int8_weight(w, largest=int8_avx2.MAX_PAIR // 2 if family == "avx2" else 127)
     reasons = []
     sizes = ctx.options.get("filters")
@@ -161,11 +168,13 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
             kernel = int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2(*geometry, knobs)
             kernel_name, index, shape = AVX2_KERNEL, shuffle_index_avx2(library), rowpair_avx2_shape
         else:
-            knobs = int8_x86.default_knobs(F, C, H, W)
-            knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
+            knobs = int8_x86.default_knobs(F, C, H, W, stride)
+            knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner, knobs.stride]
             kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
-            kernel_name, index, shape = KERNEL, permute_index(library), rowpair_shape
-        rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups, avx2=avx2))
+            kernel_name, index = KERNEL, permute_index(library) if stride == 1 else record_index(library)
+            shape = rowpair_shape if stride == 1 else records_shape
+        rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups, avx2=avx2,
+                                                          stride=stride))
         rowpairs = rowpairs.with_attrs({LAYOUT_ATTR: ["rowpair_avx2" if avx2 else "rowpair_x86", N, C, H, W, *knobs_of],
                                         LAYER_ATTR: ctx.name})
 
@@ -179,14 +188,14 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
         x = quantize(bb, call.args[0])
         acc = bb.emit(relax.call_tir(bb.add_func(kernel, kernel_name),
                                      relax.Tuple([x, *(relax.const(a) for a in arrays)]),
-                                     relax.TensorType((N, K, H, W), "int32")))
+                                     relax.TensorType((N, K, Ho, Wo), "int32")))
         return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc, relax.const(weight_scale),
                           primfunc_name_hint=DEQUANTIZE_BLOCK,
                           primfunc_attrs={"op_pattern": 0, DEQUANTIZE_ATTR: float(scale)})
 
-    macs_dense = N * K * C * 9 * H * W
+    macs_dense = N * K * C * 9 * Ho * Wo
     return Plan(emit=emit,
                 summary=f"int8 (input scale {scale:.3g}, zero point {zero_point}; {weight_grid}), {library.size}x{library.taps} "
                         f"patterns shared by blocks of {F} filters, {int(tables.length.sum())}/{B * C} block kernels",
-                macs_dense=macs_dense, macs_sparse=int(tables.length.sum()) * F * 4 * N * H * W,
+                macs_dense=macs_dense, macs_sparse=int(tables.length.sum()) * F * 4 * N * Ho * Wo,
                 weight_bytes_packed=sum(a.nbytes for a in arrays))

@@ -10,7 +10,8 @@ the first conv requantizes its sums onto the second's input grid in its write-ba
 
     codes = int8 conv(x) (uint8)  ->  max pool (uint8)  ->  lay out -> x'
 
-(x86 3x3: row pairs; NEON 3x3: row triples; 1x1: the codes as they are, or every other one at stride 2).
+(x86 3x3: row pairs, or stride-2 records; NEON 3x3: row triples; 1x1: the codes as they are, or every
+other one at stride 2).
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -32,7 +33,7 @@ from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import (QUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, quantize_positions,
                                                      quantize_rowtriples)
-from tvm_patterns.sparsity.int8_filter_block import rowpair_avx2_shape, rowpair_shape, rowtriple_shape
+from tvm_patterns.sparsity.int8_filter_block import records_shape, rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
 from .binding_chains import known_shape, per_channel, rewrite_functions, tir_attr
 from .int8_block_kind import CONV_KERNEL as CONV1X1_KERNEL
@@ -183,8 +184,9 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
     rows, groups = int(rest[0]), int(rest[1])
     if str(name) in ("rowpair_x86", "rowpair_avx2"):
         avx2 = str(name) == "rowpair_avx2"
-        func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True, avx2=avx2))
-        shape = (rowpair_avx2_shape if avx2 else rowpair_shape)(n, c, h, w, rows, groups)
+        stride = 1 if avx2 else int(rest[3])       # [rows, groups, blocks inner, stride] of the VNNI kernel
+        func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True, avx2=avx2, stride=stride))
+        shape = (rowpair_avx2_shape if avx2 else rowpair_shape if stride == 1 else records_shape)(n, c, h, w, rows, groups)
         return relax.call_tir(bb.add_func(func, QUANTIZE + "_layout"), relax.Tuple([codes, grid]),
                               relax.TensorType(shape, "uint8"))
     return bb.call_te(functools.partial(quantize_rowtriples, shape=rowtriple_shape(n, c, h, w, rows, groups)),

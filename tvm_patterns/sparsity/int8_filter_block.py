@@ -14,7 +14,7 @@ so that two 64-byte loads hold every tap of 16 positions:
 
 ``xpad`` is the input with a border of one row and column at the zero point. Output row h,
 positions 16g .. 16g + 15, reads ``rowpair[n, c, h, g]`` (xpad rows h and h + 1) and
-``rowpair[n, c, h + 2, g]`` (row h + 2). Stride 1, padding 1 only.
+``rowpair[n, c, h + 2, g]`` (row h + 2). Padding 1; stride 1, or stride 2 from records (below).
 """
 from __future__ import annotations
 
@@ -112,6 +112,54 @@ def pack_rowpairs(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int
         for gi in range(g):
             out[:, :, :, gi, s * HALF:(s + 1) * HALF] = xpad[:, :, s:s + hp, gi * LANES:gi * LANES + HALF]
     return out
+
+
+# Stride 2 (VNNI): output row h, positions 16g .. 16g + 15 read xpad rows 2h .. 2h + 2 at columns
+# 32g .. 32g + 32, kept as one 128-byte record (the two vpermi2b tables) of three rows of 33 columns:
+#
+#     record[n, c, h, g, 33 kh + j] = xpad[n, c, 2h + kh, 32g + j]      kh < 3, j < 33 (bytes 99.. at the zero point)
+STRIDE2_COLUMNS = 2 * LANES + 1
+RECORD = 4 * HALF
+
+
+def stride2_out(size: int) -> int:
+    """Output rows (columns) of a 3x3 conv with stride 2, padding 1, over ``size`` input rows (columns)."""
+    return (size - 1) // 2 + 1
+
+
+def records_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
+    """Shape of the stride-2 records of an h x w input, whose output is computed in tiles of ``rows``
+    rows and ``groups`` groups of 16 positions (the tiles may run past the output; their rows are padding)."""
+    tiles_h = -(-stride2_out(h) // rows)
+    tiles_w = -(-(-(-stride2_out(w) // LANES)) // groups)
+    return (n, c, tiles_h * rows, tiles_w * groups, RECORD)
+
+
+def pack_records(x: np.ndarray, zero_point: int = 0, rows: int = 1, groups: int = 1) -> np.ndarray:
+    """uint8 input [N, C, H, W] -> its stride-2 records (``records_shape``), padding at ``zero_point``."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"stride-2 records pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+    n, c, h, w = x.shape
+    shape = records_shape(n, c, h, w, rows, groups)
+    hp, g = shape[2], shape[3]
+    xpad = np.full((n, c, 2 * hp + 1, 2 * LANES * g + 1), zero_point, dtype="uint8")
+    xpad[:, :, 1:h + 1, 1:w + 1] = x
+    out = np.full(shape, zero_point, dtype="uint8")
+    for kh in range(3):
+        for gi in range(g):
+            out[:, :, :, gi, kh * STRIDE2_COLUMNS:(kh + 1) * STRIDE2_COLUMNS] = \
+                xpad[:, :, kh:kh + 2 * hp:2, 2 * LANES * gi:2 * LANES * gi + STRIDE2_COLUMNS]
+    return out
+
+
+def record_index(library: PatternLibrary) -> np.ndarray:
+    """[P, 64] uint8: the ``vpermi2b`` index of each pattern into a stride-2 record: byte 4i + t of the
+    gathered vector is tap t (kh, kw) of output position i, record byte 33 kh + 2i + kw."""
+    offsets = library.tap_offsets()                                        # [P, 4, 2]
+    kh, kw = offsets[:, None, :, 0], offsets[:, None, :, 1]               # [P, 1, 4]
+    i = np.arange(LANES)[None, :, None]
+    return (kh * STRIDE2_COLUMNS + 2 * i + kw).reshape(library.size, 4 * LANES).astype("uint8")
 
 
 # aarch64 (sdot, tbl): 4 output positions a vector; 8 positions (two vectors) a 32-byte table of 3 rows
