@@ -48,7 +48,7 @@ def vectors_per_tile(block_rows: int, vnni: bool, positions: int) -> int:
 def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_features: int, blocks: int,
                                      block_rows: int, quads: int, vnni: bool, requantize: bool = False,
                                      residual: str | None = None, relu: bool = False, out_float: bool = True,
-                                     codes: bool = False):
+                                     codes: bool = False, patches: bool = False):
     """PrimFunc(x u8 [N, C, Ho, Wo], col u16 [B, 4Q], value int32 [B, Q, R], bias int32 [B*R]) -> out int32
     [N, F, Ho, Wo] = weight codes @ x codes + bias; P = Ho * Wo at least ``lanes(vnni)``.
     ``requantize``: two more inputs, scale float32 [B*R, 2] and grid float32 [3], and out uint8: the sums
@@ -58,7 +58,10 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
     Wo], residual codes uint8 [N, F, Ho, Wo] and their grid float32 [2] = (scale, zero point), grid float32
     [2] = (1 / scale, zero point)) -> (y float32 [N, F, Ho, Wo] if ``out_float``, y's codes on grid uint8 [N,
     F, Ho, Wo] if ``codes``); the residual is the float one or the codes' (code - zero point) * scale, and
-    what a variant does not read or write is a buffer of one element."""
+    what a variant does not read or write is a buffer of one element.
+    ``patches``: x is a dense conv's patches with each quad's 4 codes interleaved a position, u8 [N, Q, Ho, Wo * 4]
+    (``int8_quantize_im2col_x86``): a vector of positions is one load, and every block reads every quad (col
+    unused)."""
     if requantize and residual:
         raise ValueError("the int8 1x1 kernel writes requantized codes or a residual sum, not both")
     if residual not in (None, "float", "codes") or (residual and not (out_float or codes)):
@@ -89,6 +92,15 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
                                     T.reinterpret(T.broadcast(w, L), dtype="int8x32")),
             T.broadcast(T.int16(1), 16))
 
+    def interleaved(x, col, i, b, q, p):
+        """The L positions from p, lane bytes the 4 codes of quad q of block b: one load of patches, or 4 channel
+        rows' codes widened and shifted into place."""
+        if patches:
+            return T.reinterpret(x[i, q, T.ramp(p * 4, 1, 4 * L)], dtype=i32)
+        rows = [T.Cast(i32, x[i, T.Cast("int32", col[b, 4 * q + t]), T.ramp(p, 1, L)]) for t in range(4)]
+        return (rows[0] | T.shift_left(rows[1], T.broadcast(8, L)) | T.shift_left(rows[2], T.broadcast(16, L))
+                | T.shift_left(rows[3], T.broadcast(24, L)))
+
     def residual_sum(sums, scale, res, res_codes, res_grid, i, k, p):
         """sums * scale[k, 0] + scale[k, 1] + the residual, then the ReLU: the float epilogue's operations."""
         if residual == "float":
@@ -111,13 +123,7 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
                     acc[T.ramp(a * L, 1, L)] = T.broadcast(T.int32(0), L)
                 for q in T.serial(quads):
                     for v in T.unroll(V):
-                        xv: VECTOR[L] = (T.Cast(i32, x[i, T.Cast("int32", col[b, 4 * q]), T.ramp(p0 + v * L, 1, L)])
-                              | T.shift_left(T.Cast(i32, x[i, T.Cast("int32", col[b, 4 * q + 1]), T.ramp(p0 + v * L, 1, L)]),
-                                             T.broadcast(8, L))
-                              | T.shift_left(T.Cast(i32, x[i, T.Cast("int32", col[b, 4 * q + 2]), T.ramp(p0 + v * L, 1, L)]),
-                                             T.broadcast(16, L))
-                              | T.shift_left(T.Cast(i32, x[i, T.Cast("int32", col[b, 4 * q + 3]), T.ramp(p0 + v * L, 1, L)]),
-                                             T.broadcast(24, L)))
+                        xv: VECTOR[L] = interleaved(x, col, i, b, q, p0 + v * L)
                         for r in T.unroll(R):
                             acc[T.ramp((r * V + v) * L, 1, L)] = mac(acc[T.ramp((r * V + v) * L, 1, L)], xv, value[b, q, r])
                 for r in T.unroll(R):
@@ -137,9 +143,14 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
 
     # Each [N, C, Ho, Wo] buffer is read and written as [N, C, P]: a channel's positions, row-major.
     flat_in, flat_out = (n, channels, positions), (n, out_features, positions)
+    x_shape = (n, channels, ho, wo)
+    if patches:
+        if channels != 4 * quads:
+            raise ValueError(f"patches of {channels} codes a position in {quads} quads: they hold 4 a quad")
+        x_shape, flat_in = (n, quads, ho, wo * 4), (n, quads, positions * 4)
     if requantize:
         @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+        def kernel(x: T.Buffer(x_shape, "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
                    scale: T.Buffer((blocks * R, 2), "float32"), grid: T.Buffer((3,), "float32"),
                    out: T.Buffer((n, out_features, ho, wo), "uint8")):
@@ -155,7 +166,7 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
         flat_f, flat_c = flat_out if out_float else one, flat_out if codes else one
 
         @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+        def kernel(x: T.Buffer(x_shape, "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
                    scale: T.Buffer((blocks * R, 2), "float32"), res: T.Buffer(res_f, "float32"),
                    res_codes: T.Buffer(res_c, "uint8"), res_grid: T.Buffer((2,), "float32"),
@@ -169,7 +180,7 @@ def int8_block_sparse_conv2d_1x1_x86(n: int, channels: int, out_hw: tuple, out_f
             body(xf, col, value, bias, scale, grid, resf, rescf, res_grid, outf, codesf)
     else:
         @T.prim_func(private=True)
-        def kernel(x: T.Buffer((n, channels, ho, wo), "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
+        def kernel(x: T.Buffer(x_shape, "uint8"), col: T.Buffer((blocks, 4 * quads), "uint16"),
                    value: T.Buffer((blocks, quads, R), "int32"), bias: T.Buffer((blocks * R,), "int32"),
                    out: T.Buffer((n, out_features, ho, wo), "int32")):
             T.func_attr({"tir.noalias": True})

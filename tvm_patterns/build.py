@@ -36,8 +36,9 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
     the others their default schedule. int8: ``tvm_patterns.calibrate``'s input ranges; the
     filter-block pattern convs and block-punched linear layers with a range run in int8 on x86 with
     AVX-512 VNNI or AVX2, block-punched 1x1 convs too where they chain to another int8 layer (or
-    ``options={"int8_block": {"conv1x1": True}}``), and the 3x3 convs on aarch64 too: sdot, or smull where the CPU lacks dot product
-    (the "int8_filter_block" and "int8_block" kinds).
+    ``options={"int8_block": {"conv1x1": True}}``), dense convs (a stem) on x86 where they have enough MACs
+    per float element, and the 3x3 convs on aarch64 too: sdot, or smull where the CPU lacks dot product
+    (the "int8_filter_block", "int8_block" and "int8_dense_conv" kinds).
     """
     target = as_target(target)
     options = check_options(options)
@@ -50,7 +51,7 @@ def build(mod: tvm.IRModule, target=None, *, kinds=None, library=None, max_densi
             opts["max_density"] = max_density
         options[kind] = opts
     if int8 is not None:
-        for kind in ("int8_filter_block", "int8_block"):
+        for kind in ("int8_filter_block", "int8_block", "int8_dense_conv"):
             options[kind] = {**options.get(kind, {}), "ranges": dict(int8)}
     extra = [] if tuning_log is None else [ApplyTuningLog(tuning_log, target)]
     return tvm.compile(mod, target, relax_pipeline=pipeline(target, kinds, options, report, sparse, extra),

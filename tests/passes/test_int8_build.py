@@ -54,7 +54,8 @@ def test_the_calibrated_filter_block_convs_run_in_int8_and_the_others_say_why_no
     kinds = {r.layer: (r.kind, r.reason) for r in report}
     assert kinds["2"][0] == kinds["6"][0] == kinds["8"][0] == "int8_filter_block"   # "8" at stride 2
     assert "zero point 0" in kinds["2"][1]                          # after a ReLU: a grid of nonnegatives
-    assert kinds["0"][0] is None                                    # the dense stem
+    stem = next(r for r in report if r.layer == "0")                # the dense stem: too few MACs to pay in int8
+    assert stem.kind is None and "int8_dense_conv: 23 MACs per float element" in stem.reason
 
 
 def test_the_int8_network_agrees_with_float_pytorch(int8_build):
@@ -428,7 +429,9 @@ def test_a_bottlenecks_1x1_convs_chain_in_8_bits_with_its_3x3_as_the_float_chain
     fused = tp.build(mod, target, int8=ranges, report=report)
     r = {d.layer: (d.kind, d.reason) for d in report}
     assert {r[m][0] for m in ("first.reduce", "first.expand", "first.shortcut", "second.reduce", "side")} == {"int8_block"}
-    assert REQUANTIZED in r["first.reduce"][1] and READS_CODES not in r["first.reduce"][1]   # the stem's output: float
+    # the dense stem in int8 (as a 1x1 conv over its patches) writes the codes first.reduce and first.shortcut read
+    assert r["stem"][0] == "int8_dense_conv" and REQUANTIZED in r["stem"][1]
+    assert REQUANTIZED in r["first.reduce"][1] and READS_CODES in r["first.reduce"][1]
     assert REQUANTIZED in r["first.mid"][1] and READS_CODES in r["first.mid"][1]
     assert READS_CODES in r["first.expand"][1] and REQUANTIZED not in r["first.expand"][1]   # its sum: float
     assert READS_CODES in r["first.shortcut"][1] and READS_CODES in r["side"][1]    # first.reduce's, second.reduce's codes
@@ -455,21 +458,72 @@ def test_a_bottlenecks_1x1_convs_chain_in_8_bits_with_its_3x3_as_the_float_chain
     assert np.abs(got - ref).max() < 0.03 * np.abs(ref).max()
 
 
+class StemNet(nn.Module):
+    """A user's network: a 7x7 stride-2 stem with BatchNorm and a 3x3 max pool, two block-pruned 1x1 convs
+    reading the pool, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.a, self.b = nn.Conv2d(32, 48, 1), nn.Conv2d(32, 48, 1)
+        self.head = nn.Linear(48, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head((torch.relu(self.a(x)) + self.b(x)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("family", ["vnni", "avx2"])
+def test_a_dense_stem_runs_in_int8_and_writes_the_pooled_codes_both_1x1_convs_read(monkeypatch, family):
+    target = None if family == "vnni" else AVX2
+    (require_vnni if family == "vnni" else require_avx2)()
+    torch.manual_seed(0)
+    model = StemNet().eval()
+    model.stem[1].running_mean.normal_()
+    model.stem[1].running_var.uniform_(0.5, 2)
+    oneshot_prune(model, [{"module": m, "kind": "block", "block_rows": 8, "sparsity": 0.5} for m in ("a", "b")],
+                  PatternLibrary.patdnn()).squash()
+    batches = [torch.randn(2, 3, 40, 44, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    mod, ranges = tp.from_pytorch(model, batches[0]), tp.calibrate(model, batches)
+    report = []
+    fused = tp.build(mod, target, int8=ranges, report=report)
+    r = {d.layer: d for d in report}
+    assert r["stem.0"].kind == "int8_dense_conv" and REQUANTIZED in r["stem.0"].reason
+    assert "dense 7x7 as a 1x1 conv over its 147 patch codes" in r["stem.0"].reason
+    assert all(r[m].kind == "int8_block" and READS_CODES in r[m].reason for m in ("a", "b"))
+    asm = "".join(m.inspect_source("asm") for m in fused.mod.imports if m.kind == "llvm")
+    assert "max_pool2d_uint8_nchw_x86" in asm and "int8_quantize_im2col_x86" in asm
+    monkeypatch.setattr(importlib.import_module("tvm_patterns.passes.pipeline"), "Int8Requantize",
+                        lambda report=None: tvm.transform.Sequential([]))
+    float_between = tp.build(mod, target, int8=ranges, options={"int8_block": {"conv1x1": True}})
+    x = torch.randn(2, 3, 40, 44, generator=torch.Generator().manual_seed(7))
+    got, expected = (relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+                     for ex in (fused, float_between))
+    np.testing.assert_array_equal(got, expected)     # the pooled codes: those the float pool's quantization gives
+    with torch.no_grad():
+        ref = model(x).numpy()
+    assert np.abs(got - ref).max() < 0.03 * np.abs(ref).max()
+
+
 def test_1x1_convs_left_unchained_once_their_neighbours_stay_float_stay_float_too():
     require_vnni()
     model, mod, ranges = bottlenecks()
-    report = []      # the 3x3 convs in float: no 1x1 conv has an int8 neighbour
+    report = []      # the 3x3 convs in float: only the first block's input, the int8 stem's, comes from an int8 layer
     tp.build(mod, int8=ranges, options={"int8_filter_block": {"filters": 8}}, report=report)
     kinds = {r.layer: r for r in report}
     assert kinds["first.mid"].kind == kinds["second.mid"].kind == "filter_block"
-    for layer in ("first.reduce", "first.expand", "first.shortcut", "second.reduce", "second.expand", "side"):
+    assert kinds["stem"].kind == "int8_dense_conv"
+    assert kinds["first.reduce"].kind == kinds["first.shortcut"].kind == "int8_block"
+    for layer in ("first.expand", "second.reduce", "second.expand", "side"):
         assert kinds[layer].kind == "block" and "no int8 layer before or after it" in kinds[layer].passed_over
 
 
 def first_conv_into_int8(size: int) -> tuple:
-    """A dense first conv (its 32 float channels at size x size) into an int8 filter-block conv."""
+    """A dense first conv (its 16 float channels at size x size; too few MACs an element to run in int8 itself)
+    into an int8 filter-block conv."""
     torch.manual_seed(3)
-    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1), nn.ReLU()).eval()
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()).eval()
     oneshot_prune(model, [{"module": "2", "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}],
                   PatternLibrary.patdnn()).squash()
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(4))
@@ -495,7 +549,7 @@ def test_an_int8_convs_large_float_input_is_quantized_in_the_epilogue_of_the_con
     """VGG-16's first conv: 12.8 MB of float activations become 3.2 MB of codes written by the conv itself;
     the codes are those of the quantize kernel (bit-exact outputs)."""
     require_avx2()
-    model, x, ranges = first_conv_into_int8(200)               # 32 x 200 x 200 floats: 5.1 MB
+    model, x, ranges = first_conv_into_int8(290)               # 16 x 290 x 290 floats: 5.4 MB
     mod = tp.from_pytorch(model, x)
     ex, names = built_function_names(mod, ranges)
     assert any("conv2d" in n and "cast" in n for n in names), names          # the first conv writes uint8

@@ -50,14 +50,16 @@ def choose_block_rows(w2d: np.ndarray, options: dict) -> tuple[int, float]:
     return R, density
 
 
-def _check_weight(w: np.ndarray) -> None:
+def check_weight(w: np.ndarray) -> None:
+    """LeaveDense unless the weight is finite float32."""
     if w.dtype != np.float32:
         raise LeaveDense(f"weight dtype {w.dtype} (only float32)")
     if not np.isfinite(w).all():
         raise LeaveDense("weight has NaN or infinite values")
 
 
-def _check_input(expr, ndims) -> tuple:
+def check_input(expr, ndims) -> tuple:
+    """The static shape of a float32 input of one of ``ndims`` ranks, or LeaveDense."""
     shape = static_shape(expr)
     if len(shape) not in ndims:
         raise LeaveDense(f"input rank {len(shape)} (expected {' or '.join(map(str, ndims))})")
@@ -84,11 +86,11 @@ def conv1x1_parts(call: relax.Call) -> tuple:
     w = constant_weight(call)
     if w.ndim != 4 or w.shape[2:] != (1, 1):
         raise LeaveDense(f"kernel {tuple(w.shape[2:])} is not 1x1")
-    _check_weight(w)
+    check_weight(w)
     strides, padding = check_conv_attrs(call.attrs, w.shape)
     if any(padding):
         raise LeaveDense(f"padding={list(padding)} on a 1x1 conv (only 0)")
-    return w, strides, _check_input(call.args[0], (4,))
+    return w, strides, check_input(call.args[0], (4,))
 
 
 def plan_conv(call: relax.Call, ctx: LayerContext, structure=block_punched) -> Plan:
@@ -114,11 +116,11 @@ def matmul_weight(call: relax.Call) -> tuple:
     w = constant_weight(call)            # [in, out]: torch's Linear weight, transposed and folded
     if w.ndim != 2:
         raise LeaveDense(f"weight rank {w.ndim} (only a 2-D [in, out] weight)")
-    _check_weight(w)
+    check_weight(w)
     out_dtype = getattr(call.attrs, "out_dtype", None)
     if out_dtype is not None and str(out_dtype) not in ("", "void", "float32"):
         raise LeaveDense(f"out_dtype={out_dtype} (only float32)")
-    shape = _check_input(call.args[0], (2, 3))
+    shape = check_input(call.args[0], (2, 3))
     Kin, Nout = w.shape
     if shape[-1] != Kin:
         raise LeaveDense(f"input features {shape[-1]} do not match the weight's {Kin}")

@@ -70,7 +70,7 @@ def _tables(w2d: np.ndarray, ctx: LayerContext, avx2: bool, unroll: int = UNROLL
     return R, density, tables, weight_scale, weight_grid
 
 
-def _bias(tables, zero_point: int) -> np.ndarray:
+def zero_point_bias(tables, zero_point: int) -> np.ndarray:
     """The zero point's share of the sums, a row each (int32, padded to whole blocks)."""
     codes = tables.value.view("int8").reshape(*tables.value.shape, 4)               # [B, Q, R, tap]
     if tables.levels is not None:
@@ -92,7 +92,7 @@ def _plan_matmul(call: relax.Call, ctx: LayerContext, scale: float, zero_point: 
     out = w2d.shape[0]
     R, density, tables, weight_scale, weight_grid = _tables(w2d, ctx, avx2)
     B = tables.col.shape[0]
-    bias = _bias(tables, zero_point)
+    bias = zero_point_bias(tables, zero_point)
     if tables.col.nbytes + tables.value.nbytes > ctx.options.get("nibbles_above_bytes", NIBBLES_ABOVE_BYTES):
         tables = nibble_tables(tables) or tables
     nibbles = tables.levels is not None
@@ -136,7 +136,7 @@ def _plan_conv(call: relax.Call, ctx: LayerContext, scale: float, zero_point: in
         raise LeaveDense(f"{positions} output positions: the int8 1x1 kernel takes at least {lanes_1x1(vnni)}")
     kernel = written_out(int8_block_sparse_conv2d_1x1_x86(N, C, out_hw, K, B, R, tables.quads, vnni)).with_attrs(
         {CONV_ATTR: [CONV_KERNEL, N, C, *out_hw, K, B, R, tables.quads, vnni], LAYER_ATTR: ctx.name})
-    arrays = (tables.col, tables.value, _bias(tables, zero_point))
+    arrays = (tables.col, tables.value, zero_point_bias(tables, zero_point))
     grid = np.array([np.float32(1.0 / scale), zero_point], dtype="float32")
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

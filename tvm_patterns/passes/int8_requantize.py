@@ -11,7 +11,7 @@ the first conv requantizes its sums onto the second's input grid in its write-ba
     codes = int8 conv(x) (uint8)  ->  max pool (uint8)  ->  lay out -> x'
 
 (x86 3x3: row pairs, or stride-2 records; NEON 3x3: row triples; 1x1: the codes as they are, or every
-other one at stride 2).
+other one at stride 2; a dense conv: its patches).
 
 The codes are those the float chain gives: the same float32 operations in the same order, a ReLU as
 the lowest code (the zero point), and a max pool commutes with the grid's monotone rounding. The
@@ -30,18 +30,23 @@ from schedules import int8_filter_block_pattern_conv2d_rowpair_avx2 as int8_avx2
 from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
+from schedules.int8_quantize_im2col_x86 import int8_quantize_im2col_x86
+from schedules.max_pool2d_uint8_nchw_x86 import max_pool2d_uint8_nchw_x86, pooled_hw
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import (QUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, quantize_positions,
                                                      quantize_rowtriples)
+from tvm_patterns.sparsity.int8_block import patches_shape
 from tvm_patterns.sparsity.int8_filter_block import records_shape, rowpair_avx2_shape, rowpair_shape, rowtriple_shape
 
 from .binding_chains import known_shape, per_channel, rewrite_functions, tir_attr
 from .int8_block_kind import CONV_KERNEL as CONV1X1_KERNEL
 from .int8_block_kind import positions_strides
+from .int8_dense_conv_kind import IM2COL, im2col_of
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
                                      QUANTIZE, written_out)
 from .registry import LAYER_ATTR
 
+MAX_POOL_UINT8 = "max_pool2d_uint8_nchw_x86"
 REQUANTIZED = "writes uint8 codes on the next int8 layer's input grid"
 READS_CODES = "reads the uint8 codes the int8 layer before it writes"
 KERNELS = {KERNEL: (int8_x86.Knobs, int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86),
@@ -62,23 +67,37 @@ class _Requantize(PyExprMutator):
     def transform(self) -> tvm.IRModule:
         return rewrite_functions(self, self.mod_)
 
-    def _producer(self, var):
-        """The call that binds ``var`` if ``var`` is used only once; through a field of a tuple too (the
-        importer's max pool with indices: a tuple of the pool and unused indices)."""
+    def _quantized_alike(self, var, grid) -> int:
+        """How many quantizations read ``var``, if every use of it is one on ``grid`` (a conv's output read by
+        two int8 1x1 convs, ResNet's first block and its shortcut: both take the same codes); else 0."""
+        key = grid.value.numpy().tobytes()
+        readers = [value for value in self.values.values()
+                   if isinstance(value, relax.Call) and any(a.same_as(var) for a in _arguments(value))]
+        alike = [value for value in readers if tir_attr(self.mod_, value, LAYOUT_ATTR) is not None
+                 and value.args[1].fields[0].same_as(var) and isinstance(value.args[1].fields[1], tvm.ir.Constant)
+                 and value.args[1].fields[1].value.numpy().tobytes() == key]
+        return len(alike) if len(alike) == len(readers) == self.uses.get(var, 0) else 0
+
+    def _producer(self, var, uses: int = 1):
+        """The call that binds ``var`` if ``var`` is used only once (``uses`` times); through a field of a
+        tuple too (the importer's max pool with indices: a tuple of the pool and unused indices)."""
         value = self.values.get(var)
-        if isinstance(value, relax.TupleGetItem) and self.uses.get(var, 0) == 1:
+        if isinstance(value, relax.TupleGetItem) and self.uses.get(var, 0) == uses:
             fields = self.values.get(value.tuple_value)
             if isinstance(fields, relax.Tuple) and self.uses.get(value.tuple_value, 0) == 1:
-                var = fields.fields[value.index]
+                var, uses = fields.fields[value.index], 1
                 value = self.values.get(var)
-        if not isinstance(value, relax.Call) or self.uses.get(var, 0) != 1:
+        if not isinstance(value, relax.Call) or self.uses.get(var, 0) != uses:
             return None
         return value
 
     def _chain(self, quantize: relax.Call):
-        """(pool call or None, relu?, bias or None, dequantize call, conv call) feeding ``quantize``."""
+        """(pool call or None, relu?, bias or None, dequantize call, conv call) feeding ``quantize`` (and
+        any other quantization of its input on the same grid)."""
         x, pool, relu, bias = quantize.args[1].fields[0], None, False, None
-        call = self._producer(x)
+        if not isinstance(quantize.args[1].fields[1], tvm.ir.Constant):
+            return None
+        call = self._producer(x, max(1, self._quantized_alike(x, quantize.args[1].fields[1])))
         if call is not None and call.op == tvm.ir.Op.get("relax.nn.max_pool2d"):
             pool, call = call, self._producer(call.args[0])
         if call is not None and call.op == tvm.ir.Op.get("relax.nn.relu"):
@@ -96,25 +115,26 @@ class _Requantize(PyExprMutator):
         return pool, relu, bias, call, conv
 
     def _share_positions(self, binding, layout):
-        """The quantization of a 1x1 conv's float input: where another 1x1 conv quantized the same input
-        on the same grid at every position (ResNet's downsample beside the first 1x1 of its block), its
-        codes are picked from those instead."""
+        """The quantization of a 1x1 conv's float input, kept for another 1x1 conv that quantizes the same
+        input on the same grid (ResNet's downsample beside the first 1x1 of its block) to pick its codes from
+        (``_codes_of``)."""
         x, grid = binding.value.args[1].fields
         key = (x, grid.value.numpy().tobytes())
-        if key in self.codes:
-            self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, self.codes[key], grid,
-                                                                             layout)))
-            self._annotate(None, tir_attr(self.mod_, binding.value, LAYER_ATTR))
-            return
         var = self.builder_.emit(self.visit_expr(binding.value))
         self.set_var_remap(binding.var, var)
         if positions_strides(layout) == (1, 1):
             self.codes[key] = var
 
+    def _codes_of(self, quantize: relax.Call):
+        """The codes [N, C, H, W] of this quantization's input on its grid that a quantization or a conv before
+        already wrote, or None."""
+        x, grid = quantize.args[1].fields
+        return self.codes.get((x, grid.value.numpy().tobytes())) if isinstance(grid, tvm.ir.Constant) else None
+
     def _annotate(self, producer, consumer) -> None:
         """Say in the report which int8 layer writes codes and which reads them."""
         for decision in self.report:
-            if decision.kind in ("int8_filter_block", "int8_block"):
+            if decision.kind in ("int8_filter_block", "int8_block", "int8_dense_conv"):
                 if producer is not None and decision.layer == str(producer):
                     decision.reason += f"; {REQUANTIZED}"
                 if consumer is not None and decision.layer == str(consumer):
@@ -123,6 +143,11 @@ class _Requantize(PyExprMutator):
     def visit_var_binding_(self, binding):
         value = binding.value
         layout = tir_attr(self.mod_, value, LAYOUT_ATTR)
+        if layout is not None and self._codes_of(value) is not None:     # a conv before wrote these codes already
+            self.set_var_remap(binding.var, self.builder_.emit(
+                lay_out_codes(self.builder_, self._codes_of(value), value.args[1].fields[1], layout)))
+            self._annotate(None, tir_attr(self.mod_, value, LAYER_ATTR))
+            return
         chain = self._chain(value) if layout is not None else None
         if chain is None and layout is not None and positions_strides(layout) is not None:
             return self._share_positions(binding, layout)
@@ -145,9 +170,37 @@ class _Requantize(PyExprMutator):
             relax.Tuple([*conv_args, relax.const(scale), relax.const(np.array([*grid.value.numpy(), lowest], "float32"))]),
             relax.TensorType(known_shape(conv), "uint8")))
         if pool is not None:
-            codes = self.builder_.emit(relax.Call(pool.op, [codes], pool.attrs))
+            codes = self.builder_.emit(pooled_codes(self.builder_, codes, pool))
+        x, grid = value.args[1].fields
+        self.codes[(x, grid.value.numpy().tobytes())] = codes
         self.set_var_remap(binding.var, self.builder_.emit(lay_out_codes(self.builder_, codes, grid, layout)))
         self._annotate(tir_attr(self.mod_, conv, LAYER_ATTR), tir_attr(self.mod_, value, LAYER_ATTR))
+
+
+def pooled_codes(bb: relax.BlockBuilder, codes: relax.Expr, pool: relax.Call) -> relax.Expr:
+    """The max pool ``pool`` of uint8 codes: with padding (NCHW, floor mode, no dilation) our byte kernel, where
+    Relax's is not vectorized (x7.7 on ResNet-50's pool); without, Relax's (on VGG-16 ours made the next convs
+    slower, docs/design.md#int8-dense-conv)."""
+    a = pool.attrs
+    shape = known_shape(codes)
+    if (str(a.layout), str(a.out_layout), bool(a.ceil_mode), [int(d) for d in a.dilation]) != ("NCHW", "NCHW", False, [1, 1]) \
+            or shape is None or len(a.padding) != 4 or not any(int(p) for p in a.padding) \
+            or any(int(s) not in (1, 2) for s in a.strides):
+        return relax.Call(pool.op, [codes], pool.attrs)
+    args = [tuple(int(v) for v in a.pool_size), tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding)]
+    func = written_out(max_pool2d_uint8_nchw_x86(*shape, *args))
+    n, c = shape[:2]
+    return relax.call_tir(bb.add_func(func, MAX_POOL_UINT8), relax.Tuple([codes]),
+                          relax.TensorType((n, c, *pooled_hw(*shape[2:], *args)), "uint8"))
+
+
+def _arguments(call: relax.Call) -> list:
+    """A call's arguments, those of a call_tir's argument tuple included."""
+    args = list(call.args)
+    for a in call.args:
+        if isinstance(a, relax.Tuple):
+            args.extend(a.fields)
+    return args
 
 
 def epilogue_scale(mod: tvm.IRModule, dequantize: relax.Call, bias: np.ndarray, rows: int) -> np.ndarray:
@@ -163,8 +216,9 @@ def epilogue_scale(mod: tvm.IRModule, dequantize: relax.Call, bias: np.ndarray, 
 def _requantizing_kernel(name: str, geometry):
     """The int8 conv ``name`` of ``geometry`` (its CONV_ATTR) writing uint8 codes."""
     if name == CONV1X1_KERNEL:
-        n, c, h, w, k, blocks, rows, quads, vnni = (int(v) for v in geometry)
-        return int8_block_sparse_conv2d_1x1_x86(n, c, (h, w), k, blocks, rows, quads, bool(vnni), requantize=True)
+        n, c, h, w, k, blocks, rows, quads, vnni, *patches = (int(v) for v in geometry)   # patches: a dense conv's
+        return int8_block_sparse_conv2d_1x1_x86(n, c, (h, w), k, blocks, rows, quads, bool(vnni), requantize=True,
+                                                patches=bool(patches and patches[0]))
     n, c, h, w, k, blocks, filters, max_len, patterns, *knobs = (int(v) for v in geometry)
     knobs_type, make = KERNELS[name]
     return make(n, c, h, w, k, blocks, filters, max_len, patterns, knobs_type(*knobs), requantize=True)
@@ -175,6 +229,11 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
     attribute)."""
     name, n, c, h, w, *rest = layout
     n, c, h, w = (int(v) for v in (n, c, h, w))
+    patches = im2col_of(layout)
+    if patches is not None:
+        func = written_out(int8_quantize_im2col_x86(**patches, codes=True))
+        return relax.call_tir(bb.add_func(func, IM2COL + "_layout"), relax.Tuple([codes, grid]),
+                              relax.TensorType(patches_shape(**patches), "uint8"))
     strides = positions_strides(layout)
     if strides is not None:
         if strides == (1, 1):

@@ -109,7 +109,7 @@ class _ResidualEpilogue(PyExprMutator):
         if chain is None:
             return super().visit_var_binding_(binding)
         _, *geometry = tir_attr(self.mod_, chain.conv, CONV_ATTR)
-        n, c, h, w, k, blocks, rows, quads, vnni = (int(v) for v in geometry)
+        n, c, h, w, k, blocks, rows, quads, vnni, *patches = (int(v) for v in geometry)   # patches: a dense conv's
         scale = epilogue_scale(self.mod_, chain.dequantize, chain.bias, blocks * rows)
         quantizations = self.quantized.get(var, [])
         codes = bool(quantizations)
@@ -119,7 +119,7 @@ class _ResidualEpilogue(PyExprMutator):
         full, one = (n, k, h, w), (1,)
         kernel = written_out(int8_block_sparse_conv2d_1x1_x86(
             n, c, (h, w), k, blocks, rows, quads, bool(vnni), residual="codes" if stream else "float",
-            relu=chain.relu, out_float=out_float, codes=codes))
+            relu=chain.relu, out_float=out_float, codes=codes, patches=bool(patches and patches[0])))
         residual = (relax.const(np.zeros(one, "float32")), stream[0], relax.const(stream[1])) if stream else \
             (self.visit_expr(chain.residual), relax.const(np.zeros(one, "uint8")), relax.const(np.zeros(2, "float32")))
         grid = quantizations[0][1] if codes else relax.const(np.zeros(2, "float32"))

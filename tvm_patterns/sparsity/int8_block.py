@@ -76,3 +76,50 @@ def nibble_tables(tables: Int8BlockTables) -> Int8BlockTables | None:
     index = np.searchsorted(codes, taps).astype("uint8")
     words = np.ascontiguousarray(index[:, 0::2] | (index[:, 1::2] << 4)).view("<i4")[..., 0]
     return Int8BlockTables(tables.col, words.astype("int32"), tables.shape, levels)
+
+
+def patches_shape(n: int, c: int, h: int, w: int, kernel: tuple, strides: tuple, padding: tuple) -> tuple:
+    """[N, Q, Ho, Wo * 4]: the patches of a dense conv of ``kernel`` (KH, KW), ``strides``, ``padding`` (top,
+    left, bottom, right) over an [N, C, H, W] input, C*KH*KW codes a position in Q quads."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
+    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    return (n, -(-(c * kh * kw) // 4), ho, wo * 4)
+
+
+def pack_patches(x: np.ndarray, zero_point: int, kernel: tuple, strides: tuple, padding: tuple) -> np.ndarray:
+    """uint8 codes [N, C, H, W] -> the patches the int8 1x1 kernel reads for a dense conv (``patches_shape``):
+
+        patches[n, q, y, 4x + t] = xpad[n, c, y*sh + kh, x*sw + kw]    for tap 4q + t = (c, kh, kw) in row-major order
+
+    ``xpad``: x padded at the zero point, as are the taps past C*KH*KW."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"patches pack a uint8 [N, C, H, W] input, got {x.dtype} {x.shape}")
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
+    n, c, h, w = x.shape
+    shape = patches_shape(n, c, h, w, kernel, strides, padding)
+    ho, wo = shape[2], shape[3] // 4
+    xpad = np.full((n, c, h + pt + pb, w + pl + pr), zero_point, dtype="uint8")
+    xpad[:, :, pt:pt + h, pl:pl + w] = x
+    taps = np.full((n, shape[1] * 4, ho, wo), zero_point, dtype="uint8")
+    for i in range(kh):
+        for j in range(kw):
+            taps[:, i * kw + j:c * kh * kw:kh * kw] = xpad[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+    return np.ascontiguousarray(taps.reshape(n, shape[1], 4, ho, wo).transpose(0, 1, 3, 4, 2)).reshape(shape)
+
+
+def dense_quad_tables(codes2d: np.ndarray, block_rows: int) -> Int8BlockTables:
+    """The tables of a dense int8 [rows, cols] weight, every column kept in every block (the layout of
+    ``pack_patches``: quad q is columns 4q .. 4q + 3, zeros past the last)."""
+    codes2d = np.asarray(codes2d)
+    if codes2d.dtype != np.int8 or codes2d.ndim != 2:
+        raise ValueError(f"dense int8 tables need an int8 [rows, cols] weight, got {codes2d.dtype} {codes2d.shape}")
+    rows, cols = codes2d.shape
+    if cols > MAX_COLUMNS:
+        raise NotImplementedError(f"{cols} input features: the int8 kernel indexes at most {MAX_COLUMNS}")
+    B, Q = -(-rows // block_rows), -(-cols // 4)
+    taps = np.zeros((B * block_rows, Q * 4), dtype="int8")
+    taps[:rows, :cols] = codes2d
+    value = np.ascontiguousarray(taps.reshape(B, block_rows, Q, 4).transpose(0, 2, 1, 3)).view("<i4")[..., 0]
+    col = np.tile(np.minimum(np.arange(Q * 4), cols - 1), (B, 1))
+    return Int8BlockTables(col.astype("uint16"), value.astype("int32"), (rows, cols))
