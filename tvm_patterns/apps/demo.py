@@ -3,9 +3,9 @@
 
     tvm-patterns demo [--quick] [--nets vgg16,resnet50,mobilenet_v2] [--csv FILE] [--threads N] [--int8]
 
-``--int8`` also builds each network with its filter-block pattern convs (and the 1x1 convs chained to
-them) in int8 (calibrated on a few
-random inputs; ``tp.build(..., int8=...)``), timed in the same rounds: a second row per network,
+``--int8`` also builds each network with its filter-block pattern convs, the 1x1 convs chained to them
+and the dense convs with enough MACs an element (a stem) in int8 (calibrated on a few random inputs;
+``tp.build(..., int8=...)``), timed in the same rounds: a second row per network,
 ``dtype`` int8, checked against PyTorch within INT8_TOLERANCE and on its top-1 class.
 """
 from __future__ import annotations
