@@ -35,8 +35,9 @@ the others: as many masked epochs), with the same seed, distilling the dense mod
 dense in every method. Each compressed model is also built with the TVM pass (its pattern library
 found from the weights) and its accuracy measured from that build on the first 1,000 test images,
 beside PyTorch's on the same images. ``--int8`` builds each model in int8 too (``tp.calibrate`` on
-CALIBRATION_BATCHES training batches; the filter-block convs (``admm_fblock``) and block-pruned
-linear layers run in int8): its accuracy on those images and how often its top-1 equals PyTorch's.
+CALIBRATION_BATCHES training batches; the filter-block convs (``admm_fblock``), block-pruned linear
+layers and dense convs with enough MACs an element run in int8): its accuracy on those images and how
+often its top-1 equals PyTorch's.
 """
 from __future__ import annotations
 

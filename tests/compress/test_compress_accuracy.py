@@ -59,7 +59,7 @@ def test_the_tvm_build_of_every_model_is_as_accurate_as_pytorch_and_rewrites_the
             assert r["tvm_sparse_layers"] == "6", r          # and the FC layer
 
 
-def test_the_int8_build_runs_the_filter_block_convs_in_int8_with_the_top1_of_pytorch(script, tmp_path):
+def test_the_int8_build_runs_the_convs_in_int8_with_the_top1_of_pytorch(script, tmp_path):
     require_avx2()                      # the host picks its kernels: VNNI where it has it, else AVX2
     path = tmp_path / "int8.csv"
     assert script.main(["--data", "digits", "--quick", "--nets", "vgg", "--methods", "admm_fblock", "--int8",
@@ -67,9 +67,10 @@ def test_the_int8_build_runs_the_filter_block_convs_in_int8_with_the_top1_of_pyt
     with open(path) as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == script.COLUMNS + script.INT8_COLUMNS
-    assert [(r["method"], r["tvm_int8_layers"]) for r in rows] == [("dense", "0"), ("admm_fblock", "5"),
+    # the dense model's convs but the first (too few MACs an element) run as int8 dense convs
+    assert [(r["method"], r["tvm_int8_layers"]) for r in rows] == [("dense", "5"), ("admm_fblock", "5"),
                                                                    ("admm_fblock", "5")]
-    for r in rows[1:]:
+    for r in rows:
         assert float(r["int8_top1_agreement_1k"]) >= 98.0, r       # 500 images: at most 10 apart
 
 

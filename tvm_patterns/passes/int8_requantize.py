@@ -79,8 +79,8 @@ class _Requantize(PyExprMutator):
         return len(alike) if len(alike) == len(readers) == self.uses.get(var, 0) else 0
 
     def _producer(self, var, uses: int = 1):
-        """The call that binds ``var`` if ``var`` is used only once (``uses`` times); through a field of a
-        tuple too (the importer's max pool with indices: a tuple of the pool and unused indices)."""
+        """The call that binds ``var`` if ``var`` is used exactly ``uses`` times (once, by default); through a
+        field of a tuple too (the importer's max pool with indices: a tuple of the pool and unused indices)."""
         value = self.values.get(var)
         if isinstance(value, relax.TupleGetItem) and self.uses.get(var, 0) == uses:
             fields = self.values.get(value.tuple_value)
@@ -179,8 +179,8 @@ class _Requantize(PyExprMutator):
 
 def pooled_codes(bb: relax.BlockBuilder, codes: relax.Expr, pool: relax.Call) -> relax.Expr:
     """The max pool ``pool`` of uint8 codes: with padding (NCHW, floor mode, no dilation) our byte kernel, where
-    Relax's is not vectorized (x7.7 on ResNet-50's pool); without, Relax's (on VGG-16 ours made the next convs
-    slower, docs/design.md#int8-dense-conv)."""
+    Relax's is not vectorized; without, Relax's (on VGG-16 ours made the next convs slower,
+    docs/design.md#int8-dense-conv)."""
     a = pool.attrs
     shape = known_shape(codes)
     if (str(a.layout), str(a.out_layout), bool(a.ceil_mode), [int(d) for d in a.dilation]) != ("NCHW", "NCHW", False, [1, 1]) \
