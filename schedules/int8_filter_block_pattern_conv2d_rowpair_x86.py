@@ -27,7 +27,8 @@ from tvm.script import tirx as T
 from tvm.target import Target, codegen
 
 from tvm_patterns.computes.int8_quantization import requantized_codes
-from tvm_patterns.sparsity.int8_filter_block import LANES, records_shape, rowpair_shape, stride2_out
+from tvm_patterns.sparsity.int8_block import window_out_hw
+from tvm_patterns.sparsity.int8_filter_block import LANES, records_shape, rowpair_shape
 
 # The int32 accumulators of a tile, F x ROWS x GROUPS zmm registers, beside the F broadcast weights,
 # the index, two row-pair tables and the gathered vector: 32 zmm in all.
@@ -59,7 +60,7 @@ def input_shape(n: int, c: int, h: int, w: int, knobs: Knobs) -> tuple:
 
 def out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
     """The output rows and columns of the conv over an h x w input."""
-    return (h, w) if stride == 1 else (stride2_out(h), stride2_out(w))
+    return window_out_hw(h, w, (3, 3), (stride, stride), (1, 1, 1, 1))
 
 
 def default_knobs(filters: int, channels: int, h: int, w: int, stride: int = 1) -> Knobs:

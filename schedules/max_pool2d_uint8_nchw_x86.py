@@ -13,20 +13,15 @@ from __future__ import annotations
 
 from tvm.script import tirx as T
 
+from tvm_patterns.sparsity.int8_block import window_out_hw
+
 LANES = 16
-
-
-def pooled_hw(h: int, w: int, pool: tuple, strides: tuple, padding: tuple) -> tuple[int, int]:
-    """Output rows and columns (floor mode) of a pool of ``pool`` (KH, KW), ``strides``, ``padding`` (top, left,
-    bottom, right) over an h x w input."""
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = pool, strides, padding
-    return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
 
 
 def max_pool2d_uint8_nchw_x86(n: int, c: int, h: int, w: int, pool: tuple, strides: tuple, padding: tuple):
     """PrimFunc(x uint8 [N, C, H, W]) -> uint8 [N, C, Ho, Wo]: the max over each window, the padding 0."""
     (kh_, kw_), (sh, sw), (pt, pl, _, _) = pool, strides, padding
-    ho, wo = pooled_hw(h, w, pool, strides, padding)
+    ho, wo = window_out_hw(h, w, pool, strides, padding)
     vec_o, vec_w = wo // LANES * LANES, w // LANES * LANES
     wp = sw * (vec_o + LANES) + kw_ + LANES       # a padded row: every vector load of the steps stays inside
     keep = list(range(0, sw * LANES, sw))

@@ -27,7 +27,8 @@ from tvm_patterns.sparsity.int8_block import dense_quad_tables, patches_shape
 
 from .block_kind import check_input, check_weight
 from .int8_block_kind import CONV_KERNEL, UNCHAINED_MIN_INTENSITY, zero_point_bias
-from .int8_filter_block_kind import CONV_ATTR, DEQUANTIZE_ATTR, LAYOUT_ATTR, check_int8_target, int8_weight, written_out
+from .int8_filter_block_kind import (CONV_ATTR, DEQUANTIZE_ATTR, LAYOUT_ATTR, check_int8_target, int8_weight,
+                                     written_out, written_tensor)
 from .pattern_kind import check_conv_attrs
 from .registry import CHECKED_BY_PLAN, LAYER_ATTR, LayerContext, LeaveDense, Plan, constant_weight, register_sparse_kind
 
@@ -79,7 +80,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
 
     def emit(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         x = bb.emit(relax.call_tir(bb.add_func(patches, IM2COL), relax.Tuple([call.args[0], relax.const(grid)]),
-                                   relax.TensorType(shape, "uint8")))
+                                   written_tensor(patches)))
         acc = bb.emit(relax.call_tir(bb.add_func(kernel, CONV_KERNEL), relax.Tuple([x, *(relax.const(a) for a in arrays)]),
                                      relax.TensorType((N, K, *out_hw), "int32")))
         return bb.call_te(functools.partial(dequantize_conv, scale=scale), acc, relax.const(weight_scale),

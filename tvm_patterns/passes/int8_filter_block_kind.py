@@ -31,9 +31,8 @@ from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from schedules import pattern_conv2d_nchw_x86 as x86
 from tvm_patterns.computes.int8_quantization import DEQUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, dequantize_conv, quantize_rowtriples
 from tvm_patterns.sparsity import NotPatternSparse
-from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, rowpair_avx2_shape,
-                                                     record_index, records_shape, rowpair_shape, rowtriple_index,
-                                                     rowtriple_shape, shuffle_index_avx2)
+from tvm_patterns.sparsity.int8_filter_block import (int8_filter_block_tables, permute_index, record_index,
+                                                     rowtriple_index, rowtriple_shape, shuffle_index_avx2)
 from tvm_patterns.sparsity.quantization import find_grid, fit_grid, input_grid
 
 from .filter_block_kind import FILTERS
@@ -56,6 +55,12 @@ LAYOUT_ATTR, DEQUANTIZE_ATTR = "tvm_patterns.int8_layout", "tvm_patterns.int8_de
 def written_out(func):
     """A TIR function of ours marked scheduled and opaque to Relax's fusion."""
     return func.with_attr(SCHEDULED_ATTR, True).with_attr("op_pattern", OPAQUE)
+
+
+def written_tensor(func) -> relax.TensorType:
+    """The type of what a TIR function of ours writes: its last buffer, a tensor of static shape."""
+    out = func.params[-1]                      # TVM 0.27: a PrimFunc's params are its buffers
+    return relax.TensorType(tuple(int(d) for d in out.shape), str(out.dtype))
 
 
 def int8_weight(w: np.ndarray, largest: int = 127) -> tuple[np.ndarray, np.ndarray, str]:
@@ -166,13 +171,12 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
             knobs = int8_avx2.default_knobs(F, H, W)
             knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner]
             kernel = int8_avx2.int8_filter_block_pattern_conv2d_rowpair_avx2(*geometry, knobs)
-            kernel_name, index, shape = AVX2_KERNEL, shuffle_index_avx2(library), rowpair_avx2_shape
+            kernel_name, index = AVX2_KERNEL, shuffle_index_avx2(library)
         else:
             knobs = int8_x86.default_knobs(F, C, H, W, stride)
             knobs_of = [knobs.rows, knobs.groups, knobs.blocks_inner, knobs.stride]
             kernel = int8_x86.int8_filter_block_pattern_conv2d_rowpair_x86(*geometry, knobs)
             kernel_name, index = KERNEL, permute_index(library) if stride == 1 else record_index(library)
-            shape = rowpair_shape if stride == 1 else records_shape
         rowpairs = written_out(int8_quantize_rowpairs_x86(N, C, H, W, knobs.rows, knobs.groups, avx2=avx2,
                                                           stride=stride))
         rowpairs = rowpairs.with_attrs({LAYOUT_ATTR: ["rowpair_avx2" if avx2 else "rowpair_x86", N, C, H, W, *knobs_of],
@@ -180,7 +184,7 @@ def plan(call: relax.Call, ctx: LayerContext) -> Plan:
 
         def quantize(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
             return bb.emit(relax.call_tir(bb.add_func(rowpairs, QUANTIZE), relax.Tuple([x, relax.const(grid)]),
-                                          relax.TensorType(shape(N, C, H, W, knobs.rows, knobs.groups), "uint8")))
+                                          written_tensor(rowpairs)))
     kernel = written_out(kernel).with_attrs({CONV_ATTR: [kernel_name, *geometry, *knobs_of], LAYER_ATTR: ctx.name})
     arrays = (tables.length, tables.channel, tables.pattern, tables.value, index, bias)
 

@@ -31,19 +31,18 @@ from schedules import int8_filter_block_pattern_conv2d_rowpair_x86 as int8_x86
 from schedules import int8_filter_block_pattern_conv2d_rowtriple_neon as int8_neon
 from schedules.int8_block_sparse_conv2d_1x1_x86 import int8_block_sparse_conv2d_1x1_x86
 from schedules.int8_quantize_im2col_x86 import int8_quantize_im2col_x86
-from schedules.max_pool2d_uint8_nchw_x86 import max_pool2d_uint8_nchw_x86, pooled_hw
+from schedules.max_pool2d_uint8_nchw_x86 import max_pool2d_uint8_nchw_x86
 from schedules.int8_quantize_rowpairs_x86 import int8_quantize_rowpairs_x86
 from tvm_patterns.computes.int8_quantization import (QUANTIZE_BLOCK, QUANTIZE_ROWTRIPLES, quantize_positions,
                                                      quantize_rowtriples)
-from tvm_patterns.sparsity.int8_block import patches_shape
-from tvm_patterns.sparsity.int8_filter_block import records_shape, rowpair_avx2_shape, rowpair_shape, rowtriple_shape
+from tvm_patterns.sparsity.int8_filter_block import rowtriple_shape
 
 from .binding_chains import known_shape, per_channel, rewrite_functions, tir_attr
 from .int8_block_kind import CONV_KERNEL as CONV1X1_KERNEL
 from .int8_block_kind import positions_strides
 from .int8_dense_conv_kind import IM2COL, im2col_of
 from .int8_filter_block_kind import (AVX2_KERNEL, CONV_ATTR, DEQUANTIZE_ATTR, KERNEL, LAYOUT_ATTR, NEON_KERNEL,
-                                     QUANTIZE, written_out)
+                                     QUANTIZE, written_out, written_tensor)
 from .registry import LAYER_ATTR
 
 MAX_POOL_UINT8 = "max_pool2d_uint8_nchw_x86"
@@ -189,9 +188,7 @@ def pooled_codes(bb: relax.BlockBuilder, codes: relax.Expr, pool: relax.Call) ->
         return relax.Call(pool.op, [codes], pool.attrs)
     args = [tuple(int(v) for v in a.pool_size), tuple(int(v) for v in a.strides), tuple(int(v) for v in a.padding)]
     func = written_out(max_pool2d_uint8_nchw_x86(*shape, *args))
-    n, c = shape[:2]
-    return relax.call_tir(bb.add_func(func, MAX_POOL_UINT8), relax.Tuple([codes]),
-                          relax.TensorType((n, c, *pooled_hw(*shape[2:], *args)), "uint8"))
+    return relax.call_tir(bb.add_func(func, MAX_POOL_UINT8), relax.Tuple([codes]), written_tensor(func))
 
 
 def _arguments(call: relax.Call) -> list:
@@ -232,8 +229,7 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
     patches = im2col_of(layout)
     if patches is not None:
         func = written_out(int8_quantize_im2col_x86(**patches, codes=True))
-        return relax.call_tir(bb.add_func(func, IM2COL + "_layout"), relax.Tuple([codes, grid]),
-                              relax.TensorType(patches_shape(**patches), "uint8"))
+        return relax.call_tir(bb.add_func(func, IM2COL + "_layout"), relax.Tuple([codes, grid]), written_tensor(func))
     strides = positions_strides(layout)
     if strides is not None:
         if strides == (1, 1):
@@ -245,9 +241,8 @@ def lay_out_codes(bb: relax.BlockBuilder, codes: relax.Expr, grid: relax.Expr, l
         avx2 = str(name) == "rowpair_avx2"
         stride = 1 if avx2 else int(rest[3])       # [rows, groups, blocks inner, stride] of the VNNI kernel
         func = written_out(int8_quantize_rowpairs_x86(n, c, h, w, rows, groups, codes=True, avx2=avx2, stride=stride))
-        shape = (rowpair_avx2_shape if avx2 else rowpair_shape if stride == 1 else records_shape)(n, c, h, w, rows, groups)
         return relax.call_tir(bb.add_func(func, QUANTIZE + "_layout"), relax.Tuple([codes, grid]),
-                              relax.TensorType(shape, "uint8"))
+                              written_tensor(func))
     return bb.call_te(functools.partial(quantize_rowtriples, shape=rowtriple_shape(n, c, h, w, rows, groups)),
                       codes, grid, primfunc_name_hint=QUANTIZE_ROWTRIPLES + "_layout")
 

@@ -78,12 +78,18 @@ def nibble_tables(tables: Int8BlockTables) -> Int8BlockTables | None:
     return Int8BlockTables(tables.col, words.astype("int32"), tables.shape, levels)
 
 
+def window_out_hw(h: int, w: int, window: tuple, strides: tuple, padding: tuple) -> tuple[int, int]:
+    """Output rows and columns of a sliding window (a conv's kernel, a pool's window) of ``window`` (KH, KW),
+    ``strides``, ``padding`` (top, left, bottom, right) over an h x w input (floor mode)."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr) = window, strides, padding
+    return (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+
+
 def patches_shape(n: int, c: int, h: int, w: int, kernel: tuple, strides: tuple, padding: tuple) -> tuple:
     """[N, Q, Ho, Wo * 4]: the patches of a dense conv of ``kernel`` (KH, KW), ``strides``, ``padding`` (top,
     left, bottom, right) over an [N, C, H, W] input, C*KH*KW codes a position in Q quads."""
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = kernel, strides, padding
-    ho, wo = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
-    return (n, -(-(c * kh * kw) // 4), ho, wo * 4)
+    ho, wo = window_out_hw(h, w, kernel, strides, padding)
+    return (n, -(-(c * kernel[0] * kernel[1]) // 4), ho, wo * 4)
 
 
 def pack_patches(x: np.ndarray, zero_point: int, kernel: tuple, strides: tuple, padding: tuple) -> np.ndarray:

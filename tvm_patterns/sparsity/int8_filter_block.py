@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .filter_block import block_kernels
+from .int8_block import window_out_hw
 from .pattern_library import PatternLibrary
 
 LANES = 16    # int32 lanes of a 512-bit vector: output positions per gathered vector
@@ -122,16 +123,12 @@ STRIDE2_COLUMNS = 2 * LANES + 1
 RECORD = 4 * HALF
 
 
-def stride2_out(size: int) -> int:
-    """Output rows (columns) of a 3x3 conv with stride 2, padding 1, over ``size`` input rows (columns)."""
-    return (size - 1) // 2 + 1
-
-
 def records_shape(n: int, c: int, h: int, w: int, rows: int = 1, groups: int = 1) -> tuple:
     """Shape of the stride-2 records of an h x w input, whose output is computed in tiles of ``rows``
     rows and ``groups`` groups of 16 positions (the tiles may run past the output; their rows are padding)."""
-    tiles_h = -(-stride2_out(h) // rows)
-    tiles_w = -(-(-(-stride2_out(w) // LANES)) // groups)
+    ho, wo = window_out_hw(h, w, (3, 3), (2, 2), (1, 1, 1, 1))
+    tiles_h = -(-ho // rows)
+    tiles_w = -(-(-(-wo // LANES)) // groups)
     return (n, c, tiles_h * rows, tiles_w * groups, RECORD)
 
 
