@@ -15,6 +15,12 @@ OpenVINO twice, f32 forced and its own default precision, which is bfloat16 on C
 ExecuTorch (XNNPACK) and DeepSparse each in its own venv, in a worker process that times PyTorch
 beside it as its yardstick. A peer that is missing or fails is a row with its error.
 
+Int8: our int8 build (``tvm-patterns-int8``, on the compressed variants: ``tp.build(..., int8=ranges)``)
+beside ONNX Runtime, OpenVINO and DeepSparse on the model quantized by ONNX Runtime's static
+quantization (``onnxruntime-int8``, ``openvino-int8``, ``deepsparse-int8``; ``peers.quantize_onnx``),
+all calibrated on the same few random batches; their outputs are checked against float PyTorch within
+the demo's int8 tolerance, and timed against float PyTorch.
+
 Rounds in which other processes kept more than 10% of the machine busy are dropped from the medians
 (and counted in ``disturbed_rounds``): on 2 cores they slow PyTorch 10-50x. Columns: network, variant,
 engine, version, median_ms, p10_ms, p90_ms, speedup_vs_pytorch, max_rel_err, rounds,
@@ -37,7 +43,7 @@ from tvm import relax
 
 import tvm_patterns as tp
 from tvm_patterns.apps import arguments
-from tvm_patterns.apps.demo import rel_error
+from tvm_patterns.apps.demo import CALIBRATION_BATCHES, INT8_TOLERANCE, rel_error
 from tvm_patterns.apps.models import compress_network, get_network
 from tvm_patterns.apps.report import fmt_table, write_csv
 from tvm_patterns.devices import peers
@@ -45,8 +51,18 @@ from tvm_patterns.devices.timing import Rounds, cpu_name, measure_rounds, median
 
 COLUMNS = ["network", "variant", "engine", "version", "median_ms", "p10_ms", "p90_ms", "speedup_vs_pytorch",
            "max_rel_err", "rounds", "disturbed_rounds", "cpu", "threads", "error"]
-OURS = ("pytorch", "tvm-dense", "tvm-patterns")
+OURS = ("pytorch", "tvm-dense", "tvm-patterns", "tvm-patterns-int8")
 TOLERANCE = {"default": 1e-3, "openvino-default": 5e-2}   # bfloat16 keeps 8 bits of mantissa
+
+
+def tolerance(engine: str) -> float:
+    return INT8_TOLERANCE if engine.endswith("-int8") else TOLERANCE.get(engine, TOLERANCE["default"])
+
+
+def calibration_batches(image: int) -> list[torch.Tensor]:
+    """The random inputs every int8 engine is calibrated on (ours and ONNX Runtime's quantizer)."""
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(1, 3, image, image, generator=g) for _ in range(CALIBRATION_BATCHES)]
 SPREAD_WARNING = 1.5   # p90 / p10 of PyTorch above this: the baseline itself is not to be trusted
 
 
@@ -74,7 +90,7 @@ def row(net, variant, engine, version, samples=None, ref=None, out=None, yardsti
         r.update(median_ms=median(ms), p10_ms=percentile(ms, 10), p90_ms=percentile(ms, 90),
                  speedup_vs_pytorch=median(yardstick) / median(samples), max_rel_err=rel_error(np.asarray(out, np.float64), ref),
                  rounds=len(samples), disturbed_rounds=len(rounds.disturbed()) if rounds else 0)
-        limit = TOLERANCE.get(engine, TOLERANCE["default"])
+        limit = tolerance(engine)
         if not r["max_rel_err"] < limit:
             r["error"] = f"output differs from PyTorch (relative max error {r['max_rel_err']:.1e} >= {limit:g})"
     return r
@@ -86,11 +102,12 @@ def in_process(net, variant, model, x, ref, files, engines, rounds, threads, out
     fns, versions, outputs, rows = {}, {}, {}, []
     if "pytorch" in engines:
         fns["pytorch"], versions["pytorch"] = (lambda: model(x)), torch.__version__
-    mod = tp.from_pytorch(model, x) if {"tvm-dense", "tvm-patterns"} & set(engines) else None
-    for name, sparse in (("tvm-dense", False), ("tvm-patterns", True)):
+    mod = tp.from_pytorch(model, x) if {"tvm-dense", "tvm-patterns", "tvm-patterns-int8"} & set(engines) else None
+    for name, sparse in (("tvm-dense", False), ("tvm-patterns", True), ("tvm-patterns-int8", True)):
         if name in engines and not (sparse and variant == "dense"):
             t0 = time.perf_counter()
-            vm = relax.VirtualMachine(tp.build(mod, tp.targets.host(), sparse=sparse), tvm.cpu())
+            ranges = tp.calibrate(model, calibration_batches(x.shape[-1])) if name.endswith("-int8") else None
+            vm = relax.VirtualMachine(tp.build(mod, tp.targets.host(), sparse=sparse, int8=ranges), tvm.cpu())
             out(f"[{net}/{variant}] built {name} in {time.perf_counter() - t0:.0f} s")
             fns[name], versions[name] = (lambda vm=vm: vm["main"](xt)), f"tvm {tvm.__version__}"
     for name in engines:
@@ -101,7 +118,7 @@ def in_process(net, variant, model, x, ref, files, engines, rounds, threads, out
             rows.append(row(net, variant, name, "", threads=threads, error=f"not installed ({engine.install})"))
             continue
         try:
-            run = engine.load(files, threads)
+            run = engine.load(files.for_engine(engine), threads)
             versions[name] = engine.version()
             fns[name] = (lambda run=run: run(x.numpy()))
         except Exception as e:  # noqa: BLE001  a peer that fails is a row with its error
@@ -143,6 +160,18 @@ def in_workers(net, variant, x, ref, files, engines, rounds, threads, workdir) -
         rows.append(row(net, variant, name, res["version"], quiet["engine"], ref, res["output"], quiet["pytorch"],
                         measured, threads))
     return rows
+
+
+def quantized(files: peers.Files, image: int, out) -> peers.Files:
+    """``files`` with the model quantized for the int8 peers; unchanged (and their rows will say why)
+    when ONNX Runtime's quantizer is not there or fails."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return files
+    try:
+        return peers.quantize_onnx(files, [b.numpy() for b in calibration_batches(image)])
+    except Exception as e:  # noqa: BLE001  the int8 peers' rows carry the error
+        out(f"quantizing the ONNX model failed: {type(e).__name__}: {e}")
+        return files
 
 
 def main(argv=None) -> int:
@@ -189,6 +218,8 @@ def main(argv=None) -> int:
                 ref = model(x).numpy().astype(np.float64)
             with tempfile.TemporaryDirectory(prefix="bench_peers_") as workdir:
                 files = peers.export_model(model, x, workdir)
+                if any(peers.ENGINES[e].int8 for e in engines if e in peers.ENGINES):
+                    files = quantized(files, args.image_size, out)
                 rows += in_process(net, variant, model, x, ref, files, engines, args.rounds, args.threads, out)
                 rows += in_workers(net, variant, x, ref, files, engines, args.rounds, args.threads, workdir)
             write_csv(args.csv, [{c: r.get(c, "") for c in COLUMNS} for r in rows])

@@ -2,6 +2,11 @@
 
     engine = ENGINES["onnxruntime"]
     run = engine.load(Files(onnx="m.onnx", pt2="m.pt2"), threads=2)    # numpy in, numpy out
+    files = quantize_onnx(files, calibration_batches)                  # for the "-int8" engines
+
+The "-int8" engines run the same ONNX model statically quantized by ONNX Runtime's tools (QDQ:
+per-channel int8 weights, per-tensor uint8 activations on min/max ranges of the calibration batches
+the caller passes, the ones our int8 build calibrates on), as a user of each engine would quantize it.
 
 ONNX Runtime and OpenVINO run in this process (``pip install -e .[peers]``). ExecuTorch and DeepSparse
 need other versions of numpy / onnx than ours, so each runs in a venv of its own (``make_venv``), in
@@ -48,6 +53,16 @@ class Files:
 
     onnx: str
     pt2: str
+    onnx_int8: str = ""   # the ONNX model statically quantized (``quantize_onnx``)
+
+    def for_engine(self, engine: "Engine") -> "Files":
+        """What ``engine`` reads: the quantized ONNX model in the place of the float one for an int8 engine."""
+        if not engine.int8:
+            return self
+        if not self.onnx_int8:
+            raise ValueError(f"{engine.name} runs the ONNX model quantized by ONNX Runtime's quantizer "
+                             "(quantize_onnx), which is not installed or failed")
+        return Files(self.onnx_int8, self.pt2)
 
 
 def export_model(model, x, workdir: str) -> Files:
@@ -65,6 +80,39 @@ def export_model(model, x, workdir: str) -> Files:
     return files
 
 
+def quantize_onnx(files: Files, batches, input_name: str = "input") -> Files:
+    """``files`` with ``onnx_int8``: its ONNX model quantized by ONNX Runtime (QDQ, per-channel int8
+    weights, uint8 activations on the min/max of ``batches``, a list of numpy inputs), stamped IR 7
+    with only the opsets it uses so that DeepSparse 1.8 loads it too."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.left = iter(batches)
+
+        def get_next(self):
+            x = next(self.left, None)
+            return None if x is None else {input_name: x}
+
+    stem = os.path.splitext(files.onnx)[0]
+    inferred, quantized = stem + "-inferred.onnx", stem + "-int8.onnx"
+    quant_pre_process(files.onnx, inferred)
+    quantize_static(inferred, quantized, Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax)
+    model = onnx.load(quantized)
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    model.ir_version = 7
+    onnx.save(model, quantized)
+    return Files(files.onnx, files.pt2, quantized)
+
+
 @dataclass(frozen=True)
 class Engine:
     name: str                         # the engine column of the results
@@ -73,6 +121,7 @@ class Engine:
     version: Callable[[], str]
     venv_packages: tuple = ()         # non-empty: it runs in a venv of its own with these pip requirements
     install: str = "pip install -e .[peers]"
+    int8: bool = False                # runs the quantized ONNX model (``Files.for_engine``)
 
 
 def _onnxruntime(files: Files, threads: int):
@@ -141,10 +190,16 @@ ENGINES: dict[str, Engine] = {e.name: e for e in [
     Engine("deepsparse", "deepsparse", _deepsparse, _version("deepsparse"),
            venv_packages=("deepsparse==1.8.0", "numpy==1.26.4", "onnx==1.14.1", "torch==2.13.0")),
 ]}
+# The same engines on the quantized model (OpenVINO at its default precision: int8 where the model's
+# QDQ nodes say so, its default for the rest).
+ENGINES.update({int8: Engine(int8, ENGINES[name].module, ENGINES[name].load, _version(ENGINES[name].module),
+                             ENGINES[name].venv_packages, ENGINES[name].install, int8=True)
+                for name, int8 in (("onnxruntime", "onnxruntime-int8"), ("openvino-default", "openvino-int8"),
+                                   ("deepsparse", "deepsparse-int8"))})
 
 
 def venv_python(engine: Engine, root: Path = VENV_ROOT) -> Path:
-    return root / engine.name / "bin" / "python"
+    return root / engine.module / "bin" / "python"   # the int8 engines share their float twin's venv
 
 
 def make_venv(engine: Engine, root: Path = VENV_ROOT, out=print) -> Path:
@@ -167,6 +222,7 @@ def run_worker(engine: Engine, files: Files, x: np.ndarray, rounds: int, threads
     default). Returns {version, samples: {engine, pytorch}, foreign, output} or raises
     ``RuntimeError`` with the worker's last lines."""
     python = python or str(venv_python(engine))
+    files = files.for_engine(engine)
     inp, out = os.path.join(workdir, "input.npy"), os.path.join(workdir, f"{engine.name}.json")
     np.save(inp, x)
     cmd = [python, str(Path(__file__).resolve()), "--engine", engine.name, "--onnx", files.onnx,
