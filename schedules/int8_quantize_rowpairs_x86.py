@@ -92,23 +92,31 @@ def int8_quantize_rowpairs_x86(n: int, c: int, h: int, w: int, rows: int, groups
     return quantize
 
 
-def inline_all_but(sch: s_tir.Schedule, keep: set) -> None:
-    """Inline every other top-level block into its consumers (elementwise producers)."""
+def inline_all_but(sch: s_tir.Schedule, keep: set) -> bool:
+    """Inline every other top-level elementwise block into its consumers; False when a block that is
+    not elementwise (a reduction: a pool, or a float conv fused in beside) stays."""
+    inlined = True
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        if sch.get(block).name_hint not in keep:
+        stmt = sch.get(block)
+        if stmt.name_hint in keep:
+            continue
+        if stmt.init is not None or any(int(iv.iter_type) != SPATIAL for iv in stmt.iter_vars):
+            inlined = False
+        else:
             sch.compute_inline(block)
+    return inlined
 
 
 @register_schedule(DEQUANTIZE_BLOCK, "cpu")
 def schedule_dequantize(sch: s_tir.Schedule, block, target) -> None:
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     last = sch.get(blocks[-1]).name_hint
-    inline_all_but(sch, {last})
+    inlined = inline_all_but(sch, {last})
     block = sch.get_sblock(last)
-    if all(int(iv.iter_type) == SPATIAL for iv in sch.get(block).iter_vars):
+    if inlined and all(int(iv.iter_type) == SPATIAL for iv in sch.get(block).iter_vars):
         loops = sch.get_loops(block)
         sch.parallel(sch.fuse(*loops[:-1]))
         _, inner = sch.split(loops[-1], [None, LANES])
         sch.vectorize(inner)
-    else:   # a reduction after the epilogue (a pool): the generic schedule
+    else:   # a reduction after the epilogue (a pool) or beside it (a float conv it adds): the generic schedule
         find_schedule(FALLBACK, target)(sch, block, target)

@@ -572,3 +572,40 @@ def test_a_small_float_input_of_an_int8_conv_keeps_its_quantize_kernel():
     model, x, ranges = first_conv_into_int8(64)
     _, names = built_function_names(tp.from_pytorch(model, x), ranges)
     assert "int8_quantize_rowpairs_x86" in names and not any("cast" in n for n in names), names
+
+
+class BasicDownBlock(nn.Module):
+    """A user's ResNet basic block at stride 2: two pruned 3x3 convs, and a dense 1x1 shortcut too small
+    to pay in int8, whose float sum the second conv's epilogue adds."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16)
+        self.conv2, self.bn2 = nn.Conv2d(16, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+        self.shortcut = nn.Sequential(nn.Conv2d(8, 16, 1, 2, bias=False), nn.BatchNorm2d(16))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        y = torch.relu(self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))) + self.shortcut(x))
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_int8_convs_epilogue_fused_with_a_float_shortcut_conv_builds_and_agrees_with_float_pytorch():
+    require_vnni()
+    torch.manual_seed(0)
+    model = BasicDownBlock().eval()
+    for bn in (model.bn1, model.bn2, model.shortcut[1]):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+    oneshot_prune(model, [{"module": m, "kind": "filter_block_pattern", "filters": 4, "connectivity": 2.0}
+                          for m in ("conv1", "conv2")], PatternLibrary.patdnn()).squash()
+    batches = [torch.randn(3, 8, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    report = []
+    ex = tp.build(tp.from_pytorch(model, batches[0]), int8=tp.calibrate(model, batches), report=report)
+    kinds = {r.layer: r.kind for r in report}
+    assert kinds["conv1"] == kinds["conv2"] == "int8_filter_block" and kinds["shortcut.0"] is None
+    x = torch.randn(3, 8, 28, 28, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = model(x).numpy()
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    assert np.abs(got - ref).max() < 0.03 * np.abs(ref).max()
