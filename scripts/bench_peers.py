@@ -53,6 +53,7 @@ COLUMNS = ["network", "variant", "engine", "version", "median_ms", "p10_ms", "p9
            "max_rel_err", "rounds", "disturbed_rounds", "cpu", "threads", "error"]
 OURS = ("pytorch", "tvm-dense", "tvm-patterns", "tvm-patterns-int8")
 TOLERANCE = {"default": 1e-3, "openvino-default": 5e-2}   # bfloat16 keeps 8 bits of mantissa
+SPREAD_WARNING = 1.5   # p90 / p10 of PyTorch above this: the baseline itself is not to be trusted
 
 
 def tolerance(engine: str) -> float:
@@ -63,7 +64,6 @@ def calibration_batches(image: int) -> list[torch.Tensor]:
     """The random inputs every int8 engine is calibrated on (ours and ONNX Runtime's quantizer)."""
     g = torch.Generator().manual_seed(1)
     return [torch.randn(1, 3, image, image, generator=g) for _ in range(CALIBRATION_BATCHES)]
-SPREAD_WARNING = 1.5   # p90 / p10 of PyTorch above this: the baseline itself is not to be trusted
 
 
 def variants(net: str, image: int, filter_block: int = 0):
