@@ -13,7 +13,9 @@ the machine's SGEMM rate, measured in the same run, is the roof.
 also times that layer in int8 (weights per output channel on the uniform 8-bit grid, 7-bit on AVX2, the
 input on a per-tensor one): our int8 kernel (``schedules/int8_filter_block_pattern_conv2d_rowpair_x86``
 with AVX-512 VNNI, ``..._rowpair_avx2`` otherwise, column ``int8_isa``; the kernel alone, its input already in row pairs and its output uint8 codes, as between int8
-layers of a build) and PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer. ``--deepsparse`` also runs
+layers of a build) and PyTorch's own int8 conv (``torch.ao`` quantized conv, x86 engine) on the dense layer;
+with VNNI, the int8 roof measured in the same run (``schedules/vpdpbusd_roof_x86``) and each layer's
+``int8_fraction_of_roof``. ``--deepsparse`` also runs
 DeepSparse on each pruned layer in its venv's worker beside PyTorch there (not interleaved with ours:
 ``ours_vs_deepsparse`` is the ratio of the two speed-ups, each over the PyTorch timed beside it).
 """
@@ -143,7 +145,7 @@ class Int8Layer:
 
 
 def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), threads=1, blocked=None,
-                deepsparse=False, int8_filters=0):
+                deepsparse=False, int8_filters=0, int8_roof=None):
     """One layer's row; ``blocked``: the same layer pruned in filter blocks, timed beside (its own
     output checked against its own PyTorch layer); ``int8_filters``: that layer in int8 too."""
     layer = conv_relu(conv)
@@ -200,12 +202,31 @@ def bench_layer(net, name, conv, shape, rounds, roof, implementations=(), thread
             "mcpu": tp.targets.host().export()["mcpu"], "threads": threads,
             "rounds": rounds, "disturbed_rounds": len(measured.disturbed()),
             **{f"{impl}_ms": t[impl] * 1e3 for impl in implementations if impl in t},
-            **blocked_columns(extra, t, dense_macs), **int8_columns(int8, t, dense_macs), **ds}
+            **blocked_columns(extra, t, dense_macs), **int8_columns(int8, t, dense_macs, int8_roof), **ds}
 
 
-def int8_columns(int8: Int8Layer | None, t: dict, dense_macs: int) -> dict:
+def vpdpbusd_roof_gops(threads: int, steps: int = 2_000_000) -> float | None:
+    """The machine's int8 rate on ``threads`` threads (independent ``vpdpbusd``, no loads), in GOP/s;
+    None without AVX-512 VNNI."""
+    from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import missing_features
+    from schedules.vpdpbusd_roof_x86 import ACCUMULATORS, OPS_PER_INSTRUCTION, vpdpbusd_roof_x86
+    from tvm_patterns.passes.register_tiles import tir_pipeline
+
+    target = tp.targets.host()
+    if missing_features(target):
+        return None
+    f = vpdpbusd_roof_x86(threads, steps)
+    lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
+                      tir_pipeline=tir_pipeline(target))
+    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, 16), "int32"))
+    seconds = float(np.median(lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=5)(out).results))
+    return threads * steps * ACCUMULATORS * OPS_PER_INSTRUCTION / seconds / 1e9
+
+
+def int8_columns(int8: Int8Layer | None, t: dict, dense_macs: int, roof: float | None = None) -> dict:
     """The int8 columns of a layer's row: ours int8 against ours float32 (free and filter-block
-    patterns), PyTorch float32 and PyTorch int8 (dense), and GOP/s on the nonzero MACs."""
+    patterns), PyTorch float32 and PyTorch int8 (dense), and GOP/s on the nonzero MACs (and their
+    fraction of the ``vpdpbusd`` roof where it was measured)."""
     if int8 is None:
         return {}
     mac_ratio = dense_macs / int8.macs
@@ -213,7 +234,8 @@ def int8_columns(int8: Int8Layer | None, t: dict, dense_macs: int) -> dict:
             "int8_speedup_vs_filter_block": t["filter_block"] / t["int8"], "int8_speedup_vs_ours": t["ours"] / t["int8"],
             "int8_speedup_vs_pytorch": t["pytorch"] / t["int8"], "int8_speedup_vs_torch_int8": t["torch_int8"] / t["int8"],
             "int8_vs_torch_int8_ratio_to_mac_ratio": t["torch_int8"] / t["int8"] / mac_ratio,
-            "int8_gops_nonzero": 2 * int8.macs / t["int8"] / 1e9}
+            "int8_gops_nonzero": 2 * int8.macs / t["int8"] / 1e9,
+            "int8_roof_gops": roof, "int8_fraction_of_roof": 2 * int8.macs / t["int8"] / 1e9 / roof if roof else None}
 
 
 def blocked_columns(extra: dict, t: dict, dense_macs: int) -> dict:
@@ -255,6 +277,9 @@ def main(argv=None) -> int:
     roof = sgemm_gflops()
     print(f"{os.cpu_count()} cores, {threads} TVM / {torch.get_num_threads()} torch threads; "
           f"SGEMM roof {roof:.1f} GFLOP/s", flush=True)
+    int8_roof = vpdpbusd_roof_gops(threads) if args.int8 else None
+    if int8_roof:
+        print(f"vpdpbusd roof {int8_roof:.0f} GOP/s", flush=True)
     implementations = [i for i in args.implementations.split(",") if i]
     layers = conv3x3_layers(args.net, args.image_size)
     blocked = dict((n, c) for n, c, _ in conv3x3_layers(args.net, args.image_size, args.filter_block)) \
@@ -267,7 +292,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         rows.append(bench_layer(args.net, name, conv, shape, args.rounds, roof, implementations, threads,
                                 blocked.get(name) if conv.in_channels > 3 and conv.groups == 1 else None,
-                                args.deepsparse, args.filter_block if args.int8 else 0))
+                                args.deepsparse, args.filter_block if args.int8 else 0, int8_roof))
         r = rows[-1]
         print(f"[{i + 1}/{len(layers)}] {name}: {r['kind']} {r['ours_ms']:.2f} ms, pytorch {r['pytorch_ms']:.2f} ms, "
               f"x{r['speedup_vs_pytorch']:.2f} (MAC ratio {r['mac_ratio']:.1f}) [{time.perf_counter() - t0:.0f} s]", flush=True)

@@ -44,7 +44,7 @@ KINDS = [
       ("filter_block_gflops_nonzero", "filter-block GFLOP/s (nonzero)"), ("int8_isa", "int8 ISA"),
       ("int8_ms", "int8 ms"), ("int8_speedup_vs_filter_block", "int8 x filter-block"),
       ("int8_vs_torch_int8_ratio_to_mac_ratio", "int8 x torch.ao int8 / MAC ratio"),
-      ("int8_gops_nonzero", "int8 GOP/s (nonzero)"), ("sgemm_gflops", "SGEMM roof GFLOP/s"),
+      ("int8_gops_nonzero", "int8 GOP/s (nonzero)"), ("int8_fraction_of_roof", "int8 of vpdpbusd roof"), ("sgemm_gflops", "SGEMM roof GFLOP/s"),
       ("deepsparse_speedup_vs_pytorch", "DeepSparse x its PyTorch"), ("ours_vs_deepsparse", "ours / DeepSparse")]),
     ("peers", "engine",
      [("network", "network"), ("variant", "variant"), ("engine", "engine"), ("version", "version"),
