@@ -209,7 +209,7 @@ def vpdpbusd_roof_gops(threads: int, steps: int = 2_000_000) -> float | None:
     """The machine's int8 rate on ``threads`` threads (independent ``vpdpbusd``, no loads), in GOP/s;
     None without AVX-512 VNNI."""
     from schedules.int8_filter_block_pattern_conv2d_rowpair_x86 import missing_features
-    from schedules.vpdpbusd_roof_x86 import ACCUMULATORS, OPS_PER_INSTRUCTION, vpdpbusd_roof_x86
+    from schedules.vpdpbusd_roof_x86 import ACCUMULATORS, LANES, OPS_PER_INSTRUCTION, vpdpbusd_roof_x86
     from tvm_patterns.passes.register_tiles import tir_pipeline
 
     target = tp.targets.host()
@@ -218,7 +218,7 @@ def vpdpbusd_roof_gops(threads: int, steps: int = 2_000_000) -> float | None:
     f = vpdpbusd_roof_x86(threads, steps)
     lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target,
                       tir_pipeline=tir_pipeline(target))
-    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, 16), "int32"))
+    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, LANES), "int32"))
     seconds = float(np.median(lib.mod.time_evaluator("main", tvm.cpu(), number=3, repeat=5)(out).results))
     return threads * steps * ACCUMULATORS * OPS_PER_INSTRUCTION / seconds / 1e9
 

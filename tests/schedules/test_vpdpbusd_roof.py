@@ -2,7 +2,7 @@
 import numpy as np
 import tvm
 
-from schedules.vpdpbusd_roof_x86 import ACCUMULATORS, vpdpbusd_roof_x86
+from schedules.vpdpbusd_roof_x86 import ACCUMULATORS, LANES, vpdpbusd_roof_x86
 from tvm_patterns.passes.register_tiles import tir_pipeline
 
 from .test_int8_filter_block_conv import HOST, VNNI, require_vnni
@@ -17,7 +17,7 @@ def build(threads, steps, target):
 def test_every_accumulator_sums_the_bytes_of_every_step_so_no_instruction_is_folded_away():
     require_vnni()
     threads, steps = 2, 1000
-    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, 16), "int32"))
+    out = tvm.runtime.tensor(np.zeros((threads, ACCUMULATORS, LANES), "int32"))
     build(threads, steps, HOST)["main"](out)
     s = np.arange(steps)
     step_bytes = sum(((s >> (8 * k)) & 255).sum() for k in range(4))
